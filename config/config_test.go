@@ -1,0 +1,198 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+}
+
+func TestEmbeddedDefault(t *testing.T) {
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ch := range c.Channels {
+		names = append(names, ch.Name)
+		if ch.Kind != KindConda || len(ch.Upstreams) != 1 {
+			t.Errorf("channel %s: kind %q, %d upstreams", ch.Name, ch.Kind, len(ch.Upstreams))
+		}
+	}
+	if got, want := strings.Join(names, ","), "conda-forge,bioconda,pkgs/main,pkgs/r,pkgs/msys2"; got != want {
+		t.Errorf("channels = %s, want %s", got, want)
+	}
+	if c.Listen != ":8080" || c.Data != "./condaproxy-data" || c.Cache.MaxSize != 50<<30 ||
+		c.Cache.MetadataTTL.D() != 10*time.Minute || c.Cache.NegativeTTL.D() != time.Minute {
+		t.Errorf("defaults not filled: %+v", c)
+	}
+}
+
+const full = `listen: "127.0.0.1:9000"
+data: /var/lib/condaproxy
+cache:
+  max_size: 2GiB
+  memory: 64MiB
+  metadata_ttl: 5m
+  negative_ttl: 30s
+  keep_removed: true
+auth:
+  tokens: ["${CLIENT_TOKEN}"]
+  admin_token: s3cret
+channels:
+  - name: conda-forge
+    upstreams:
+      - url: https://conda.anaconda.org/t/${ANACONDA_TOKEN}/conda-forge
+      - url: file:///mnt/usb/conda-forge
+    platforms: [linux-64, noarch]
+    python_versions: ["3.11", "3.12"]
+    package_list: [numpy]
+    exclude_newer: 2024-06-01
+    min_age: 72h
+  - name: installers
+    kind: files
+    upstreams:
+      - url: https://example.invalid/miniconda
+        username: bob
+        password: hunter2
+`
+
+func TestFullFile(t *testing.T) {
+	c, err := Parse("c.yaml", []byte(full), env(map[string]string{"CLIENT_TOKEN": "ct", "ANACONDA_TOKEN": "at-123"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf := c.Channel("conda-forge")
+	if cf == nil {
+		t.Fatal("no conda-forge")
+	}
+	if got := cf.Upstreams[0].URL; got != "https://conda.anaconda.org/t/at-123/conda-forge" {
+		t.Errorf("env not expanded: %s", got)
+	}
+	if len(cf.PkgList) != 1 || cf.PkgList[0] != "numpy" || cf.PackageList != nil {
+		t.Errorf("package_list alias not merged: %v / %v", cf.PkgList, cf.PackageList)
+	}
+	if !cf.ExcludeNewerTime.Equal(time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)) || cf.MinAge.D() != 72*time.Hour {
+		t.Errorf("dates: %v %v", cf.ExcludeNewerTime, cf.MinAge)
+	}
+	if c.Cache.MaxSize != 2<<30 || c.Cache.Memory != 64<<20 || !c.Cache.KeepRemoved {
+		t.Errorf("cache: %+v", c.Cache)
+	}
+	out, err := c.Show()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	for _, secret := range []string{"at-123", "hunter2", "s3cret", "ct\n", "- ct"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("config show leaks %q:\n%s", secret, s)
+		}
+	}
+	for _, want := range []string{"/t/***/conda-forge", "max_size: 2GiB", "metadata_ttl: 5m0s", "password: '***'"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("config show lacks %q:\n%s", want, s)
+		}
+	}
+	// Show must not have changed the live configuration.
+	if c.Auth.AdminToken != "s3cret" || cf.Upstreams[0].URL != "https://conda.anaconda.org/t/at-123/conda-forge" {
+		t.Error("Show modified the configuration")
+	}
+	// What show prints must load again.
+	if _, err := Parse("shown.yaml", out, env(nil)); err != nil {
+		t.Errorf("config show output does not load: %v\n%s", err, s)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	ch := "channels:\n  - name: c\n    upstreams: [{url: https://x.invalid/c}]\n"
+	tests := []struct {
+		name, yaml string
+		want       string // substring of the error: file, line and key
+	}{
+		{"unknown top key", "listne: :80\n", "c.yaml:1: listne: unknown key"},
+		{"unknown nested key", "cache:\n  max_sise: 1GiB\n", "c.yaml:2: cache.max_sise: unknown key"},
+		{"bad size", "cache:\n  max_size: 50GB\n", `c.yaml:2: cache.max_size: bad size "50GB"`},
+		{"size too small", "cache:\n  max_size: 10KiB\n", "cache.max_size: 10KiB is too small"},
+		{"bad duration", "cache:\n  metadata_ttl: 10 minutes\n", `c.yaml:2: cache.metadata_ttl: bad duration "10 minutes"`},
+		{"negative duration", "cache:\n  negative_ttl: -1m\n", "must not be negative"},
+		{"bad bool", "cache:\n  keep_removed: maybe\n", "c.yaml:2: cache.keep_removed: want true or false"},
+		{"list for scalar", "listen: [a]\n", "c.yaml:1: listen: want a single value"},
+		{"bad listen", "listen: nowhere\n", `c.yaml:1: listen: bad address "nowhere"`},
+		{"bad yaml", "listen: [\n", "c.yaml:1: not valid YAML"},
+		{"unset env", "redis: redis://${NOPE}:6379\n", "c.yaml:1: redis: environment variable NOPE is not set"},
+		{"bad redis", "redis: http://x\n", "redis: bad URL"},
+		{"bad channel name", "channels:\n  - name: ../etc\n    upstreams: [{url: https://x.invalid}]\n", `c.yaml:2: channels[0].name: bad channel name "../etc"`},
+		{"reserved name", "channels:\n  - name: api\n    upstreams: [{url: https://x.invalid}]\n", "channels[0].name: channel name \"api\""},
+		{"duplicate channel", ch + "  - name: c\n    upstreams: [{url: https://x.invalid/c}]\n", "c.yaml:4: channels[1].name: channel \"c\" is defined twice"},
+		{"nested channel", ch + "  - name: c/sub\n    upstreams: [{url: https://x.invalid/c}]\n", "nest inside"},
+		{"no upstream", "channels:\n  - name: c\n", "channels[0].upstreams: channel \"c\" needs at least one upstream"},
+		{"bad upstream scheme", "channels:\n  - name: c\n    upstreams: [{url: ftp://x/c}]\n", "c.yaml:3: channels[0].upstreams[0].url: bad URL \"ftp://x/c\""},
+		{"relative file url", "channels:\n  - name: c\n    upstreams: [{url: \"file://mnt/x\"}]\n", "a file URL is file:///absolute/path"},
+		{"token redacted in error", "channels:\n  - name: c\n    upstreams: [{url: \"ftp://h/t/SECRET/c\"}]\n", "/t/***/c"},
+		{"bad kind", "channels:\n  - name: c\n    kind: pypi\n    upstreams: [{url: https://x.invalid}]\n", "c.yaml:3: channels[0].kind: \"pypi\""},
+		{"bad platform", ch + "    platforms: [linux64]\n", "c.yaml:4: channels[0].platforms[0]: bad platform \"linux64\""},
+		{"unquoted python", ch + "    python_versions: [3]\n", "channels[0].python_versions[0]: bad python version \"3\""},
+		{"bad date", ch + "    exclude_newer: yesterday\n", "c.yaml:4: channels[0].exclude_newer: bad date"},
+		{"both pkg_list keys", ch + "    pkg_list: [a]\n    package_list: [b]\n", "channels[0].package_list: pkg_list and its alias"},
+		{"filter on files", "channels:\n  - name: f\n    kind: files\n    upstreams: [{url: https://x.invalid}]\n    blacklist: [a]\n", "c.yaml:5: channels[0].blacklist: a kind: files channel"},
+		{"tls half", "tls: {cert: a.pem}\n", "tls: cert and key go together"},
+		{"bad token", "auth:\n  tokens: [\"a/b\"]\n", "auth.tokens[0]: a token must be"},
+		{"other_hosts", "forward_proxy:\n  listen: :3128\n  other_hosts: allow\n", "forward_proxy.other_hosts: \"allow\""},
+		{"password without user", "channels:\n  - name: c\n    upstreams: [{url: https://x.invalid, password: p}]\n", "channels[0].upstreams[0].password: a password needs a username"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.yaml", []byte(tt.yaml), env(nil))
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.want)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Errorf("error is %T, want *config.Error", err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %q, want it to contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "SECRET") {
+				t.Errorf("error leaks a token: %q", err)
+			}
+		})
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"https://conda.anaconda.org/t/abc-123/private", "https://conda.anaconda.org/t/***/private"},
+		{"https://h/t/abc", "https://h/t/***"},
+		{"https://bob:pw@h/c", "https://bob:***@h/c"},
+		{"https://h/c", "https://h/c"},
+		{"redis://:pw@h:6379/0", "redis://:***@h:6379/0"},
+	}
+	for _, tt := range tests {
+		if got := RedactURL(tt.in); got != tt.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Size
+		ok   bool
+	}{
+		{"50GiB", 50 << 30, true}, {"256MiB", 256 << 20, true}, {"1.5KiB", 1536, true}, {"1024", 1024, true},
+		{"10B", 10, true}, {"50GB", 0, false}, {"MiB", 0, false}, {"-1MiB", 0, false}, {"", 0, false},
+	}
+	for _, tt := range tests {
+		var s Size
+		err := s.parse(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && s != tt.want) {
+			t.Errorf("Size(%q) = %d, %v; want %d ok=%v", tt.in, s, err, tt.want, tt.ok)
+		}
+	}
+}

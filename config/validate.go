@@ -1,0 +1,189 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// channelName allows "conda-forge", "pkgs/main": segments of letters, digits, '.', '_', '-'.
+var channelName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$`)
+
+// SubdirPattern is the shape of a conda subdir: "noarch", or platform-arch such as
+// "linux-64", "osx-arm64", "emscripten-wasm32". Shared with the request path.
+var SubdirPattern = regexp.MustCompile(`^(noarch|[a-z0-9]+-[a-z0-9_]+)$`)
+
+var pythonVersion = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?$`)
+
+// reservedFirstSegments are URL paths the proxy answers itself; a channel there would be unreachable.
+var reservedFirstSegments = map[string]bool{
+	"t": true, "api": true, "metrics": true, "healthz": true, "readyz": true, "static": true,
+}
+
+func (l *loader) validate(c *Config) error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return l.errKey("listen", "bad address %q: want host:port or :port", c.Listen)
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return l.errKey("public_url", "bad URL %q: want http(s)://host[/path]", c.PublicURL)
+		}
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		return l.errKey("tls", "cert and key go together: set both or neither")
+	}
+	if c.Cache.MaxSize < 1<<20 {
+		return l.errKey("cache.max_size", "%s is too small: at least 1MiB", c.Cache.MaxSize)
+	}
+	if c.Redis != "" {
+		if u, err := url.Parse(c.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			return l.errKey("redis", "bad URL %q: want redis://host:port/db", RedactURL(c.Redis))
+		}
+	}
+	for i, t := range c.Auth.Tokens {
+		if t == "" || strings.ContainsAny(t, "/ \t\r\n?#%") {
+			return l.errKey(fmt.Sprintf("auth.tokens[%d]", i), "a token must be non-empty, without '/', '%%', '?', '#' or spaces (it goes in /t/<token>/ paths)")
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return l.errKey("log.level", "%q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		return l.errKey("log.format", "%q: want json or text", c.Log.Format)
+	}
+	if fp := c.ForwardProxy; fp != nil {
+		if _, _, err := net.SplitHostPort(fp.Listen); err != nil {
+			return l.errKey("forward_proxy.listen", "bad address %q: want host:port or :port", fp.Listen)
+		}
+		if fp.OtherHosts != "deny" && fp.OtherHosts != "tunnel" {
+			return l.errKey("forward_proxy.other_hosts", "%q: want deny or tunnel", fp.OtherHosts)
+		}
+	}
+	names := map[string]string{}
+	for i := range c.Channels {
+		if err := l.validateChannel(c, i, names); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *loader) validateChannel(c *Config, i int, names map[string]string) error {
+	ch := &c.Channels[i]
+	key := func(k string) string { return fmt.Sprintf("channels[%d].%s", i, k) }
+	if !channelName.MatchString(ch.Name) {
+		return l.errKey(key("name"), "bad channel name %q: letters, digits, '.', '_', '-', segments joined by '/'", ch.Name)
+	}
+	first, _, _ := strings.Cut(ch.Name, "/")
+	if reservedFirstSegments[first] {
+		return l.errKey(key("name"), "channel name %q starts with %q, a path the proxy answers itself", ch.Name, first)
+	}
+	for other := range names {
+		switch {
+		case other == ch.Name:
+			return l.errKey(key("name"), "channel %q is defined twice", ch.Name)
+		case strings.HasPrefix(other, ch.Name+"/"), strings.HasPrefix(ch.Name, other+"/"):
+			// One channel inside another's URL tree would make paths ambiguous.
+			return l.errKey(key("name"), "channel %q and channel %q nest inside each other's URL tree", ch.Name, other)
+		}
+	}
+	names[ch.Name] = ch.Name
+	switch ch.Kind {
+	case KindConda, KindFiles:
+	default:
+		return l.errKey(key("kind"), "%q: want conda or files", ch.Kind)
+	}
+	if len(ch.Upstreams) == 0 {
+		return l.errAt(key("upstreams"), l.lines[fmt.Sprintf("channels[%d]", i)], "channel %q needs at least one upstream", ch.Name)
+	}
+	for j, up := range ch.Upstreams {
+		if err := l.validateUpstream(key(fmt.Sprintf("upstreams[%d]", j)), up); err != nil {
+			return err
+		}
+	}
+	if len(ch.PackageList) > 0 {
+		if len(ch.PkgList) > 0 {
+			return l.errKey(key("package_list"), "pkg_list and its alias package_list are both set: keep one")
+		}
+		ch.PkgList, ch.PackageList = ch.PackageList, nil
+		l.lines[key("pkg_list")] = l.lines[key("package_list")]
+	}
+	if ch.Kind == KindFiles {
+		for _, k := range []struct {
+			name string
+			set  bool
+		}{
+			{"platforms", len(ch.Platforms) > 0}, {"python_versions", len(ch.PythonVersions) > 0},
+			{"pkg_list", len(ch.PkgList) > 0}, {"include_dependencies", ch.IncludeDependencies},
+			{"whitelist", len(ch.Whitelist) > 0}, {"blacklist", len(ch.Blacklist) > 0},
+			{"license_blacklist", len(ch.LicenseBlacklist) > 0}, {"exclude_newer", ch.ExcludeNewer != ""},
+			{"min_age", ch.MinAge != 0},
+		} {
+			if k.set {
+				return l.errKey(key(k.name), "a kind: files channel has no repodata to filter; remove this key")
+			}
+		}
+	}
+	for j, p := range ch.Platforms {
+		if !SubdirPattern.MatchString(p) {
+			return l.errKey(key(fmt.Sprintf("platforms[%d]", j)), "bad platform %q: want a conda subdir such as linux-64, osx-arm64, win-64, noarch", p)
+		}
+	}
+	for j, v := range ch.PythonVersions {
+		if !pythonVersion.MatchString(v) {
+			return l.errKey(key(fmt.Sprintf("python_versions[%d]", j)), "bad python version %q: want X.Y such as \"3.11\" (quote it: YAML reads 3.10 as 3.1)", v)
+		}
+	}
+	if ch.ExcludeNewer != "" {
+		t, err := parseDate(ch.ExcludeNewer)
+		if err != nil {
+			return l.errKey(key("exclude_newer"), "bad date %q: want RFC 3339, e.g. 2024-06-01 or 2024-06-01T12:00:00Z", ch.ExcludeNewer)
+		}
+		ch.ExcludeNewerTime = t
+	}
+	return nil
+}
+
+func parseDate(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	return time.Parse("2006-01-02", s)
+}
+
+func (l *loader) validateUpstream(key string, up Upstream) error {
+	u, err := url.Parse(up.URL)
+	if err != nil || up.URL == "" {
+		return l.errKey(key+".url", "bad URL %q", RedactURL(up.URL))
+	}
+	switch u.Scheme {
+	case "http", "https":
+		if u.Host == "" {
+			return l.errKey(key+".url", "bad URL %q: no host", RedactURL(up.URL))
+		}
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return l.errKey(key+".url", "bad URL %q: a file URL is file:///absolute/path", RedactURL(up.URL))
+		}
+		if !filepath.IsAbs(u.Path) {
+			return l.errKey(key+".url", "bad URL %q: a file URL needs an absolute path", RedactURL(up.URL))
+		}
+	default:
+		return l.errKey(key+".url", "bad URL %q: want http://, https:// or file://", RedactURL(up.URL))
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return l.errKey(key+".url", "bad URL %q: a channel URL has no query or fragment", RedactURL(up.URL))
+	}
+	if up.Password != "" && up.Username == "" {
+		return l.errKey(key+".password", "a password needs a username")
+	}
+	return nil
+}
