@@ -1,0 +1,215 @@
+// Package repodata reads and writes conda repodata.json documents.
+//
+// A record keeps the exact bytes upstream wrote for it (Raw), so what the proxy
+// serves is what upstream signed off, minus the records a filter hid; only the few
+// fields the proxy decides on are decoded. Parsing is strict: a document that is not
+// valid JSON, or whose records lack a name, version or build, is an error, because a
+// half-read repodata is worse than the last good one. The package does no I/O beyond
+// the readers and writers it is given.
+package repodata
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Record is one entry of "packages" or "packages.conda".
+type Record struct {
+	Filename string
+	// Raw is the record's JSON exactly as upstream wrote it. It aliases the parsed
+	// document's buffer: never modify it.
+	Raw []byte
+
+	Name, Version, Build string
+	BuildNumber          int64
+	Depends, Constrains  []string
+	License              string
+	LicenseFamily        string
+	Timestamp            int64 // as written: milliseconds, or seconds in old records
+	Size                 int64 // -1 when upstream gave none
+	SHA256, MD5          string
+	Subdir               string
+	Noarch               string
+
+	// Conda is true for records of "packages.conda".
+	Conda bool
+	// Upstream is the index, in the channel's upstream list, of the upstream whose
+	// record this is; its bytes are fetched from that upstream only.
+	Upstream int
+}
+
+// Member is one key of a JSON object with its raw value.
+type Member struct {
+	Key string
+	Raw []byte
+}
+
+// Doc is one repodata document.
+type Doc struct {
+	// Info is the "info" object, without base_url (see BaseURL).
+	Info []Member
+	// BaseURL is info.base_url (CEP-15) as upstream wrote it: where upstream's
+	// packages live. The proxy fetches from there and never passes it on, so that no
+	// URL a client sees points past the proxy.
+	BaseURL string
+	// Records holds "packages" then "packages.conda", each in upstream's order.
+	Records []*Record
+	// Removed is the "removed" list.
+	Removed []string
+	// Version is repodata_version (0 when absent).
+	Version int64
+	// Extra holds other top-level keys as written (e.g. signatures). Keys beginning
+	// with '_' are conda's local cache bookkeeping (_url, _etag, _mod) and are dropped:
+	// they would point clients at upstream.
+	Extra []Member
+}
+
+// Subdir returns info.subdir, or "" when absent.
+func (d *Doc) Subdir() string {
+	for _, m := range d.Info {
+		if m.Key == "subdir" {
+			s := &scanner{data: m.Raw}
+			v, err := s.str()
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// Parse reads a repodata.json document. The returned Doc aliases data.
+func Parse(data []byte) (*Doc, error) {
+	s := &scanner{data: data}
+	d := &Doc{}
+	seen := map[string]bool{}
+	err := s.object(func(key string) error {
+		if seen[key] {
+			return s.errorf("top-level key %q given twice", key)
+		}
+		seen[key] = true
+		switch key {
+		case "info":
+			return s.object(func(k string) error {
+				if k == "base_url" {
+					v, err := s.optStr("info.base_url")
+					d.BaseURL = v
+					return err
+				}
+				raw, err := s.raw()
+				d.Info = append(d.Info, Member{k, raw})
+				return err
+			})
+		case "packages", "packages.conda":
+			conda := key == "packages.conda"
+			if s.peek() == 'n' {
+				return s.literal("null")
+			}
+			return s.object(func(fn string) error {
+				r, err := parseRecord(s, fn)
+				if err != nil {
+					return err
+				}
+				r.Conda = conda
+				d.Records = append(d.Records, r)
+				return nil
+			})
+		case "removed":
+			v, err := s.strList("removed")
+			d.Removed = v
+			return err
+		case "repodata_version":
+			v, err := s.int("repodata_version")
+			d.Version = v
+			return err
+		default:
+			raw, err := s.raw()
+			if !strings.HasPrefix(key, "_") {
+				d.Extra = append(d.Extra, Member{key, raw})
+			}
+			return err
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.ws(); s.pos < len(s.data) {
+		return nil, s.errorf("data after the document")
+	}
+	return d, nil
+}
+
+func parseRecord(s *scanner, filename string) (*Record, error) {
+	s.ws()
+	start := s.pos
+	r := &Record{Filename: filename, Size: -1}
+	var err error
+	objErr := s.object(func(key string) error {
+		switch key {
+		case "name":
+			r.Name, err = s.optStr(key)
+		case "version":
+			r.Version, err = s.optStr(key)
+		case "build":
+			r.Build, err = s.optStr(key)
+		case "build_number":
+			r.BuildNumber, err = s.int(key)
+		case "depends":
+			r.Depends, err = s.strList(key)
+		case "constrains":
+			r.Constrains, err = s.strList(key)
+		case "license":
+			r.License, err = s.optStr(key)
+		case "license_family":
+			r.LicenseFamily, err = s.optStr(key)
+		case "timestamp":
+			r.Timestamp, err = s.int(key)
+		case "size":
+			r.Size, err = s.int(key)
+		case "sha256":
+			r.SHA256, err = s.optStr(key)
+		case "md5":
+			r.MD5, err = s.optStr(key)
+		case "subdir":
+			r.Subdir, err = s.optStr(key)
+		case "noarch":
+			// "python", "generic", or true in old records.
+			if s.peek() == '"' {
+				r.Noarch, err = s.str()
+			} else {
+				var raw []byte
+				raw, err = s.raw()
+				if string(raw) == "true" {
+					r.Noarch = "generic"
+				}
+			}
+		default:
+			err = s.skip()
+		}
+		return err
+	})
+	if objErr != nil {
+		return nil, fmt.Errorf("record %q: %w", filename, objErr)
+	}
+	r.Raw = s.data[start:s.pos]
+	if r.Name == "" || r.Version == "" || r.Build == "" {
+		return nil, &SyntaxError{Offset: start, Msg: fmt.Sprintf("record %q: name, version and build are required", filename)}
+	}
+	if !ValidFilename(filename) {
+		return nil, &SyntaxError{Offset: start, Msg: fmt.Sprintf("record %q: not a package filename (.conda or .tar.bz2, no '/')", filename)}
+	}
+	return r, nil
+}
+
+// ValidFilename reports whether name can be a package file in a subdir: a plain
+// name ending in .conda or .tar.bz2. Upstream repodata whose keys are paths
+// ("../x.conda") is refused, so a record can never name a file outside its subdir.
+func ValidFilename(name string) bool {
+	if !strings.HasSuffix(name, ".conda") && !strings.HasSuffix(name, ".tar.bz2") {
+		return false
+	}
+	if strings.ContainsAny(name, "/\\\x00") || strings.HasPrefix(name, ".") {
+		return false
+	}
+	return true
+}
