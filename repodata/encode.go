@@ -11,8 +11,12 @@ import (
 // "packages.conda", "removed", "repodata_version" and the extra keys. Each record is
 // written with the bytes upstream gave it, one record a line, so the output stays
 // diffable and streams without building the document in memory.
-func Encode(w io.Writer, d *Doc) error {
-	bw := bufio.NewWriterSize(w, 256<<10)
+//
+// at, if not nil, is told the byte offset of each record's JSON in the output, so a
+// caller can later read one record back without parsing the whole document.
+func Encode(w io.Writer, d *Doc, at func(r *Record, offset int64)) error {
+	cw := &offsetWriter{w: w}
+	bw := bufio.NewWriterSize(cw, 256<<10)
 	bw.WriteString(`{"info":{`)
 	for i, m := range d.Info {
 		if i > 0 {
@@ -39,6 +43,9 @@ func Encode(w io.Writer, d *Doc) error {
 			first = false
 			bw.WriteByte('\n')
 			writeKey(bw, r.Filename)
+			if at != nil {
+				at(r, cw.n+int64(bw.Buffered()))
+			}
 			bw.Write(r.Raw)
 		}
 		bw.WriteString("\n},\n")
@@ -64,6 +71,18 @@ func Encode(w io.Writer, d *Doc) error {
 	}
 	bw.WriteString("}\n")
 	return bw.Flush()
+}
+
+// offsetWriter counts what passed through it.
+type offsetWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (o *offsetWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	o.n += int64(n)
+	return n, err
 }
 
 func writeKey(w *bufio.Writer, k string) {

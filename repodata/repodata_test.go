@@ -80,7 +80,7 @@ func TestRoundTripRealRepodata(t *testing.T) {
 				t.Errorf("records = %d, want %d", got, w)
 			}
 			var buf bytes.Buffer
-			if err := Encode(&buf, d); err != nil {
+			if err := Encode(&buf, d, nil); err != nil {
 				t.Fatal(err)
 			}
 			if got, want := normalized(t, buf.Bytes()), normalized(t, data); !reflect.DeepEqual(got, want) {
@@ -179,7 +179,7 @@ func TestParseDropsUpstreamPointers(t *testing.T) {
 		t.Errorf("BaseURL %q subdir %q", d.BaseURL, d.Subdir())
 	}
 	var buf bytes.Buffer
-	Encode(&buf, d)
+	Encode(&buf, d, nil)
 	if s := buf.String(); strings.Contains(s, "invalid") || !strings.Contains(s, `"signatures":{}`) {
 		t.Errorf("encoded doc still points upstream or lost a key: %s", s)
 	}
@@ -216,7 +216,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted invalid JSON %q", data)
 		}
 		var buf bytes.Buffer
-		if err := Encode(&buf, d); err != nil {
+		if err := Encode(&buf, d, nil); err != nil {
 			t.Fatal(err)
 		}
 		d2, err := Parse(buf.Bytes())
@@ -227,4 +227,26 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("records %d after round trip, want %d", len(d2.Records), len(d.Records))
 		}
 	})
+}
+
+func TestEncodeOffsets(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(testdata.Dir(t), "conda_format_repo", "linux-64", "repodata.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offsets := map[string]int64{}
+	var buf bytes.Buffer
+	if err := Encode(&buf, d, func(r *Record, off int64) { offsets[r.Filename] = off }); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range d.Records {
+		off := offsets[r.Filename]
+		if got := buf.Bytes()[off : off+int64(len(r.Raw))]; !bytes.Equal(got, r.Raw) {
+			t.Errorf("%s: bytes at offset %d are %q", r.Filename, off, got[:20])
+		}
+	}
 }

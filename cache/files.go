@@ -1,0 +1,120 @@
+package cache
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+)
+
+// Named files hold what the proxy derives and replaces as a whole: upstream
+// repodata and the filtered answers made from it. Unlike package blobs they are not
+// counted against max_size (evicting them would break serving while upstream is
+// down); their owner removes the old one when it writes a new one.
+
+var fileName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$`)
+
+func (s *Store) filePath(name string) (string, error) {
+	if !fileName.MatchString(name) {
+		return "", fmt.Errorf("cache: bad file name %q", name)
+	}
+	return filepath.Join(s.dir, "files", name), nil
+}
+
+// WriteFile writes a named file atomically from what write produces, and returns its
+// size and sha256. Readers see the old file or the new one, never a part.
+func (s *Store) WriteFile(name string, write func(io.Writer) error) (size int64, sha string, err error) {
+	path, err := s.filePath(name)
+	if err != nil {
+		return 0, "", err
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "file-*")
+	if err != nil {
+		return 0, "", err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	h := sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, h)}
+	if err = write(cw); err != nil {
+		return 0, "", err
+	}
+	if err = f.Sync(); err != nil {
+		return 0, "", err
+	}
+	if err = f.Close(); err != nil {
+		return 0, "", err
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return 0, "", err
+	}
+	if s.hot != nil {
+		s.hot.Del("f:" + name)
+	}
+	return cw.n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// OpenFile opens a named file, from memory when it is hot.
+func (s *Store) OpenFile(name string) (*Blob, error) {
+	path, err := s.filePath(name)
+	if err != nil {
+		return nil, err
+	}
+	if b, ok := s.hotGet("f:" + name); ok {
+		return &Blob{ReadSeeker: bytes.NewReader(b), Size: int64(len(b)), Source: "memory"}, nil
+	}
+	info, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.openFile(path, "f:"+name, info.Size())
+}
+
+// ReadFile returns a named file's bytes.
+func (s *Store) ReadFile(name string) ([]byte, error) {
+	b, err := s.OpenFile(name)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return io.ReadAll(b)
+}
+
+// RemoveFile deletes a named file; a missing one is not an error.
+func (s *Store) RemoveFile(name string) error {
+	path, err := s.filePath(name)
+	if err != nil {
+		return err
+	}
+	if s.hot != nil {
+		s.hot.Del("f:" + name)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,109 @@
+package cache
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Meta is the small-record store: JSON values under string keys, in Pebble.
+// Keys are namespaced by a prefix and '/', e.g. "b/<sha256>" for blobs; each
+// package that stores metadata owns its prefixes.
+type Meta struct {
+	db *pebble.DB
+}
+
+// ErrLocked is returned when another process holds the data directory.
+var ErrLocked = errors.New("data directory is in use by another condaproxy process")
+
+func openMeta(path string, log *slog.Logger) (*Meta, error) {
+	db, err := pebble.Open(path, &pebble.Options{Logger: pebbleLogger{log}})
+	if err != nil {
+		if isLockErr(err) {
+			return nil, fmt.Errorf("%w (%s)", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("open metadata store %s: %w", path, err)
+	}
+	return &Meta{db: db}, nil
+}
+
+// Get decodes the value at key into v, and reports whether it was there.
+func (m *Meta) Get(key string, v any) (bool, error) {
+	val, closer, err := m.db.Get([]byte(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer closer.Close()
+	if err := json.Unmarshal(val, v); err != nil {
+		return false, fmt.Errorf("metadata %q: %w", key, err)
+	}
+	return true, nil
+}
+
+// Put stores v at key durably.
+func (m *Meta) Put(key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return m.db.Set([]byte(key), b, pebble.Sync)
+}
+
+// Delete removes key.
+func (m *Meta) Delete(key string) error {
+	return m.db.Delete([]byte(key), pebble.Sync)
+}
+
+// Scan calls fn with each key under prefix, in key order, and its raw JSON value;
+// fn's error stops the scan.
+func (m *Meta) Scan(prefix string, fn func(key string, val []byte) error) error {
+	upper := []byte(prefix)
+	upper = append(upper[:len(upper):len(upper)], 0xff)
+	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(string(it.Key()), it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
+// putBatch writes several values at once without waiting for the disk: used for
+// access times, which may be lost in a crash at the cost of a slightly wrong LRU.
+func (m *Meta) putBatch(kv map[string]any) error {
+	b := m.db.NewBatch()
+	for k, v := range kv {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		b.Set([]byte(k), raw, nil)
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+func (m *Meta) close() error { return m.db.Close() }
+
+// pebbleLogger sends Pebble's own messages to slog instead of stderr.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+}
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	panic(fmt.Sprintf(format, args...))
+}

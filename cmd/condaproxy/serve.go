@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/condaproxy/condaproxy/admin"
+	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/proxy"
+	"github.com/condaproxy/condaproxy/upstream"
+)
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	file := fs.String("c", "", "configuration file")
+	listen := fs.String("listen", "", "address to listen on (overrides listen)")
+	data := fs.String("data", "", "data directory (overrides data)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("serve: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := config.Load(config.Locate(*file))
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		if _, _, err := net.SplitHostPort(*listen); err != nil {
+			return usageErr("--listen %q: want host:port or :port", *listen)
+		}
+		cfg.Listen = *listen
+	}
+	if *data != "" {
+		cfg.Data = *data
+	}
+	log := newLogger(cfg, stderr)
+	app, err := newApp(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	return app.Serve(ctx, ln)
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// app is a running condaproxy: store, request path, admin, listener.
+type app struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	store   *cache.Store
+	proxy   *proxy.Server
+	handler http.Handler
+	redis   *redis.Client
+}
+
+func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
+	store, err := cache.Open(cfg.Data, cache.Options{
+		MaxSize: int64(cfg.Cache.MaxSize), Memory: int64(cfg.Cache.Memory), Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", cfg.Data, err)
+	}
+	a := &app{cfg: cfg, log: log, store: store}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := proxy.NewMetrics(reg, store)
+	ready := []admin.Check{{Name: "storage", Fn: func(context.Context) error {
+		_, err := store.Meta.Get("ready-probe", new(struct{}))
+		return err
+	}}}
+	if cfg.Redis != "" {
+		opt, err := redis.ParseURL(cfg.Redis)
+		if err != nil {
+			store.Close()
+			return nil, &config.Error{File: cfg.Source, Key: "redis", Msg: "bad URL: " + config.RedactURL(cfg.Redis)}
+		}
+		a.redis = redis.NewClient(opt)
+		ready = append(ready, admin.Check{Name: "redis", Fn: func(ctx context.Context) error {
+			return a.redis.Ping(ctx).Err()
+		}})
+	}
+	a.proxy, err = proxy.New(proxy.Options{
+		Config:   cfg,
+		Store:    store,
+		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion()}),
+		Metrics:  metrics,
+		Fallback: admin.New(admin.Options{Gatherer: reg, Ready: ready}),
+		Logger:   log,
+	})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.handler = a.proxy
+	return a, nil
+}
+
+// Serve answers on ln until ctx is done, then stops gracefully: requests in flight
+// get 30 s, fills in progress are finished or abandoned cleanly.
+func (a *app) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if a.cfg.TLS.Cert != "" {
+			errc <- srv.ServeTLS(ln, a.cfg.TLS.Cert, a.cfg.TLS.Key)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	a.log.Info("condaproxy serving", "addr", ln.Addr().String(), "data", a.cfg.Data,
+		"channels", len(a.cfg.Channels), "config", a.cfg.Source, "version", buildVersion())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	a.proxy.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		srv.Close()
+	}
+	return nil
+}
+
+func (a *app) Close() {
+	if a.redis != nil {
+		a.redis.Close()
+	}
+	a.store.Close()
+}

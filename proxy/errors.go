@@ -1,0 +1,83 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/condaproxy/condaproxy/upstream"
+)
+
+// httpError is an error with the status and the text a client may see.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+// The error vocabulary of the request path. Everything a handler returns is mapped
+// to a status in writeError, and nothing else reaches a client: internal error text
+// (paths, upstream URLs with tokens) stays in the logs.
+var (
+	errNotFound     = &httpError{http.StatusNotFound, "not found"}
+	errUnauthorized = &httpError{http.StatusUnauthorized, "a token is required: use /t/<token>/ or Authorization: Bearer <token>"}
+	errMethod       = &httpError{http.StatusMethodNotAllowed, "only GET and HEAD"}
+	errUpstream     = &httpError{http.StatusBadGateway, "upstream failed and no cached copy is available"}
+	errChecksum     = &httpError{http.StatusBadGateway, "upstream sent bytes that do not match the repodata; nothing was cached"}
+)
+
+// hiddenError is a package the channel's filter hides.
+type hiddenError struct{ rule string }
+
+func (e *hiddenError) Error() string { return "hidden by the channel's filter: " + e.rule }
+
+// writeError answers err. Expected outcomes (404, 403) log at Info; failures at Warn.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	status, msg := classify(err)
+	switch {
+	case status >= 500:
+		log.Warn("request failed", "path", r.URL.Path, "status", status, "err", err)
+	case status != http.StatusNotFound:
+		log.Info("request refused", "path", r.URL.Path, "status", status, "err", err)
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="condaproxy"`)
+	}
+	if status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", "GET, HEAD")
+	}
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("ETag")
+	h.Del("Content-Encoding")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		fmt.Fprintf(w, "%d %s\n", status, msg)
+	}
+}
+
+func classify(err error) (int, string) {
+	var he *httpError
+	var hidden *hiddenError
+	var ue *upstream.Error
+	switch {
+	case errors.As(err, &he):
+		return he.status, he.msg
+	case errors.As(err, &hidden):
+		return http.StatusForbidden, hidden.Error()
+	case errors.Is(err, upstream.ErrNotFound):
+		return http.StatusNotFound, "not found upstream"
+	case errors.As(err, &ue):
+		return http.StatusBadGateway, errUpstream.msg
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "upstream took too long"
+	default:
+		return http.StatusInternalServerError, "internal error"
+	}
+}

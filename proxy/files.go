@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"mime"
+	"net/http"
+	"path"
+	"strconv"
+	"time"
+
+	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/upstream"
+)
+
+// Mutable files are those with no checksum in any repodata: installers of a
+// kind: files channel ("Miniconda3-latest-Linux-x86_64.sh" changes under one name)
+// and channel metadata (channeldata.json, notices.json, run_exports.json). They are
+// cached like repodata: revalidated after metadata_ttl, served stale while upstream
+// fails, 404s remembered for negative_ttl. Their bytes are checked against upstream's
+// Content-Length and stored as blobs by the sha256 computed on the way in.
+
+type fileEntry struct {
+	SHA256       string    `json:"sha256,omitempty"`
+	Size         int64     `json:"size"`
+	NotFound     bool      `json:"not_found,omitempty"`
+	Upstream     int       `json:"upstream"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"last_modified,omitempty"`
+	CheckedAt    time.Time `json:"checked_at"`
+}
+
+func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channel, rel string) error {
+	key := stateKey("f", ch.cfg.Name, rel)
+	var e fileEntry
+	found, err := s.store.Meta.Get(key, &e)
+	if err != nil {
+		return err
+	}
+	age := s.now().Sub(e.CheckedAt)
+	if found && e.NotFound && age < s.cfg.Cache.NegativeTTL.D() {
+		s.metrics.CacheLookups.WithLabelValues("file", "negative").Inc()
+		return errNotFound
+	}
+	if found && !e.NotFound {
+		blob, err := s.store.OpenBlob(e.SHA256)
+		if err == nil {
+			defer blob.Close()
+			result := "hit"
+			if age >= s.cfg.Cache.MetadataTTL.D() {
+				result = "stale"
+				prev := e
+				// Serve what we have now; the next client gets the new one.
+				s.startFill(r.Context(), key, func(ctx context.Context, f *fill) (string, error) {
+					return s.fetchMutable(ctx, f, ch, rel, key, &prev)
+				})
+			}
+			s.metrics.CacheLookups.WithLabelValues("file", result).Inc()
+			s.mutableHeaders(rel, e)(w.Header())
+			setSource(w, blob.Source)
+			var lm time.Time
+			if t, err := http.ParseTime(e.LastModified); err == nil {
+				lm = t
+			}
+			http.ServeContent(w, r, "", lm, blob)
+			return nil
+		}
+	}
+	s.metrics.CacheLookups.WithLabelValues("file", "miss").Inc()
+	f := s.startFill(r.Context(), key, func(ctx context.Context, f *fill) (string, error) {
+		return s.fetchMutable(ctx, f, ch, rel, key, nil)
+	})
+	err = s.serveFill(w, r, f, func(h http.Header) {
+		var cur fileEntry
+		s.store.Meta.Get(key, &cur)
+		s.mutableHeaders(rel, cur)(h)
+	})
+	if errors.Is(err, upstream.ErrNotFound) {
+		return errNotFound
+	}
+	return err
+}
+
+func (s *Server) mutableHeaders(rel string, e fileEntry) func(h http.Header) {
+	return func(h http.Header) {
+		ct := mime.TypeByExtension(path.Ext(rel))
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		h.Set("Content-Type", ct)
+		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.cfg.Cache.MetadataTTL.D().Seconds())))
+		if e.SHA256 != "" {
+			h.Set("ETag", `"`+e.SHA256+`"`)
+		}
+		if e.LastModified != "" {
+			h.Set("Last-Modified", e.LastModified)
+		}
+	}
+}
+
+// fetchMutable asks the upstreams in order for rel (conditionally when prev is
+// known) and records the outcome. It returns the sha256 of the blob now current.
+func (s *Server) fetchMutable(ctx context.Context, f *fill, ch *channel, rel, key string, prev *fileEntry) (string, error) {
+	log := s.logger(ctx)
+	var firstErr error
+	for i, src := range ch.sources {
+		var cond upstream.Conditional
+		if prev != nil && prev.Upstream == i && s.store.Has(prev.SHA256) {
+			cond = upstream.Conditional{ETag: prev.ETag, LastModified: prev.LastModified}
+		}
+		resp, err := s.up.Get(ctx, src, rel, cond)
+		if errors.Is(err, upstream.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		if resp.Status == http.StatusNotModified {
+			e := *prev
+			e.CheckedAt = s.now()
+			return e.SHA256, s.store.Meta.Put(key, e)
+		}
+		sha, err := s.download(ctx, f, resp, cache.Digest{Size: -1}, ch.cfg.Name)
+		if err != nil {
+			log.Warn("file fill failed; nothing cached", "channel", ch.cfg.Name, "path", rel, "upstream", src.String(), "err", err)
+			return "", err
+		}
+		e := fileEntry{SHA256: sha, Size: f.size, Upstream: i, ETag: resp.ETag, LastModified: resp.LastModified, CheckedAt: s.now()}
+		if e.Size < 0 {
+			e.Size = f.written
+		}
+		return sha, s.store.Meta.Put(key, e)
+	}
+	if firstErr != nil {
+		// Upstream is failing: keep serving what we had, and say so in the log.
+		if prev != nil {
+			log.Warn("file revalidation failed; serving the cached copy", "channel", ch.cfg.Name, "path", rel, "err", firstErr)
+			return prev.SHA256, nil
+		}
+		return "", firstErr
+	}
+	if err := s.store.Meta.Put(key, fileEntry{NotFound: true, CheckedAt: s.now()}); err != nil {
+		return "", err
+	}
+	return "", upstream.ErrNotFound
+}

@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/upstream"
+)
+
+// A fill is one upstream download into the cache, shared by every client that asks
+// for the same file while it runs.
+//
+// x/sync/singleflight would merge the fetches but hand the result to the waiters
+// only at the end; here every waiter streams the bytes as they land. Waiters read
+// the fill's temp file up to what has been written, always one byte short of the
+// end until the digest matched: if it does not, the transfer is broken off and no
+// client ever holds a complete-looking wrong file.
+type fill struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+
+	started bool   // upstream answered; path and size are set
+	path    string // the temp file being written
+	size    int64  // expected bytes, -1 when unknown
+	written int64
+	done    bool
+	err     error  // set with done on failure
+	sha     string // set with done on success: the committed blob
+}
+
+func newFill() *fill {
+	f := &fill{size: -1}
+	f.cond = sync.NewCond(&f.mu)
+	return f
+}
+
+func (f *fill) start(path string, size int64) {
+	f.mu.Lock()
+	f.started, f.path, f.size = true, path, size
+	f.mu.Unlock()
+	f.cond.Broadcast()
+}
+
+func (f *fill) advance(n int64) {
+	f.mu.Lock()
+	f.written = n
+	f.mu.Unlock()
+	f.cond.Broadcast()
+}
+
+func (f *fill) finish(sha string, err error) {
+	f.mu.Lock()
+	f.done, f.sha, f.err = true, sha, err
+	f.mu.Unlock()
+	f.cond.Broadcast()
+}
+
+// startFill returns the fill for key, starting run in the background if none is in
+// progress. run gets a context that outlives the request (the fill goes on when the
+// client leaves) with the server's fill timeout, and returns the committed sha256.
+func (s *Server) startFill(ctx context.Context, key string, run func(ctx context.Context, f *fill) (string, error)) *fill {
+	s.fillsMu.Lock()
+	if f, ok := s.fills[key]; ok {
+		s.fillsMu.Unlock()
+		return f
+	}
+	f := newFill()
+	s.fills[key] = f
+	s.fillsMu.Unlock()
+
+	s.metrics.FillsInFlight.Inc()
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.fillTTL)
+	stop := context.AfterFunc(s.base, cancel)
+	s.background(func() {
+		defer func() {
+			stop()
+			cancel()
+			s.metrics.FillsInFlight.Dec()
+		}()
+		sha, err := run(fctx, f)
+		// Remove from the table before waking waiters: a request that comes after
+		// this sees the committed blob, or starts a fresh attempt after a failure.
+		s.fillsMu.Lock()
+		delete(s.fills, key)
+		s.fillsMu.Unlock()
+		f.finish(sha, err)
+	})
+	return f
+}
+
+// download streams resp into a new blob for f and commits it if it matches want.
+// want.Size < 0 takes upstream's Content-Length as the size to check.
+func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response, want cache.Digest, channel string) (string, error) {
+	defer resp.Body.Close()
+	if want.Size >= 0 && resp.Size >= 0 && resp.Size != want.Size {
+		s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
+		return "", &cache.MismatchError{What: "size", Want: strconv.FormatInt(want.Size, 10), Got: strconv.FormatInt(resp.Size, 10) + " (Content-Length)"}
+	}
+	if want.Size < 0 {
+		want.Size = resp.Size
+	}
+	tmp, err := s.store.NewTemp()
+	if err != nil {
+		return "", err
+	}
+	defer tmp.Abort() // no-op after a commit
+	f.start(tmp.Path(), want.Size)
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, err := tmp.Write(buf[:n]); err != nil {
+				return "", err // a full disk ends here; nothing is kept
+			}
+			if want.Size >= 0 && tmp.Written() > want.Size {
+				s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
+				return "", &cache.MismatchError{What: "size", Want: strconv.FormatInt(want.Size, 10), Got: "more"}
+			}
+			f.advance(tmp.Written())
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return "", rerr
+		}
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+	}
+	// Commit under the fill's lock: a waiter that attaches opens the temp path under
+	// the same lock, so it never finds the path already renamed away.
+	f.mu.Lock()
+	sha, err := tmp.Commit(want)
+	f.mu.Unlock()
+	var mm *cache.MismatchError
+	if errors.As(err, &mm) {
+		s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
+	}
+	return sha, err
+}
+
+// serveFill answers a client from a fill in progress: streaming for a plain GET of
+// known size, otherwise (Range, unknown size) once the blob is committed.
+func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, headers func(h http.Header)) error {
+	f.mu.Lock()
+	for !f.started && !f.done {
+		f.cond.Wait()
+	}
+	if f.done || f.size < 0 || r.Header.Get("Range") != "" || r.Method == http.MethodHead {
+		for !f.done {
+			f.cond.Wait()
+		}
+		sha, err := f.sha, f.err
+		f.mu.Unlock()
+		if err != nil {
+			return fillError(err)
+		}
+		blob, err := s.store.OpenBlob(sha)
+		if err != nil {
+			return err
+		}
+		defer blob.Close()
+		headers(w.Header())
+		setSource(w, "upstream")
+		http.ServeContent(w, r, "", zeroTime, blob)
+		return nil
+	}
+	file, err := os.Open(f.path)
+	size := f.size
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	headers(w.Header())
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.Header().Set("X-Condaproxy-Cache", "miss")
+	setSource(w, "upstream")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	var pos int64
+	for pos < size {
+		f.mu.Lock()
+		var avail int64
+		for {
+			avail = f.written
+			if !(f.done && f.err == nil) {
+				avail = min(avail, size-1) // the last byte waits for the digest
+			}
+			if avail > pos || f.done {
+				break
+			}
+			f.cond.Wait()
+		}
+		err := f.err
+		f.mu.Unlock()
+		if err != nil {
+			return fillError(err) // headers are out: ServeHTTP breaks the connection
+		}
+		if _, err := io.Copy(w, io.NewSectionReader(file, pos, avail-pos)); err != nil {
+			return nil // the client left; the fill goes on without it
+		}
+		rc.Flush()
+		pos = avail
+	}
+	return nil
+}
+
+func fillError(err error) error {
+	var mm *cache.MismatchError
+	if errors.As(err, &mm) {
+		return errChecksum
+	}
+	return err
+}

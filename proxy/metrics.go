@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/condaproxy/condaproxy/cache"
+)
+
+// Metrics are the request path's Prometheus metrics. Their names are a contract with
+// the dashboards in charts/; change them together.
+type Metrics struct {
+	Requests         *prometheus.CounterVec   // channel, kind, code
+	CacheLookups     *prometheus.CounterVec   // kind, result: hit, miss, stale, negative
+	BytesServed      *prometheus.CounterVec   // source: memory, disk, upstream
+	UpstreamLatency  *prometheus.HistogramVec // host, code
+	UpstreamErrors   *prometheus.CounterVec   // host
+	ChecksumFailures *prometheus.CounterVec   // channel
+	StaleAnswers     *prometheus.CounterVec   // channel
+	FillsInFlight    prometheus.Gauge
+}
+
+// NewMetrics registers the metrics on reg, with gauges that read store's usage.
+func NewMetrics(reg prometheus.Registerer, store *cache.Store) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "condaproxy_requests_total", Help: "Channel requests answered, by channel, kind of file and status code.",
+		}, []string{"channel", "kind", "code"}),
+		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "condaproxy_cache_lookups_total", Help: "Cache lookups by kind of file and result (hit, miss, stale, negative).",
+		}, []string{"kind", "result"}),
+		BytesServed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "condaproxy_bytes_served_total", Help: "Bytes sent to clients, by where they came from (memory, disk, upstream).",
+		}, []string{"source"}),
+		UpstreamLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "condaproxy_upstream_request_duration_seconds", Help: "Time to upstream response headers, by host and status code (0: no answer).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
+		}, []string{"host", "code"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "condaproxy_upstream_errors_total", Help: "Upstream attempts that failed (network error, timeout or 5xx), by host.",
+		}, []string{"host"}),
+		ChecksumFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "condaproxy_checksum_failures_total", Help: "Upstream files whose size or digest did not match the repodata (never cached).",
+		}, []string{"channel"}),
+		StaleAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "condaproxy_stale_answers_total", Help: "Repodata answers served past metadata_ttl because upstream failed.",
+		}, []string{"channel"}),
+		FillsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "condaproxy_fills_in_flight", Help: "Upstream downloads in progress.",
+		}),
+	}
+	reg.MustRegister(m.Requests, m.CacheLookups, m.BytesServed, m.UpstreamLatency, m.UpstreamErrors,
+		m.ChecksumFailures, m.StaleAnswers, m.FillsInFlight)
+	if store != nil {
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "condaproxy_cache_size_bytes", Help: "Bytes of package blobs on disk.",
+			}, func() float64 { b, _, _ := store.Usage(); return float64(b) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "condaproxy_cache_files", Help: "Package blobs on disk.",
+			}, func() float64 { _, n, _ := store.Usage(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "condaproxy_cache_limit_bytes", Help: "cache.max_size.",
+			}, func() float64 { _, _, l := store.Usage(); return float64(l) }),
+		)
+	}
+	return m
+}
+
+// observeUpstream is the upstream client's Observe hook.
+func (m *Metrics) observeUpstream(host string, status int, d time.Duration, err error) {
+	m.UpstreamLatency.WithLabelValues(host, strconv.Itoa(status)).Observe(d.Seconds())
+	if err != nil || status >= 500 || status == 429 {
+		m.UpstreamErrors.WithLabelValues(host).Inc()
+	}
+}

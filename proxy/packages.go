@@ -1,0 +1,173 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/upstream"
+)
+
+var zeroTime time.Time
+
+// pkgEntry is the package index: what is cached under a channel path. It outlives
+// upstream's record, so a package removed upstream stays served once cached.
+type pkgEntry struct {
+	SHA256   string          `json:"sha256"`
+	MD5      string          `json:"md5,omitempty"`
+	Size     int64           `json:"size"`
+	Upstream int             `json:"upstream"`
+	Record   json.RawMessage `json:"record,omitempty"`
+	CachedAt time.Time       `json:"cached_at"`
+}
+
+func (s *Server) pkgEntry(ch *channel, sub, fn string) (pkgEntry, bool) {
+	var e pkgEntry
+	ok, err := s.store.Meta.Get(stateKey("p", ch.cfg.Name, sub, fn), &e)
+	return e, ok && err == nil
+}
+
+// packageHeaders are the headers of a verified package: its sha256 is its ETag and
+// it never changes.
+func packageHeaders(sha string) func(h http.Header) {
+	return func(h http.Header) {
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Cache-Control", "public, max-age=31536000, immutable")
+		if sha != "" {
+			h.Set("ETag", `"`+sha+`"`)
+		}
+	}
+}
+
+func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) error {
+	if err := s.checkSubdir(rt); err != nil {
+		return err
+	}
+	sd := rt.channel.subdir(rt.subdir)
+	sv, loadErr := s.load(r.Context(), sd)
+	if loadErr == nil {
+		if ref, ok := sv.packages[rt.file]; ok {
+			return s.serveRecord(w, r, rt, sv, ref)
+		}
+		if rule, ok := sv.hidden[rt.file]; ok {
+			return &hiddenError{rule: rule}
+		}
+	}
+	// Not in the served repodata (upstream removed it), or no repodata at all
+	// (upstream down, nothing stored): a cached copy is still served.
+	if e, ok := s.pkgEntry(rt.channel, rt.subdir, rt.file); ok {
+		if blob, err := s.store.OpenBlob(e.SHA256); err == nil {
+			defer blob.Close()
+			s.metrics.CacheLookups.WithLabelValues("package", "hit").Inc()
+			return s.serveBlob(w, r, blob, e.SHA256)
+		}
+	}
+	if loadErr != nil {
+		return loadErr
+	}
+	return errNotFound
+}
+
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, blob *cache.Blob, sha string) error {
+	packageHeaders(sha)(w.Header())
+	setSource(w, blob.Source)
+	http.ServeContent(w, r, "", zeroTime, blob)
+	return nil
+}
+
+func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, sv *served, ref pkgRef) error {
+	sha := ref.sha256
+	if sha == "" {
+		// An old record with md5 only: the index knows the sha256 once cached.
+		if e, ok := s.pkgEntry(rt.channel, rt.subdir, rt.file); ok && e.MD5 == ref.md5 && e.Size == ref.size {
+			sha = e.SHA256
+		}
+	}
+	if sha != "" {
+		if blob, err := s.store.OpenBlob(sha); err == nil {
+			defer blob.Close()
+			s.metrics.CacheLookups.WithLabelValues("package", "hit").Inc()
+			return s.serveBlob(w, r, blob, sha)
+		}
+	}
+	s.metrics.CacheLookups.WithLabelValues("package", "miss").Inc()
+	if r.Method == http.MethodHead && ref.size >= 0 {
+		// The record says all a HEAD needs; no download for it.
+		packageHeaders(ref.sha256)(w.Header())
+		w.Header().Set("Content-Length", strconv.FormatInt(ref.size, 10))
+		w.Header().Set("Accept-Ranges", "bytes")
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	if ref.sha256 == "" && ref.md5 == "" {
+		// Nothing to verify against: refuse rather than cache unverifiable bytes.
+		s.logger(r.Context()).Warn("record has no sha256 or md5; not fetched", "channel", rt.channel.cfg.Name,
+			"subdir", rt.subdir, "file", rt.file)
+		return &httpError{status: http.StatusBadGateway, msg: "the repodata record has no checksum to verify the file against"}
+	}
+	ch := rt.channel
+	key := stateKey("fill", ch.cfg.Name, rt.subdir, rt.file)
+	want := cache.Digest{Size: ref.size, SHA256: ref.sha256, MD5: ref.md5}
+	log := s.logger(r.Context())
+	f := s.startFill(r.Context(), key, func(ctx context.Context, f *fill) (string, error) {
+		// Look again inside: another fill may have committed it since our miss.
+		if ref.sha256 != "" && s.store.Has(ref.sha256) {
+			return ref.sha256, nil
+		}
+		src := ch.sources[ref.upstream]
+		resp, err := s.up.Get(ctx, src, sv.pkgBase[ref.upstream]+rt.file, upstream.Conditional{})
+		if err != nil {
+			log.Warn("package fetch failed", "channel", ch.cfg.Name, "subdir", rt.subdir, "file", rt.file,
+				"upstream", src.String(), "err", err)
+			return "", err
+		}
+		sha, err := s.download(ctx, f, resp, want, ch.cfg.Name)
+		if err != nil {
+			log.Error("package fill failed; nothing cached", "channel", ch.cfg.Name, "subdir", rt.subdir,
+				"file", rt.file, "upstream", src.String(), "err", err)
+			return "", err
+		}
+		e := pkgEntry{SHA256: sha, MD5: ref.md5, Size: ref.size, Upstream: ref.upstream,
+			Record: s.recordBytes(sv, ref), CachedAt: s.now()}
+		if err := s.store.Meta.Put(stateKey("p", ch.cfg.Name, rt.subdir, rt.file), e); err != nil {
+			return "", err
+		}
+		log.Info("package cached", "channel", ch.cfg.Name, "subdir", rt.subdir, "file", rt.file, "size", ref.size)
+		return sha, nil
+	})
+	return s.serveFill(w, r, f, packageHeaders(ref.sha256))
+}
+
+// recordBytes copies one record's JSON out of the served file, for the package index.
+func (s *Server) recordBytes(sv *served, ref pkgRef) []byte {
+	if ref.n <= 0 {
+		return nil
+	}
+	blob, err := s.store.OpenFile(sv.json.Name)
+	if err != nil {
+		return nil
+	}
+	defer blob.Close()
+	buf := make([]byte, ref.n)
+	if _, err := blob.Seek(ref.off, io.SeekStart); err != nil {
+		return nil
+	}
+	if _, err := io.ReadFull(blob, buf); err != nil {
+		return nil
+	}
+	return buf
+}
+
+// sourceSetter is implemented by the response writer wrapper that counts bytes by
+// their source for metrics.
+type sourceSetter interface{ setSource(string) }
+
+func setSource(w http.ResponseWriter, src string) {
+	if s, ok := w.(sourceSetter); ok {
+		s.setSource(src)
+	}
+}

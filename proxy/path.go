@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/repodata"
+)
+
+// What a request path names, within a channel.
+type kind int
+
+const (
+	kindOther       kind = iota
+	kindRepodata         // <subdir>/repodata.json[.zst|.bz2], current_repodata.json
+	kindShards           // <subdir>/repodata_shards.msgpack.zst, <subdir>/shards/...
+	kindPackage          // <subdir>/<name>.conda|.tar.bz2
+	kindChannelFile      // channeldata.json, notices.json, <subdir>/run_exports.json, ...
+	kindFile             // any path of a kind: files channel
+)
+
+func (k kind) String() string {
+	return [...]string{"other", "repodata", "shards", "package", "metadata", "file"}[k]
+}
+
+// route is a parsed channel request.
+type route struct {
+	token   string // from /t/<token>/, "" if none
+	channel *channel
+	kind    kind
+	subdir  string
+	file    string // the file name within the subdir, or the path within a files channel
+	variant string // for kindRepodata: "json", "zst", "bz2", "current"
+}
+
+// errBadPath answers 400: the request leaves the channel tree or is not a plain path.
+var errBadPath = &httpError{status: http.StatusBadRequest, msg: "bad request path"}
+
+// cleanPath checks a request's path before anything looks at it. Refused:
+// absolute-form request targets (this is not a forward proxy), encoded '/', '\\'
+// or '.', dot segments, empty segments, and control characters. Refusing rather than
+// cleaning means no two spellings reach the same file, and nothing reaches outside
+// a channel.
+func cleanPath(r *http.Request) (string, error) {
+	if r.RequestURI != "" && !strings.HasPrefix(r.RequestURI, "/") {
+		return "", errBadPath // "GET http://host/x" or "*"
+	}
+	raw := r.URL.EscapedPath()
+	lower := strings.ToLower(raw)
+	for _, enc := range []string{"%2f", "%5c", "%2e", "%00", "%25"} {
+		if strings.Contains(lower, enc) {
+			return "", errBadPath
+		}
+	}
+	p := r.URL.Path
+	if p == "" || p[0] != '/' {
+		return "", errBadPath
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return "", errBadPath
+		}
+	}
+	for _, seg := range strings.Split(p[1:], "/") {
+		if seg == "." || seg == ".." {
+			return "", errBadPath
+		}
+	}
+	if strings.Contains(p, "//") {
+		return "", errBadPath
+	}
+	return p, nil
+}
+
+// channelFiles are the channel-level files passed through from upstream.
+var channelFiles = map[string]bool{
+	"channeldata.json": true, "notices.json": true, "run_exports.json": true,
+}
+
+// subdirFiles are the subdir-level metadata files passed through from upstream.
+var subdirFiles = map[string]bool{
+	"run_exports.json": true, "patch_instructions.json": true,
+}
+
+// parseRoute maps a clean path to a route. ok is false for paths outside every
+// channel (they go to the fallback handler). A path inside a channel that names no
+// servable file is errNotFound.
+func (s *Server) parseRoute(p string) (rt route, ok bool, err error) {
+	if strings.HasPrefix(p, "/t/") {
+		tok, rest, found := strings.Cut(p[3:], "/")
+		if !found || tok == "" {
+			return rt, true, errNotFound
+		}
+		rt.token, p = tok, "/"+rest
+	}
+	ch, rest := s.findChannel(p)
+	if ch == nil {
+		if rt.token != "" {
+			return rt, true, errNotFound
+		}
+		return rt, false, nil
+	}
+	rt.channel = ch
+	if ch.cfg.Kind == config.KindFiles {
+		if rest == "" || strings.HasSuffix(rest, "/") {
+			return rt, true, errNotFound
+		}
+		rt.kind, rt.file = kindFile, rest
+		return rt, true, nil
+	}
+	subdir, file, found := strings.Cut(rest, "/")
+	if !found {
+		if channelFiles[subdir] {
+			rt.kind, rt.file = kindChannelFile, subdir
+			return rt, true, nil
+		}
+		return rt, true, errNotFound
+	}
+	if !config.SubdirPattern.MatchString(subdir) {
+		return rt, true, errNotFound
+	}
+	rt.subdir = subdir
+	switch {
+	case file == "repodata.json":
+		rt.kind, rt.variant = kindRepodata, "json"
+	case file == "repodata.json.zst":
+		rt.kind, rt.variant = kindRepodata, "zst"
+	case file == "repodata.json.bz2":
+		rt.kind, rt.variant = kindRepodata, "bz2"
+	case file == "current_repodata.json":
+		rt.kind, rt.variant = kindRepodata, "current"
+	case file == "repodata_shards.msgpack.zst", strings.HasPrefix(file, "shards/"):
+		rt.kind = kindShards
+	case subdirFiles[file]:
+		rt.kind = kindChannelFile
+	case repodata.ValidFilename(file):
+		rt.kind = kindPackage
+	default:
+		return rt, true, errNotFound
+	}
+	rt.file = file
+	return rt, true, nil
+}
+
+// findChannel returns the channel whose URL tree holds p, and the rest of p below it.
+// Channel names never nest (config refuses it), so at most one matches.
+func (s *Server) findChannel(p string) (*channel, string) {
+	// p is "/name/rest": try each prefix of p that ends before a '/'.
+	for i := 1; i < len(p); i++ {
+		if p[i] != '/' {
+			continue
+		}
+		if ch, ok := s.channels[p[1:i]]; ok {
+			return ch, p[i+1:]
+		}
+	}
+	if ch, ok := s.channels[p[1:]]; ok {
+		return ch, ""
+	}
+	return nil, ""
+}

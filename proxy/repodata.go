@@ -1,0 +1,672 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/repodata"
+	"github.com/condaproxy/condaproxy/upstream"
+)
+
+// How repodata moves through the proxy:
+//
+//   upstream repodata.json(.zst) --fetch--> raw file + upState (per upstream)
+//   raw files of all upstreams --merge, policy.Cut, encode--> served JSON file + served
+//   served JSON --compress on first ask--> .zst, .bz2, .gz, current_repodata.json
+//
+// A served is immutable once published; a revalidation that changes anything builds
+// a new one and swaps the pointer. Only the build reads upstream bytes, so filtering
+// runs once per upstream revision and policy, never per request.
+
+// failureBackoff is the least time between two background revalidations of a subdir
+// whose last one failed: an upstream outage is not hammered once per request.
+const failureBackoff = 15 * time.Second
+
+// buildTimeout bounds one repodata build, fetches included. It runs detached from
+// the request that asked, so a client hanging up does not waste the download.
+const buildTimeout = 10 * time.Minute
+
+// upState is what the proxy knows of one upstream's repodata for one subdir.
+type upState struct {
+	URL          string    `json:"url"` // identity of the upstream (hashed), so a config change refetches
+	Found        bool      `json:"found"`
+	File         string    `json:"file,omitempty"` // the raw JSON, a named cache file
+	SHA          string    `json:"sha,omitempty"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"last_modified,omitempty"`
+	Encoding     string    `json:"encoding,omitempty"` // "zst" or "": which form upstream served
+	CheckedAt    time.Time `json:"checked_at"`
+}
+
+// servedState persists what a restart must not change: the answer's Last-Modified
+// and the compressed forms already made.
+type servedState struct {
+	JSON         variantFile            `json:"json"`
+	LastModified time.Time              `json:"last_modified"`
+	Variants     map[string]variantFile `json:"variants,omitempty"`
+}
+
+type variantFile struct {
+	Name string `json:"name"`
+	SHA  string `json:"sha"`
+	Size int64  `json:"size"`
+}
+
+// pkgRef is what serving and verifying one package needs. It is kept compact (no
+// record bytes) because conda-forge's linux-64 has ~700k records.
+type pkgRef struct {
+	sha256, md5 string
+	size        int64
+	upstream    int
+	// offset and length of the record's JSON in the served file, to copy it into
+	// the package index when the file is cached (keep_removed needs it later).
+	off int64
+	n   int32
+}
+
+// served is one published answer for a subdir.
+type served struct {
+	checkedAt    time.Time // the oldest successful validation among the upstreams
+	notFound     bool      // every upstream answered 404
+	json         variantFile
+	lastModified time.Time
+	packages     map[string]pkgRef
+	hidden       map[string]string
+	// pkgBase[i] is where upstream i keeps this subdir's packages: a path below the
+	// upstream, or an absolute URL from CEP-15 base_url.
+	pkgBase []string
+
+	mu       sync.Mutex
+	variants map[string]variantFile
+}
+
+// subdir is the live state of one channel subdir.
+type subdir struct {
+	ch   *channel
+	name string
+	cur  atomic.Pointer[served]
+
+	refreshing atomic.Bool
+	mu         sync.Mutex
+	lastErr    error // of the latest revalidation; nil after a success
+	failedAt   time.Time
+}
+
+func (c *channel) subdir(name string) *subdir {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sd, ok := c.subdirs[name]
+	if !ok {
+		sd = &subdir{ch: c, name: name}
+		c.subdirs[name] = sd
+	}
+	return sd
+}
+
+func stateKey(prefix, channel, subdir string, rest ...string) string {
+	return prefix + "/" + channel + "|" + strings.Join(append([]string{subdir}, rest...), "|")
+}
+
+func shortHash(parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(h[:8])
+}
+
+// load returns the subdir's current answer, building it on first use, and starts a
+// background revalidation when it is older than metadata_ttl.
+func (s *Server) load(ctx context.Context, sd *subdir) (*served, error) {
+	sv := sd.cur.Load()
+	if sv == nil || (sv.notFound && s.now().Sub(sv.checkedAt) >= s.cfg.Cache.NegativeTTL.D()) {
+		// Nothing to serve yet (or only a remembered 404 that has expired): the
+		// client waits for the build. Concurrent callers share it.
+		refresh := sv != nil
+		v, err, _ := s.loads.Do(stateKey("load", sd.ch.cfg.Name, sd.name), func() (any, error) {
+			if cur := sd.cur.Load(); cur != sv {
+				return cur, nil // built while we queued
+			}
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), buildTimeout)
+			defer cancel()
+			stop := context.AfterFunc(s.base, cancel)
+			defer stop()
+			return s.build(bctx, sd, refresh)
+		})
+		if err != nil {
+			return nil, err
+		}
+		sv = v.(*served)
+		s.metrics.CacheLookups.WithLabelValues("repodata", "miss").Inc()
+		return sv, nil
+	}
+	if sv.notFound {
+		s.metrics.CacheLookups.WithLabelValues("repodata", "negative").Inc()
+		return sv, nil
+	}
+	if s.now().Sub(sv.checkedAt) >= s.cfg.Cache.MetadataTTL.D() {
+		s.metrics.CacheLookups.WithLabelValues("repodata", "stale").Inc()
+		s.revalidate(ctx, sd)
+	} else {
+		s.metrics.CacheLookups.WithLabelValues("repodata", "hit").Inc()
+	}
+	return sv, nil
+}
+
+// revalidate starts one background refresh of sd, unless one is running or the
+// last one failed less than failureBackoff ago.
+func (s *Server) revalidate(ctx context.Context, sd *subdir) {
+	sd.mu.Lock()
+	recent := sd.lastErr != nil && s.now().Sub(sd.failedAt) < failureBackoff
+	sd.mu.Unlock()
+	if recent || !sd.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	log := s.logger(ctx)
+	s.background(func() {
+		defer sd.refreshing.Store(false)
+		bctx, cancel := context.WithTimeout(s.base, buildTimeout)
+		defer cancel()
+		_, err, _ := s.loads.Do(stateKey("load", sd.ch.cfg.Name, sd.name), func() (any, error) {
+			return s.build(bctx, sd, true)
+		})
+		if err != nil {
+			log.Warn("repodata revalidation failed; serving the last good copy",
+				"channel", sd.ch.cfg.Name, "subdir", sd.name, "err", err)
+		}
+	})
+}
+
+// staleAge is how long past its validation sv is, when the latest attempt to
+// revalidate it failed; 0 otherwise.
+func (s *Server) staleAge(sd *subdir, sv *served) time.Duration {
+	sd.mu.Lock()
+	failing := sd.lastErr != nil
+	sd.mu.Unlock()
+	age := s.now().Sub(sv.checkedAt)
+	if !failing || age < s.cfg.Cache.MetadataTTL.D() {
+		return 0
+	}
+	return age
+}
+
+// build makes and publishes sd's answer. With refresh, every upstream is
+// revalidated (conditional requests); without, stored upstream copies are used as
+// they are and only missing ones are fetched (start-up after a restart).
+func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, error) {
+	ch := sd.ch
+	inputs := append([]string{sd.name}, ch.policy.Inputs(sd.name)...)
+	docs := map[string]*repodata.Doc{}
+	var states []*upState
+	var firstErr error
+	checkedAt := time.Time{}
+	anyState := false
+	var pkgBase []string
+	for _, sub := range inputs {
+		perUp := make([]*repodata.Doc, len(ch.sources))
+		for i := range ch.sources {
+			st, err := s.upstreamState(ctx, ch, sub, i, refresh)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if st == nil {
+				if sub == sd.name {
+					pkgBase = append(pkgBase, sub+"/")
+				}
+				continue
+			}
+			anyState = true
+			if sub == sd.name {
+				states = append(states, st)
+				if checkedAt.IsZero() || st.CheckedAt.Before(checkedAt) {
+					checkedAt = st.CheckedAt
+				}
+			}
+			var base string
+			if st.Found {
+				d, err := s.readUpstreamDoc(st)
+				if err != nil {
+					return nil, err
+				}
+				perUp[i] = d
+				base = packageBase(ch.sources[i], sub, d.BaseURL)
+			}
+			if sub == sd.name {
+				pkgBase = append(pkgBase, cmpOr(base, sub+"/"))
+			}
+		}
+		docs[sub] = repodata.Merge(perUp)
+	}
+	sd.mu.Lock()
+	sd.lastErr = firstErr
+	if firstErr != nil {
+		sd.failedAt = s.now()
+	}
+	sd.mu.Unlock()
+	if !anyState {
+		return nil, firstErr
+	}
+	if checkedAt.IsZero() {
+		checkedAt = s.now()
+	}
+	if docs[sd.name] == nil {
+		if sd.name != "noarch" {
+			sv := &served{checkedAt: checkedAt, notFound: true}
+			sd.cur.Store(sv)
+			return sv, nil
+		}
+		// Conda clients refuse a channel without noarch: serve an empty one.
+		docs[sd.name] = repodata.Empty("noarch")
+	}
+	if s.cfg.Cache.KeepRemoved {
+		s.keepRemoved(ch, sd.name, docs[sd.name])
+	}
+	cut := ch.policy.Cut(sd.name, docs)
+	if cut.Served == nil {
+		return nil, fmt.Errorf("policy of channel %s returned no document for %s", ch.cfg.Name, sd.name)
+	}
+	return s.publish(sd, cut.Served, cut.Hidden, checkedAt, pkgBase)
+}
+
+// cmpOr returns a if it is not empty, else b.
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// packageBase returns where upstream src keeps subdir's packages. A CEP-15 base_url
+// is honoured only when it stays on the upstream's kind of scheme: a hostile
+// repodata must not send the proxy to file:///etc.
+func packageBase(src upstream.Source, subdir, baseURL string) string {
+	if baseURL == "" {
+		return ""
+	}
+	repodataURL := src.Resolve(subdir + "/repodata.json")
+	u, err := repodataURL.Parse(baseURL)
+	if err != nil {
+		return ""
+	}
+	switch {
+	case u.Scheme == "https", u.Scheme == "http" && src.Base.Scheme == "http":
+	case u.Scheme == "file" && src.Base.Scheme == "file":
+	default:
+		return ""
+	}
+	s := u.String()
+	if !strings.HasSuffix(s, "/") {
+		s += "/"
+	}
+	return s
+}
+
+func (s *Server) readUpstreamDoc(st *upState) (*repodata.Doc, error) {
+	data, err := s.store.ReadFile(st.File)
+	if err != nil {
+		return nil, fmt.Errorf("read stored repodata %s: %w", st.File, err)
+	}
+	d, err := repodata.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("stored repodata %s: %w", st.File, err)
+	}
+	return d, nil
+}
+
+// upstreamState returns upstream i's state for sub, fetching when there is none or
+// when refresh asks. On a failed fetch it returns the previous state (the last good
+// copy) with the error.
+func (s *Server) upstreamState(ctx context.Context, ch *channel, sub string, i int, refresh bool) (*upState, error) {
+	key := stateKey("u", ch.cfg.Name, sub, strconv.Itoa(i))
+	src := ch.sources[i]
+	id := shortHash(src.Base.String())
+	var prev upState
+	found, err := s.store.Meta.Get(key, &prev)
+	if err != nil {
+		return nil, err
+	}
+	if found && prev.URL != id {
+		found = false // the configured upstream changed: its old copy is not this one's
+	}
+	if found && !refresh {
+		return &prev, nil
+	}
+	if found && refresh && !prev.Found && s.now().Sub(prev.CheckedAt) < s.cfg.Cache.NegativeTTL.D() {
+		return &prev, nil // a 404 still remembered
+	}
+	var prevp *upState
+	if found {
+		prevp = &prev
+	}
+	st, err := s.fetchRepodata(ctx, ch, sub, i, prevp)
+	if err != nil {
+		s.logger(ctx).Warn("upstream repodata fetch failed", "channel", ch.cfg.Name, "subdir", sub,
+			"upstream", src.String(), "err", err)
+		return prevp, err
+	}
+	st.URL = id
+	if err := s.store.Meta.Put(key, st); err != nil {
+		return prevp, err
+	}
+	if prevp != nil && prevp.File != "" && prevp.File != st.File {
+		s.store.RemoveFile(prevp.File)
+	}
+	return st, nil
+}
+
+// fetchRepodata asks upstream i for sub's repodata: repodata.json.zst first (a
+// tenth of the bytes), repodata.json when upstream has no .zst. The answer must
+// parse and name the right subdir before it replaces anything.
+func (s *Server) fetchRepodata(ctx context.Context, ch *channel, sub string, i int, prev *upState) (*upState, error) {
+	src := ch.sources[i]
+	forms := []string{"zst", ""}
+	if prev != nil && prev.Found && prev.Encoding == "" {
+		forms = []string{"", "zst"}
+	}
+	for _, enc := range forms {
+		name := sub + "/repodata.json"
+		if enc != "" {
+			name += "." + enc
+		}
+		var cond upstream.Conditional
+		if prev != nil && prev.Found && prev.Encoding == enc {
+			cond = upstream.Conditional{ETag: prev.ETag, LastModified: prev.LastModified}
+		}
+		resp, err := s.up.Get(ctx, src, name, cond)
+		if errors.Is(err, upstream.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if resp.Status == http.StatusNotModified {
+			st := *prev
+			st.CheckedAt = s.now()
+			return &st, nil
+		}
+		st, err := s.storeRepodata(ch, sub, i, enc, resp)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", config.RedactURL(src.Resolve(name).String()), err)
+		}
+		return st, nil
+	}
+	return &upState{Found: false, CheckedAt: s.now()}, nil
+}
+
+func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp *upstream.Response) (*upState, error) {
+	defer resp.Body.Close()
+	dec, err := repodata.Decompress(resp.Body, enc)
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	var buf bytes.Buffer
+	if resp.Size > 0 && enc == "" {
+		buf.Grow(int(resp.Size))
+	}
+	if _, err := buf.ReadFrom(dec); err != nil {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	d, err := repodata.Parse(buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("upstream sent unusable repodata: %w", err)
+	}
+	if got := d.Subdir(); got != "" && got != sub {
+		return nil, fmt.Errorf("upstream sent repodata for subdir %q where %q was asked", got, sub)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	sha := hex.EncodeToString(sum[:])
+	name := "raw-" + shortHash(ch.cfg.Name, sub, strconv.Itoa(i)) + "-" + sha[:16] + ".json"
+	if _, _, err := s.store.WriteFile(name, func(w io.Writer) error { _, err := w.Write(buf.Bytes()); return err }); err != nil {
+		return nil, err
+	}
+	return &upState{Found: true, File: name, SHA: sha, ETag: resp.ETag, LastModified: resp.LastModified,
+		Encoding: enc, CheckedAt: s.now()}, nil
+}
+
+// keepRemoved adds back records upstream no longer lists whose package is cached
+// (cache.keep_removed): an environment pinned to them keeps solving.
+func (s *Server) keepRemoved(ch *channel, sub string, d *repodata.Doc) {
+	have := make(map[string]bool, len(d.Records))
+	for _, r := range d.Records {
+		have[r.Filename] = true
+	}
+	prefix := stateKey("p", ch.cfg.Name, sub) + "|"
+	s.store.Meta.Scan(prefix, func(key string, val []byte) error {
+		fn := strings.TrimPrefix(key, prefix)
+		if have[fn] {
+			return nil
+		}
+		var e pkgEntry
+		if err := json.Unmarshal(val, &e); err != nil || len(e.Record) == 0 {
+			return nil
+		}
+		one := append([]byte(`{"packages":{`), strconv.Quote(fn)...)
+		one = append(append(append(one, ':'), e.Record...), "}}"...)
+		if strings.HasSuffix(fn, ".conda") {
+			one = bytes.Replace(one, []byte(`{"packages":`), []byte(`{"packages.conda":`), 1)
+		}
+		if rd, err := repodata.Parse(one); err == nil && len(rd.Records) == 1 {
+			r := rd.Records[0]
+			r.Upstream = e.Upstream
+			d.Records = append(d.Records, r)
+		}
+		return nil
+	})
+}
+
+// publish encodes doc as the served JSON and swaps it in.
+func (s *Server) publish(sd *subdir, doc *repodata.Doc, hidden map[string]string, checkedAt time.Time, pkgBase []string) (*served, error) {
+	ch := sd.ch
+	pkgs := make(map[string]pkgRef, len(doc.Records))
+	slices.SortStableFunc(doc.Records, func(a, b *repodata.Record) int { return strings.Compare(a.Filename, b.Filename) })
+	name := "served-" + shortHash(ch.cfg.Name, sd.name) + "-json-tmp"
+	size, sha, err := s.store.WriteFile(name, func(w io.Writer) error {
+		return repodata.Encode(w, doc, func(r *repodata.Record, off int64) {
+			pkgs[r.Filename] = pkgRef{sha256: strings.ToLower(r.SHA256), md5: strings.ToLower(r.MD5), size: r.Size,
+				upstream: r.Upstream, off: off, n: int32(len(r.Raw))}
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	key := stateKey("s", ch.cfg.Name, sd.name)
+	var prev servedState
+	hadPrev, _ := s.store.Meta.Get(key, &prev)
+	final := "served-" + shortHash(ch.cfg.Name, sd.name) + "-" + sha[:16] + ".json"
+	st := servedState{JSON: variantFile{Name: final, SHA: sha, Size: size}, LastModified: s.now().UTC().Truncate(time.Second)}
+	if hadPrev && prev.JSON.SHA == sha {
+		// Same answer as before (a 304, a restart): keep its Last-Modified and the
+		// compressed forms already made.
+		st = prev
+		s.store.RemoveFile(name)
+	} else if err := s.renameFile(name, final); err != nil {
+		return nil, err
+	}
+	if err := s.store.Meta.Put(key, st); err != nil {
+		return nil, err
+	}
+	if hadPrev && prev.JSON.SHA != sha {
+		s.store.RemoveFile(prev.JSON.Name)
+		for _, v := range prev.Variants {
+			s.store.RemoveFile(v.Name)
+		}
+	}
+	variants := st.Variants
+	if variants == nil {
+		variants = map[string]variantFile{}
+	}
+	sv := &served{
+		checkedAt: checkedAt, json: st.JSON, lastModified: st.LastModified,
+		packages: pkgs, hidden: hidden, pkgBase: pkgBase, variants: variants,
+	}
+	sd.cur.Store(sv)
+	return sv, nil
+}
+
+// renameFile moves a named file by rewriting it: named files are written through
+// WriteFile only, which keeps the atomic-replace rule in one place.
+func (s *Server) renameFile(from, to string) error {
+	b, err := s.store.OpenFile(from)
+	if err != nil {
+		return err
+	}
+	_, _, err = s.store.WriteFile(to, func(w io.Writer) error { _, err := io.Copy(w, b); return err })
+	b.Close()
+	if err != nil {
+		return err
+	}
+	return s.store.RemoveFile(from)
+}
+
+// Content types of the repodata forms.
+var variantTypes = map[string]string{
+	"json": "application/json", "current": "application/json", "gz": "application/json",
+	"zst": "application/zstd", "bz2": "application/x-bzip2",
+}
+
+func (s *Server) serveRepodata(w http.ResponseWriter, r *http.Request, rt route) error {
+	if err := s.checkSubdir(rt); err != nil {
+		return err
+	}
+	sd := rt.channel.subdir(rt.subdir)
+	sv, err := s.load(r.Context(), sd)
+	if err != nil {
+		return err
+	}
+	if sv.notFound {
+		return errNotFound
+	}
+	variant := rt.variant
+	if variant == "json" && acceptsGzip(r) {
+		variant = "gz"
+	}
+	vf := sv.json
+	if variant != "json" {
+		if vf, err = s.variant(r.Context(), sd, sv, variant); err != nil {
+			return err
+		}
+	}
+	blob, err := s.store.OpenFile(vf.Name)
+	if errors.Is(err, cache.ErrNotFound) {
+		return fmt.Errorf("served repodata file %s is missing: %w", vf.Name, err)
+	}
+	if err != nil {
+		return err
+	}
+	defer blob.Close()
+	h := w.Header()
+	h.Set("Content-Type", variantTypes[variant])
+	h.Set("ETag", `"`+vf.SHA+`"`)
+	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.cfg.Cache.MetadataTTL.D().Seconds())))
+	if variant == "gz" {
+		h.Set("Content-Encoding", "gzip")
+	}
+	if rt.variant == "json" {
+		h.Add("Vary", "Accept-Encoding")
+	}
+	if age := s.staleAge(sd, sv); age > 0 {
+		h.Set("X-Condaproxy-Stale", strconv.Itoa(int(age.Seconds())))
+		s.metrics.StaleAnswers.WithLabelValues(rt.channel.cfg.Name).Inc()
+	}
+	setSource(w, blob.Source)
+	http.ServeContent(w, r, "", sv.lastModified, blob)
+	return nil
+}
+
+func acceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.EqualFold(strings.TrimSpace(name), "gzip") {
+			return !strings.Contains(strings.ReplaceAll(params, " ", ""), "q=0") || strings.Contains(params, "q=0.")
+		}
+	}
+	return false
+}
+
+// variant returns a derived form of sv's JSON, making it on first ask. Concurrent
+// askers share one build.
+func (s *Server) variant(ctx context.Context, sd *subdir, sv *served, name string) (variantFile, error) {
+	sv.mu.Lock()
+	vf, ok := sv.variants[name]
+	sv.mu.Unlock()
+	if ok {
+		return vf, nil
+	}
+	v, err, _ := s.loads.Do("variant|"+sv.json.Name+"|"+name, func() (any, error) {
+		sv.mu.Lock()
+		vf, ok := sv.variants[name]
+		sv.mu.Unlock()
+		if ok {
+			return vf, nil
+		}
+		vf, err := s.makeVariant(sd, sv, name)
+		if err != nil {
+			return nil, err
+		}
+		sv.mu.Lock()
+		sv.variants[name] = vf
+		st := servedState{JSON: sv.json, LastModified: sv.lastModified, Variants: maps.Clone(sv.variants)}
+		sv.mu.Unlock()
+		// Persist only while sv is still the published answer.
+		if sd.cur.Load() == sv {
+			if err := s.store.Meta.Put(stateKey("s", sd.ch.cfg.Name, sd.name), st); err != nil {
+				return nil, err
+			}
+		}
+		return vf, nil
+	})
+	if err != nil {
+		return variantFile{}, err
+	}
+	return v.(variantFile), nil
+}
+
+func (s *Server) makeVariant(sd *subdir, sv *served, name string) (variantFile, error) {
+	src, err := s.store.OpenFile(sv.json.Name)
+	if err != nil {
+		return variantFile{}, err
+	}
+	defer src.Close()
+	file := strings.TrimSuffix(sv.json.Name, ".json") + "." + name
+	var write func(w io.Writer) error
+	switch name {
+	case "zst", "bz2":
+		write = func(w io.Writer) error { return repodata.Compress(w, src, name) }
+	case "gz":
+		write = func(w io.Writer) error { return gzipTo(w, src) }
+	case "current":
+		file = strings.TrimSuffix(sv.json.Name, ".json") + ".current.json"
+		write = func(w io.Writer) error {
+			data, err := io.ReadAll(src)
+			if err != nil {
+				return err
+			}
+			d, err := repodata.Parse(data)
+			if err != nil {
+				return err
+			}
+			return repodata.Encode(w, repodata.Current(d, compareVersions), nil)
+		}
+	default:
+		return variantFile{}, fmt.Errorf("unknown repodata form %q", name)
+	}
+	size, sha, err := s.store.WriteFile(file, write)
+	if err != nil {
+		return variantFile{}, err
+	}
+	return variantFile{Name: file, SHA: sha, Size: size}, nil
+}

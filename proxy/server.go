@@ -1,0 +1,342 @@
+// Package proxy is the request path: it answers conda clients for every configured
+// channel from the cache, fetching from upstream on a miss.
+//
+// It is a plain http.Handler with no web framework. What it must never do: serve a
+// package byte that was not verified against the repodata being served (a fill that
+// fails verification is broken off mid-transfer), serve a record the channel's policy
+// hides, or reach outside a channel's tree. Everything it keeps goes through package
+// cache; everything it fetches goes through package upstream.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/policy"
+	"github.com/condaproxy/condaproxy/upstream"
+)
+
+// Options configure a Server. Zero values take the documented defaults.
+type Options struct {
+	Config *config.Config
+	Store  *cache.Store
+	// Upstream defaults to upstream.New with default options.
+	Upstream *upstream.Client
+	// Policies maps a channel name to its policy; a channel with none serves
+	// everything (policy.PassAll).
+	Policies map[string]policy.Policy
+	// Metrics must be set; see NewMetrics.
+	Metrics *Metrics
+	// Fallback answers paths outside every channel (health, metrics, admin, the
+	// web page). Nil: 404.
+	Fallback http.Handler
+	// FillTimeout bounds one upstream download, independent of the client that
+	// started it; default 30 minutes.
+	FillTimeout time.Duration
+	Logger      *slog.Logger
+	// Now is the clock; default time.Now (tests move it).
+	Now func() time.Time
+}
+
+// Server is the channel-serving http.Handler.
+type Server struct {
+	cfg      *config.Config
+	store    *cache.Store
+	up       *upstream.Client
+	metrics  *Metrics
+	fallback http.Handler
+	log      *slog.Logger
+	now      func() time.Time
+	fillTTL  time.Duration
+
+	channels map[string]*channel
+	tokens   [][]byte
+
+	// loads merges concurrent repodata loads of one subdir.
+	loads singleflight.Group
+
+	fillsMu sync.Mutex
+	fills   map[string]*fill
+
+	// base is cancelled by Shutdown: it stops fills and background refreshes.
+	base   context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+}
+
+// channel is one configured channel with its parsed upstreams and policy.
+type channel struct {
+	cfg     *config.Channel
+	sources []upstream.Source
+	policy  policy.Policy
+
+	mu      sync.Mutex
+	subdirs map[string]*subdir
+}
+
+// New builds a Server.
+func New(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Upstream == nil {
+		o.Upstream = upstream.New(upstream.Options{Logger: o.Logger})
+	}
+	if o.FillTimeout == 0 {
+		o.FillTimeout = 30 * time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Fallback == nil {
+		o.Fallback = http.NotFoundHandler()
+	}
+	if o.Metrics == nil {
+		return nil, fmt.Errorf("proxy: Options.Metrics is required")
+	}
+	if o.Upstream.Observe == nil {
+		o.Upstream.Observe = o.Metrics.observeUpstream
+	}
+	s := &Server{
+		cfg: o.Config, store: o.Store, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
+		log: o.Logger, now: o.Now, fillTTL: o.FillTimeout,
+		channels: map[string]*channel{}, fills: map[string]*fill{},
+	}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	for _, t := range o.Config.Auth.Tokens {
+		s.tokens = append(s.tokens, []byte(t))
+	}
+	for i := range o.Config.Channels {
+		cc := &o.Config.Channels[i]
+		ch := &channel{cfg: cc, policy: o.Policies[cc.Name], subdirs: map[string]*subdir{}}
+		if ch.policy == nil {
+			ch.policy = policy.PassAll{}
+		}
+		for _, u := range cc.Upstreams {
+			src, err := upstream.NewSource(u)
+			if err != nil {
+				return nil, err
+			}
+			ch.sources = append(ch.sources, src)
+		}
+		s.channels[cc.Name] = ch
+	}
+	return s, nil
+}
+
+// Shutdown stops background work: fills in progress get until ctx is done to finish,
+// then are cancelled (their temp files are dropped, nothing partial is kept).
+func (s *Server) Shutdown(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+	}
+	s.cancel()
+}
+
+// background runs fn detached from any request, tracked for Shutdown.
+func (s *Server) background(fn func()) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn()
+	}()
+}
+
+type ctxKey int
+
+const logKey ctxKey = 0
+
+func (s *Server) logger(ctx context.Context) *slog.Logger {
+	if l, ok := ctx.Value(logKey).(*slog.Logger); ok {
+		return l
+	}
+	return s.log
+}
+
+// statusWriter remembers the status for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+	source string
+}
+
+func (w *statusWriter) setSource(src string) { w.source = src }
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes, sendfile).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// ReadFrom keeps sendfile working through the wrapper.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	}
+	w.n += n
+	return n, err
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p, err := cleanPath(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	rt, ok, err := s.parseRoute(p)
+	if !ok {
+		s.fallback.ServeHTTP(w, r)
+		return
+	}
+	chName := "-"
+	if rt.channel != nil {
+		chName = rt.channel.cfg.Name
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	reqID := r.Header.Get("X-Request-Id")
+	if reqID == "" || len(reqID) > 64 {
+		var b [8]byte
+		rand.Read(b[:])
+		reqID = hex.EncodeToString(b[:])
+	}
+	log := s.log.With("req", reqID)
+	ctx := context.WithValue(r.Context(), logKey, log)
+	r = r.WithContext(ctx)
+	start := s.now()
+	defer func() {
+		status := sw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		s.metrics.Requests.WithLabelValues(chName, rt.kind.String(), strconv.Itoa(status)).Inc()
+		if sw.source != "" && sw.n > 0 {
+			s.metrics.BytesServed.WithLabelValues(sw.source).Add(float64(sw.n))
+		}
+		log.Debug("request", "method", r.Method, "path", redactTokenPath(p), "status", status, "dur", s.now().Sub(start))
+	}()
+	if err == nil {
+		err = s.authorize(r, rt.token)
+	}
+	if err == nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		err = errMethod
+	}
+	if err == nil {
+		err = s.serve(sw, r, rt)
+	}
+	if err != nil {
+		if sw.status != 0 {
+			// Headers are out: the only honest signal left is a broken connection.
+			panic(http.ErrAbortHandler)
+		}
+		writeError(sw, r, log, err)
+	}
+}
+
+func redactTokenPath(p string) string {
+	if strings.HasPrefix(p, "/t/") {
+		if _, rest, ok := strings.Cut(p[3:], "/"); ok {
+			return "/t/" + config.Mask + "/" + rest
+		}
+	}
+	return p
+}
+
+// authorize checks the client token when auth.tokens is set. Comparison is
+// constant-time over every configured token.
+func (s *Server) authorize(r *http.Request, pathToken string) error {
+	if len(s.tokens) == 0 {
+		return nil
+	}
+	tok := pathToken
+	if tok == "" {
+		if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+			tok = strings.TrimSpace(h[7:])
+		}
+	}
+	if tok == "" {
+		return errUnauthorized
+	}
+	match := 0
+	for _, t := range s.tokens {
+		match |= subtle.ConstantTimeCompare([]byte(tok), t)
+	}
+	if match != 1 {
+		return errUnauthorized
+	}
+	return nil
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
+	switch rt.kind {
+	case kindRepodata:
+		return s.serveRepodata(w, r, rt)
+	case kindShards:
+		// Sharded repodata (CEP-16) is not built yet; upstream's shards would not
+		// match the filter, so they are never passed through. 404 makes clients fall
+		// back to repodata.json.zst.
+		if err := s.checkSubdir(rt); err != nil {
+			return err
+		}
+		return errNotFound
+	case kindPackage:
+		return s.servePackage(w, r, rt)
+	case kindChannelFile:
+		if rt.subdir != "" {
+			if err := s.checkSubdir(rt); err != nil {
+				return err
+			}
+			return s.serveMutable(w, r, rt.channel, rt.subdir+"/"+rt.file)
+		}
+		return s.serveMutable(w, r, rt.channel, rt.file)
+	case kindFile:
+		return s.serveMutable(w, r, rt.channel, rt.file)
+	}
+	return errNotFound
+}
+
+func (s *Server) checkSubdir(rt route) error {
+	if rt.subdir != "noarch" && !rt.channel.policy.ServesSubdir(rt.subdir) {
+		return errNotFound
+	}
+	return nil
+}

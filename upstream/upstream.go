@@ -1,0 +1,285 @@
+// Package upstream fetches files from the channels the proxy mirrors, over HTTP(S)
+// or from file:// trees, with conditional requests and bounded retries.
+//
+// It never logs or returns a secret: every URL in an error or log line goes through
+// config.RedactURL, so a /t/<token>/ path or a password stays out of logs. It does
+// not cache, verify or interpret what it fetches; the caller does.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/condaproxy/condaproxy/config"
+)
+
+// ErrNotFound is an upstream 404 or 410, or a missing file:// path.
+var ErrNotFound = errors.New("not found upstream")
+
+// Error is an upstream failure other than not-found, after retries.
+type Error struct {
+	URL    string // redacted
+	Status int    // 0 when no HTTP answer came (network error, timeout)
+	Err    error
+}
+
+func (e *Error) Error() string {
+	if e.Status != 0 {
+		return fmt.Sprintf("upstream %s: HTTP %d", e.URL, e.Status)
+	}
+	return fmt.Sprintf("upstream %s: %v", e.URL, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Source is one upstream of a channel.
+type Source struct {
+	Base     *url.URL
+	Username string
+	Password string
+}
+
+// NewSource parses a configured upstream.
+func NewSource(u config.Upstream) (Source, error) {
+	base, err := url.Parse(strings.TrimRight(u.URL, "/"))
+	if err != nil {
+		return Source{}, fmt.Errorf("upstream %s: %w", config.RedactURL(u.URL), err)
+	}
+	return Source{Base: base, Username: u.Username, Password: u.Password}, nil
+}
+
+// String is the redacted base URL.
+func (s Source) String() string { return config.RedactURL(s.Base.String()) }
+
+// Resolve returns the URL of rel (a slash-separated path below the base, already
+// validated by the caller, or an absolute URL such as a CEP-15 base_url).
+func (s Source) Resolve(rel string) *url.URL {
+	if u, err := url.Parse(rel); err == nil && u.IsAbs() {
+		return u
+	}
+	u := *s.Base
+	u.Path = strings.TrimRight(u.Path, "/") + "/" + rel
+	u.RawPath = ""
+	return &u
+}
+
+// Conditional carries the validators of a cached copy.
+type Conditional struct {
+	ETag         string
+	LastModified string
+}
+
+// Response is a successful answer: 200 with a body, or 304 without.
+type Response struct {
+	Status       int
+	Body         io.ReadCloser // nil on 304
+	Size         int64         // -1 when unknown
+	ETag         string
+	LastModified string
+}
+
+// Client fetches from upstreams. The zero value is not usable; use New.
+type Client struct {
+	http    *http.Client
+	retries int
+	backoff time.Duration
+	log     *slog.Logger
+	agent   string
+	// Observe, if set, is called after every attempt, for metrics.
+	Observe func(host string, status int, d time.Duration, err error)
+}
+
+// Options configure a Client; zero values take the documented defaults.
+type Options struct {
+	// Retries after the first attempt on 5xx, 429 and network errors; default 3.
+	Retries int
+	// Backoff is the first wait; it doubles each retry, with jitter. Default 250ms.
+	Backoff time.Duration
+	// HeaderTimeout bounds the wait for response headers; default 30s.
+	HeaderTimeout time.Duration
+	// Transport replaces the default transport (tests).
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+	UserAgent string
+}
+
+// New returns a Client.
+func New(o Options) *Client {
+	if o.Retries == 0 {
+		o.Retries = 3
+	}
+	if o.Retries < 0 {
+		o.Retries = 0
+	}
+	if o.Backoff == 0 {
+		o.Backoff = 250 * time.Millisecond
+	}
+	if o.HeaderTimeout == 0 {
+		o.HeaderTimeout = 30 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.UserAgent == "" {
+		o.UserAgent = "condaproxy"
+	}
+	tr := o.Transport
+	if tr == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.ResponseHeaderTimeout = o.HeaderTimeout
+		t.MaxIdleConnsPerHost = 32
+		t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		tr = t
+	}
+	return &Client{
+		http: &http.Client{
+			Transport: tr,
+			// A redirect is followed, but never to a non-HTTP scheme, and credentials
+			// are not forwarded to another host (net/http's own rule).
+			CheckRedirect: func(req *http.Request, via []*http.Request) error {
+				if len(via) >= 10 {
+					return errors.New("too many redirects")
+				}
+				return nil
+			},
+		},
+		retries: o.Retries, backoff: o.Backoff, log: o.Logger, agent: o.UserAgent,
+	}
+}
+
+// Get fetches rel from src. A 404 or 410 is ErrNotFound (not retried); 5xx, 429 and
+// network errors are retried with backoff, then returned as *Error.
+func (c *Client) Get(ctx context.Context, src Source, rel string, cond Conditional) (*Response, error) {
+	u := src.Resolve(rel)
+	if u.Scheme == "file" {
+		return getFile(u, cond)
+	}
+	var lastErr error
+	for attempt := 0; attempt <= c.retries; attempt++ {
+		if attempt > 0 {
+			wait := c.backoff << (attempt - 1)
+			wait += time.Duration(rand.Int64N(int64(wait)/2 + 1))
+			select {
+			case <-ctx.Done():
+				return nil, &Error{URL: config.RedactURL(u.String()), Err: ctx.Err()}
+			case <-time.After(wait):
+			}
+		}
+		resp, err := c.attempt(ctx, src, u, cond)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			return resp, err
+		}
+		lastErr = err
+		c.log.Warn("upstream attempt failed", "url", config.RedactURL(u.String()), "attempt", attempt+1, "err", err)
+	}
+	return nil, lastErr
+}
+
+func retryable(err error) bool {
+	var ue *Error
+	if !errors.As(err, &ue) {
+		return false
+	}
+	return ue.Status == 0 || ue.Status == http.StatusTooManyRequests || ue.Status >= 500
+}
+
+func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, cond Conditional) (*Response, error) {
+	redacted := config.RedactURL(u.String())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, &Error{URL: redacted, Err: errors.New("bad request URL")}
+	}
+	req.Header.Set("User-Agent", c.agent)
+	if cond.ETag != "" {
+		req.Header.Set("If-None-Match", cond.ETag)
+	}
+	if cond.LastModified != "" {
+		req.Header.Set("If-Modified-Since", cond.LastModified)
+	}
+	if src.Username != "" {
+		req.SetBasicAuth(src.Username, src.Password)
+	}
+	start := time.Now()
+	resp, err := c.http.Do(req)
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
+	}
+	if c.Observe != nil {
+		c.Observe(u.Host, status, time.Since(start), err)
+	}
+	if err != nil {
+		// net/http's error text contains the URL, token and all: replace it.
+		return nil, &Error{URL: redacted, Err: scrub(err)}
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return &Response{Status: 200, Body: resp.Body, Size: resp.ContentLength,
+			ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, nil
+	case resp.StatusCode == http.StatusNotModified:
+		resp.Body.Close()
+		return &Response{Status: 304, Size: -1, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, nil
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
+		drain(resp.Body)
+		return nil, ErrNotFound
+	default:
+		drain(resp.Body)
+		return nil, &Error{URL: redacted, Status: resp.StatusCode}
+	}
+}
+
+// scrub keeps the cause of a transport error but not the URL it quotes.
+func scrub(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return errors.New("timeout")
+		}
+		return errors.New(ue.Err.Error())
+	}
+	return err
+}
+
+func drain(body io.ReadCloser) {
+	io.CopyN(io.Discard, body, 64<<10)
+	body.Close()
+}
+
+// getFile serves a file:// upstream: a local channel tree (an untarred export, a USB
+// disk). Its validator is the modification time.
+func getFile(u *url.URL, cond Conditional) (*Response, error) {
+	path := filepath.FromSlash(u.Path)
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, &Error{URL: u.String(), Err: errors.Unwrap(err)}
+	}
+	info, err := f.Stat()
+	if err != nil || info.IsDir() {
+		f.Close()
+		if err == nil {
+			return nil, ErrNotFound
+		}
+		return nil, &Error{URL: u.String(), Err: err}
+	}
+	lm := info.ModTime().UTC().Format(http.TimeFormat)
+	if cond.LastModified != "" && cond.LastModified == lm {
+		f.Close()
+		return &Response{Status: 304, Size: -1, LastModified: lm}, nil
+	}
+	return &Response{Status: 200, Body: f, Size: info.Size(), LastModified: lm}, nil
+}
