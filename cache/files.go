@@ -64,6 +64,30 @@ func (s *Store) WriteFile(name string, write func(io.Writer) error) (size int64,
 	return cw.n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// RenameFile gives a named file another name, atomically; a file already called
+// to is replaced.
+func (s *Store) RenameFile(from, to string) error {
+	src, err := s.filePath(from)
+	if err != nil {
+		return err
+	}
+	dst, err := s.filePath(to)
+	if err != nil {
+		return err
+	}
+	if s.hot != nil {
+		s.hot.Del("f:" + from)
+		s.hot.Del("f:" + to)
+	}
+	if err := os.Rename(src, dst); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return ErrNotFound
+		}
+		return err
+	}
+	return nil
+}
+
 // OpenFile opens a named file, from memory when it is hot.
 func (s *Store) OpenFile(name string) (*Blob, error) {
 	path, err := s.filePath(name)

@@ -245,6 +245,9 @@ func (s *Store) load() error {
 		if err != nil {
 			return err
 		}
+		if !shaPattern.MatchString(d.Name()) {
+			return nil // not ours: never served, never counted
+		}
 		onDisk[d.Name()] = info.Size()
 		return nil
 	})
@@ -567,7 +570,7 @@ func (s *Store) pickVictimsLocked() []string {
 	}
 	var cands []cand
 	for sha, e := range s.blobs {
-		if true {
+		if e.inUse == 0 {
 			cands = append(cands, cand{sha, e.ATime})
 		}
 	}
