@@ -25,13 +25,14 @@ type fill struct {
 	mu   sync.Mutex
 	cond *sync.Cond
 
-	started bool   // upstream answered; path and size are set
-	path    string // the temp file being written
-	size    int64  // expected bytes, -1 when unknown
-	written int64
-	done    bool
-	err     error  // set with done on failure
-	sha     string // set with done on success: the committed blob
+	started   bool   // upstream answered; path and size are set
+	path      string // the temp file being written
+	size      int64  // expected bytes, -1 when unknown
+	written   int64
+	committed bool   // the bytes matched and are the blob sha: readers may have all of them
+	done      bool   // the fill is over
+	err       error  // set with done on failure
+	sha       string // the committed blob
 }
 
 func newFill() *fill {
@@ -67,8 +68,14 @@ func (f *fill) finish(sha string, err error) {
 func (s *Server) startFill(ctx context.Context, key string, run func(ctx context.Context, f *fill) (string, error)) *fill {
 	s.fillsMu.Lock()
 	if f, ok := s.fills[key]; ok {
-		s.fillsMu.Unlock()
-		return f
+		f.mu.Lock()
+		failed := f.done && f.err != nil
+		f.mu.Unlock()
+		if !failed {
+			s.fillsMu.Unlock()
+			return f
+		}
+		// A failed fill still winding down: this request deserves a fresh attempt.
 	}
 	f := newFill()
 	s.fills[key] = f
@@ -87,7 +94,9 @@ func (s *Server) startFill(ctx context.Context, key string, run func(ctx context
 		// Remove from the table before waking waiters: a request that comes after
 		// this sees the committed blob, or starts a fresh attempt after a failure.
 		s.fillsMu.Lock()
-		delete(s.fills, key)
+		if s.fills[key] == f {
+			delete(s.fills, key)
+		}
 		s.fillsMu.Unlock()
 		f.finish(sha, err)
 	})
@@ -96,7 +105,7 @@ func (s *Server) startFill(ctx context.Context, key string, run func(ctx context
 
 // download streams resp into a new blob for f and commits it if it matches want.
 // want.Size < 0 takes upstream's Content-Length as the size to check.
-func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response, want cache.Digest, channel string) (string, error) {
+func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response, want cache.Digest, channel string) (sha string, err error) {
 	defer resp.Body.Close()
 	if want.Size >= 0 && resp.Size >= 0 && resp.Size != want.Size {
 		s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
@@ -109,7 +118,14 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 	if err != nil {
 		return "", err
 	}
-	defer tmp.Abort() // no-op after a commit
+	defer func() {
+		if err != nil {
+			// Say the fill failed before the temp file goes, so that no reader
+			// attaching now looks for it.
+			f.finish("", err)
+		}
+		tmp.Abort() // no-op after a commit
+	}()
 	f.start(tmp.Path(), want.Size)
 	buf := make([]byte, 256<<10)
 	for {
@@ -137,8 +153,14 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 	// Commit under the fill's lock: a waiter that attaches opens the temp path under
 	// the same lock, so it never finds the path already renamed away.
 	f.mu.Lock()
-	sha, err := tmp.Commit(want)
+	sha, err = tmp.Commit(want)
+	if err == nil {
+		f.committed, f.sha = true, sha
+	} else {
+		f.done, f.err = true, err // Commit removed the temp file: nobody may look for it
+	}
 	f.mu.Unlock()
+	f.cond.Broadcast()
 	var mm *cache.MismatchError
 	if errors.As(err, &mm) {
 		s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
@@ -153,8 +175,18 @@ func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, head
 	for !f.started && !f.done {
 		f.cond.Wait()
 	}
-	if f.done || f.size < 0 || r.Header.Get("Range") != "" || r.Method == http.MethodHead {
-		for !f.done {
+	var file *os.File
+	if !f.done && !f.committed && f.size >= 0 && r.Header.Get("Range") == "" && r.Method != http.MethodHead {
+		// The temp file exists while the fill is neither committed nor over: both
+		// change under f.mu, which we hold.
+		var err error
+		if file, err = os.Open(f.path); err != nil {
+			f.mu.Unlock()
+			return err
+		}
+	}
+	if file == nil {
+		for !f.done && !f.committed {
 			f.cond.Wait()
 		}
 		sha, err := f.sha, f.err
@@ -172,12 +204,8 @@ func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, head
 		http.ServeContent(w, r, "", zeroTime, blob)
 		return nil
 	}
-	file, err := os.Open(f.path)
 	size := f.size
 	f.mu.Unlock()
-	if err != nil {
-		return err
-	}
 	defer file.Close()
 	headers(w.Header())
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
@@ -191,7 +219,7 @@ func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, head
 		var avail int64
 		for {
 			avail = f.written
-			if !(f.done && f.err == nil) {
+			if !f.committed {
 				avail = min(avail, size-1) // the last byte waits for the digest
 			}
 			if avail > pos || f.done {

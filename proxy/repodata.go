@@ -493,7 +493,7 @@ func (s *Server) publish(sd *subdir, doc *repodata.Doc, hidden map[string]string
 		// compressed forms already made.
 		st = prev
 		s.store.RemoveFile(name)
-	} else if err := s.renameFile(name, final); err != nil {
+	} else if err := s.store.RenameFile(name, final); err != nil {
 		return nil, err
 	}
 	if err := s.store.Meta.Put(key, st); err != nil {
@@ -515,21 +515,6 @@ func (s *Server) publish(sd *subdir, doc *repodata.Doc, hidden map[string]string
 	}
 	sd.cur.Store(sv)
 	return sv, nil
-}
-
-// renameFile moves a named file by rewriting it: named files are written through
-// WriteFile only, which keeps the atomic-replace rule in one place.
-func (s *Server) renameFile(from, to string) error {
-	b, err := s.store.OpenFile(from)
-	if err != nil {
-		return err
-	}
-	_, _, err = s.store.WriteFile(to, func(w io.Writer) error { _, err := io.Copy(w, b); return err })
-	b.Close()
-	if err != nil {
-		return err
-	}
-	return s.store.RemoveFile(from)
 }
 
 // Content types of the repodata forms.
