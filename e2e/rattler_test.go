@@ -1,0 +1,519 @@
+// Package e2e runs condaproxy against a real conda client: rattler, the solver
+// library inside pixi, through its official JS/WASM bindings (@conda-org/rattler,
+// installed by `make e2e-deps`) driven by solve.cjs.
+//
+// The proxy under test is the real binary, built once in TestMain and run as a
+// subprocess with its own configuration file; its upstream is an httptest server
+// serving the shared testdata channel conda_format_repo (real Anaconda zlib
+// packages and repodata).
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/condaproxy/condaproxy/internal/testdata"
+)
+
+// testTimeout bounds each test as a whole, so a stuck client or proxy cannot hang CI.
+const testTimeout = 2 * time.Minute
+
+// proxyBin is the condaproxy binary built by TestMain.
+var proxyBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "condaproxy-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	root, err := repoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	proxyBin = filepath.Join(dir, "condaproxy")
+	build := exec.Command("go", "build", "-o", proxyBin, "./cmd/condaproxy")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/condaproxy: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// repoRoot is the directory holding go.mod, above the test's working directory.
+func repoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		if filepath.Dir(dir) == dir {
+			return "", fmt.Errorf("no go.mod above %s", wd)
+		}
+	}
+}
+
+// requireRattler skips when node is absent on a developer machine, and fails when CI
+// is set (CI must run this test) or when node is there but the npm package is not.
+func requireRattler(t *testing.T) {
+	t.Helper()
+	_, ci := os.LookupEnv("CI")
+	if _, err := exec.LookPath("node"); err != nil {
+		if !ci {
+			t.Skip("node is not on PATH: skipping the rattler end-to-end test (CI runs it)")
+		}
+		t.Fatal("CI is set but node is not on PATH: the rattler end-to-end test must run in CI; install node and run `make e2e-deps`")
+	}
+	if _, err := os.Stat(filepath.Join("node_modules", "@conda-org", "rattler", "package.json")); err != nil {
+		t.Fatalf("e2e/node_modules/@conda-org/rattler is missing: run `make e2e-deps` (npm ci in e2e/) first: %v", err)
+	}
+}
+
+// --- upstream: the testdata channel, with a request log -------------------------------
+
+type upstream struct {
+	srv *httptest.Server
+	dir string
+
+	mu    sync.Mutex
+	paths []string // every request path, in order
+}
+
+func startUpstream(t *testing.T) *upstream {
+	t.Helper()
+	u := &upstream{dir: testdata.Path(t, "conda_format_repo")}
+	if _, err := os.Stat(filepath.Join(u.dir, "osx-64", "repodata.json")); err != nil {
+		t.Fatalf("testdata channel: %v", err)
+	}
+	files := http.FileServer(http.Dir(u.dir))
+	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.paths = append(u.paths, r.URL.Path)
+		u.mu.Unlock()
+		files.ServeHTTP(w, r)
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.srv.Listener.Close()
+	u.srv.Listener = ln
+	u.srv.Start()
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *upstream) requests() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.paths)
+}
+
+// repodataRequests counts the upstream requests for any form of repodata.
+func (u *upstream) repodataRequests() int {
+	n := 0
+	for _, p := range u.requests() {
+		if strings.Contains(path.Base(p), "repodata") {
+			n++
+		}
+	}
+	return n
+}
+
+// --- the proxy under test, as a subprocess ------------------------------------------
+
+type proxyProc struct {
+	base   string // http://127.0.0.1:PORT
+	stderr *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startProxy runs condaproxy serve with one channel, anaconda, pulling from
+// upstreamURL; extra is appended to the configuration file. It returns once
+// /readyz answers 200, and stops the proxy (SIGTERM, then wait) at cleanup.
+func startProxy(t *testing.T, ctx context.Context, upstreamURL, extra string) *proxyProc {
+	t.Helper()
+	data := t.TempDir()
+	cfgDir := t.TempDir()
+	// The free port is found, released, then taken by the proxy: another process
+	// may grab it in between, so a bind failure is retried with a new port.
+	for attempt := 1; ; attempt++ {
+		port := freePort(t)
+		cfg := fmt.Sprintf(`listen: 127.0.0.1:%d
+data: %s
+log:
+  level: debug
+  format: text
+channels:
+  - name: anaconda
+    upstreams:
+      - url: %s
+%s`, port, data, upstreamURL, extra)
+		cfgPath := filepath.Join(cfgDir, "condaproxy.yaml")
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := &proxyProc{base: fmt.Sprintf("http://127.0.0.1:%d", port), stderr: &syncBuffer{}}
+		cmd := exec.Command(proxyBin, "serve", "-c", cfgPath)
+		cmd.Stdout = p.stderr
+		cmd.Stderr = p.stderr
+		cmd.Env = append(os.Environ(), "CONDAPROXY_CONFIG=")
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start condaproxy: %v", err)
+		}
+		done := make(chan struct{})
+		var waitErr error
+		go func() { waitErr = cmd.Wait(); close(done) }()
+
+		err := waitReady(ctx, p.base+"/readyz", done)
+		if err == nil {
+			t.Cleanup(func() {
+				cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-done:
+				case <-time.After(30 * time.Second):
+					t.Errorf("condaproxy did not stop within 30s of SIGTERM; killing it")
+					cmd.Process.Kill()
+					<-done
+				}
+				if waitErr != nil {
+					t.Errorf("condaproxy exited with %v after SIGTERM (want a clean exit)", waitErr)
+				}
+				if t.Failed() {
+					t.Logf("condaproxy output:\n%s", p.stderr.String())
+				}
+			})
+			return p
+		}
+		cmd.Process.Kill()
+		<-done
+		if attempt < 3 && strings.Contains(p.stderr.String(), "address already in use") {
+			continue
+		}
+		t.Fatalf("condaproxy did not become ready: %v (exit: %v)\nconfig:\n%s\noutput:\n%s", err, waitErr, cfg, p.stderr.String())
+	}
+}
+
+func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.After(30 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := client.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return errors.New("process exited")
+		case <-deadline:
+			return errors.New("no 200 from /readyz within 30s")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// --- the client -----------------------------------------------------------------------
+
+// solvedPackage is one line of solve.cjs's output.
+type solvedPackage struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Build   string `json:"build"`
+	Subdir  string `json:"subdir"`
+	URL     string `json:"url"`
+	SHA256  string `json:"sha256"`
+	Size    int64  `json:"size"`
+}
+
+// solve runs solve.cjs (rattler) against channelURL and returns the solution. The
+// requests rattler made are logged.
+func solve(t *testing.T, ctx context.Context, channelURL, platform string, specs ...string) []solvedPackage {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	args := append([]string{"solve.cjs", channelURL, platform}, specs...)
+	cmd := exec.CommandContext(ctx, "node", args...)
+	cmd.Env = append(os.Environ(), "SOLVE_TRACE=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	t.Logf("rattler solve %s %v (%s, %v):\n%s", platform, specs, channelURL, time.Since(start).Round(time.Millisecond),
+		strings.TrimRight(stderr.String(), "\n"))
+	if err != nil {
+		t.Fatalf("node solve.cjs %s %s %v: %v\nstdout: %s", channelURL, platform, specs, err, stdout.String())
+	}
+	var out struct {
+		Packages []solvedPackage `json:"packages"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		t.Fatalf("solve.cjs printed no JSON: %v\nstdout: %s", err, stdout.String())
+	}
+	return out.Packages
+}
+
+// --- checks ---------------------------------------------------------------------------
+
+// repodataEntry is what the test reads from the testdata repodata.json.
+type repodataEntry struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	SHA256  string `json:"sha256"`
+	Size    int64  `json:"size"`
+}
+
+func readRepodata(t *testing.T, dir, subdir string) map[string]repodataEntry {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, subdir, "repodata.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rd struct {
+		Packages      map[string]repodataEntry `json:"packages"`
+		PackagesConda map[string]repodataEntry `json:"packages.conda"`
+	}
+	if err := json.Unmarshal(raw, &rd); err != nil {
+		t.Fatalf("%s/repodata.json: %v", subdir, err)
+	}
+	all := map[string]repodataEntry{}
+	for fn, e := range rd.Packages {
+		all[fn] = e
+	}
+	for fn, e := range rd.PackagesConda {
+		all[fn] = e
+	}
+	return all
+}
+
+var httpClient = &http.Client{
+	Timeout: 30 * time.Second,
+	// The body must be the bytes served, not a transparently decoded copy.
+	Transport: &http.Transport{DisableCompression: true, Proxy: nil},
+}
+
+func get(t *testing.T, ctx context.Context, url string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	return resp.StatusCode, body
+}
+
+// checkZlibDownload fetches pkg.url through the proxy and checks its bytes against
+// what rattler reported, what the upstream repodata says, and the file itself.
+func checkZlibDownload(t *testing.T, ctx context.Context, up *upstream, pkg solvedPackage) {
+	t.Helper()
+	fn := path.Base(pkg.URL)
+	entry, ok := readRepodata(t, up.dir, pkg.Subdir)[fn]
+	if !ok {
+		t.Fatalf("rattler chose %s, which is not in %s/repodata.json", fn, pkg.Subdir)
+	}
+	if pkg.SHA256 != entry.SHA256 || pkg.Size != entry.Size {
+		t.Errorf("rattler reports %s sha256=%s size=%d; repodata.json says sha256=%s size=%d",
+			fn, pkg.SHA256, pkg.Size, entry.SHA256, entry.Size)
+	}
+	status, body := get(t, ctx, pkg.URL)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: status %d: %s", pkg.URL, status, body)
+	}
+	sum := sha256.Sum256(body)
+	if got := hex.EncodeToString(sum[:]); got != pkg.SHA256 || got != entry.SHA256 {
+		t.Errorf("GET %s: sha256 %s; rattler says %s, repodata.json says %s", pkg.URL, got, pkg.SHA256, entry.SHA256)
+	}
+	if int64(len(body)) != pkg.Size || int64(len(body)) != entry.Size {
+		t.Errorf("GET %s: %d bytes; rattler says %d, repodata.json says %d", pkg.URL, len(body), pkg.Size, entry.Size)
+	}
+	file, err := os.ReadFile(filepath.Join(up.dir, pkg.Subdir, fn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(body, file) {
+		t.Errorf("GET %s: body differs from upstream's file", pkg.URL)
+	}
+}
+
+func findPackage(pkgs []solvedPackage, name string) (solvedPackage, bool) {
+	for _, p := range pkgs {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return solvedPackage{}, false
+}
+
+func names(pkgs []solvedPackage) []string {
+	var n []string
+	for _, p := range pkgs {
+		n = append(n, p.Name+"="+p.Version+"="+p.Build)
+	}
+	return n
+}
+
+// --- tests ----------------------------------------------------------------------------
+
+func TestRattlerSolvesThroughProxy(t *testing.T) {
+	requireRattler(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+
+	up := startUpstream(t)
+	px := startProxy(t, ctx, up.srv.URL, "")
+	channel := px.base + "/anaconda"
+
+	// osx-64: zlib has no dependencies, so the solution is zlib alone.
+	pkgs := solve(t, ctx, channel, "osx-64", "zlib")
+	if len(pkgs) != 1 {
+		t.Fatalf("osx-64 zlib: want exactly one package, got %v", names(pkgs))
+	}
+	zlib := pkgs[0]
+	if zlib.Name != "zlib" || zlib.Version != "1.2.11" || zlib.Subdir != "osx-64" {
+		t.Fatalf("osx-64 zlib: got %+v, want zlib 1.2.11 from osx-64", zlib)
+	}
+	if want := channel + "/osx-64/"; !strings.HasPrefix(zlib.URL, want) {
+		t.Fatalf("package url %s does not point at the proxy (%s...)", zlib.URL, want)
+	}
+	checkZlibDownload(t, ctx, up, zlib)
+
+	// The same solve again is answered from the proxy's cache.
+	before := up.repodataRequests()
+	again := solve(t, ctx, channel, "osx-64", "zlib")
+	if !slices.Equal(names(again), names(pkgs)) {
+		t.Errorf("second osx-64 solve: got %v, first got %v", names(again), names(pkgs))
+	}
+	if after := up.repodataRequests(); after != before {
+		t.Errorf("second osx-64 solve made %d new upstream repodata requests (want a cache hit); upstream log: %v",
+			after-before, up.requests())
+	}
+
+	// linux-64: zlib depends on libgcc-ng (solve only: its package file is not in
+	// the testdata). linux-64 upstream also holds shard files rattler cannot read.
+	linux := solve(t, ctx, channel, "linux-64", "zlib")
+	for _, name := range []string{"zlib", "libgcc-ng"} {
+		p, ok := findPackage(linux, name)
+		if !ok {
+			t.Errorf("linux-64 zlib: solution %v lacks %s", names(linux), name)
+			continue
+		}
+		if want := channel + "/linux-64/"; !strings.HasPrefix(p.URL, want) {
+			t.Errorf("linux-64 %s url %s does not point at the proxy (%s...)", name, p.URL, want)
+		}
+	}
+	before = up.repodataRequests()
+	solve(t, ctx, channel, "linux-64", "zlib")
+	if after := up.repodataRequests(); after != before {
+		t.Errorf("second linux-64 solve made %d new upstream repodata requests (want a cache hit)", after-before)
+	}
+
+	// The proxy answers shard requests itself and never passes upstream's through.
+	reqs := up.requests()
+	for _, p := range reqs {
+		if strings.Contains(p, "repodata_shards") || strings.Contains(p, ".msgpack") {
+			t.Errorf("the proxy asked upstream for %s: shards must never be passed through", p)
+		}
+	}
+	t.Logf("upstream saw, in order: %v", reqs)
+}
+
+func TestRattlerWithToken(t *testing.T) {
+	requireRattler(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+
+	up := startUpstream(t)
+	px := startProxy(t, ctx, up.srv.URL, "auth:\n  tokens: [sekret]\n")
+	channel := px.base + "/t/sekret/anaconda"
+
+	pkgs := solve(t, ctx, channel, "osx-64", "zlib")
+	if len(pkgs) != 1 || pkgs[0].Name != "zlib" {
+		t.Fatalf("osx-64 zlib with token: want zlib alone, got %v", names(pkgs))
+	}
+	zlib := pkgs[0]
+	if want := channel + "/osx-64/"; !strings.HasPrefix(zlib.URL, want) {
+		t.Fatalf("package url %s lost the token prefix (want %s...)", zlib.URL, want)
+	}
+	checkZlibDownload(t, ctx, up, zlib)
+
+	bare := strings.Replace(zlib.URL, "/t/sekret/", "/", 1)
+	if status, body := get(t, ctx, bare); status != http.StatusUnauthorized {
+		t.Errorf("GET %s without token: status %d, want 401: %s", bare, status, body)
+	}
+	if status, _ := get(t, ctx, px.base+"/anaconda/osx-64/repodata.json"); status != http.StatusUnauthorized {
+		t.Errorf("repodata without token: status %d, want 401", status)
+	}
+	if status, _ := get(t, ctx, px.base+"/t/wrong/anaconda/osx-64/repodata.json"); status != http.StatusUnauthorized {
+		t.Errorf("repodata with a wrong token: status %d, want 401", status)
+	}
+}
