@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"cmp"
 	"bytes"
 	"crypto/md5"
 	"crypto/sha256"
@@ -82,7 +83,7 @@ type Store struct {
 
 type blobEntry struct {
 	Size  int64 `json:"size"`
-	ATime int64 `json:"atime"` // unix seconds of the last open
+	ATime int64 `json:"atime"` // unix nanoseconds of the last open
 	inUse int
 }
 
@@ -254,7 +255,7 @@ func (s *Store) load() error {
 	if err != nil {
 		return err
 	}
-	now := time.Now().Unix()
+	now := time.Now().UnixNano()
 	fix := map[string]any{}
 	for sha, size := range onDisk {
 		if _, ok := s.blobs[sha]; !ok {
@@ -282,7 +283,7 @@ func (s *Store) load() error {
 	}
 	// A cap lowered since the last run is enforced now, not at the next fill.
 	s.mu.Lock()
-	victims := s.pickVictimsLocked()
+	victims := s.pickVictimsLocked("")
 	s.mu.Unlock()
 	for _, v := range victims {
 		if err := s.RemoveBlob(v); err != nil {
@@ -337,7 +338,7 @@ func (s *Store) OpenBlob(sha string) (*Blob, error) {
 		return nil, ErrNotFound
 	}
 	e.inUse++
-	if now := time.Now().Unix(); e.ATime != now {
+	if now := time.Now().UnixNano(); e.ATime != now {
 		e.ATime = now
 		s.dirty[sha] = true
 	}
@@ -533,7 +534,7 @@ func (t *Temp) Abort() {
 
 // added records a committed blob and evicts past the cap.
 func (s *Store) added(sha string, size int64) {
-	now := time.Now().Unix()
+	now := time.Now().UnixNano()
 	s.mu.Lock()
 	if old, ok := s.blobs[sha]; ok {
 		old.ATime = now
@@ -543,7 +544,7 @@ func (s *Store) added(sha string, size int64) {
 	e := &blobEntry{Size: size, ATime: now}
 	s.blobs[sha] = e
 	s.total += size
-	victims := s.pickVictimsLocked()
+	victims := s.pickVictimsLocked(sha)
 	s.mu.Unlock()
 	// The metadata says "present" only after the file is in place.
 	if err := s.Meta.Put("b/"+sha, e); err != nil {
@@ -559,8 +560,10 @@ func (s *Store) added(sha string, size int64) {
 }
 
 // pickVictimsLocked chooses the least recently used blobs that are not open until
-// the store is back under its cap, and takes them out of the table.
-func (s *Store) pickVictimsLocked() []string {
+// the store is back under its cap, and takes them out of the table. newest, the
+// blob just committed, goes last whatever its access time says: a fill must not
+// evict itself while older blobs could go.
+func (s *Store) pickVictimsLocked(newest string) []string {
 	if s.opts.MaxSize <= 0 || s.total <= s.opts.MaxSize {
 		return nil
 	}
@@ -574,7 +577,15 @@ func (s *Store) pickVictimsLocked() []string {
 			cands = append(cands, cand{sha, e.ATime})
 		}
 	}
-	slices.SortFunc(cands, func(a, b cand) int { return int(a.atime - b.atime) })
+	slices.SortFunc(cands, func(a, b cand) int {
+		if (a.sha == newest) != (b.sha == newest) {
+			if a.sha == newest {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(a.atime, b.atime)
+	})
 	var victims []string
 	for _, c := range cands {
 		if s.total <= s.opts.MaxSize {

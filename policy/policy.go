@@ -1,9 +1,10 @@
 // Package policy decides what a channel serves: which subdirs, and which records
-// of their repodata. The request path asks it once per upstream revision, never per
-// request, and serves only what it returns; every format a client can fetch is made
-// from that one answer, so a rule holds everywhere.
+// of their repodata, by the mirror rules of SPEC "The filter, exactly".
 //
-// A Policy never fetches anything and never mutates the documents it is given.
+// The request path asks it once per upstream revision, never per request, and
+// serves only what it allows; every format a client can fetch is made from that
+// one decision, so a rule holds everywhere. A Policy never fetches anything and
+// never changes the records it is shown.
 package policy
 
 import "github.com/condaproxy/condaproxy/repodata"
@@ -13,23 +14,23 @@ type Policy interface {
 	// Fingerprint changes whenever the rules change, so answers cut by older rules
 	// are rebuilt (from the stored upstream repodata, without refetching).
 	Fingerprint() string
-	// ServesSubdir reports whether subdir is served at all.
+	// ServesSubdir reports whether subdir is served at all (step 1, platforms).
 	ServesSubdir(subdir string) bool
-	// Inputs lists the other subdirs whose repodata Cut needs beside subdir's own
-	// (a dependency closure that crosses subdirs), or nil.
+	// Inputs lists the subdirs whose records Prepare must see to decide for
+	// subdir, subdir included; nil means subdir alone.
 	Inputs(subdir string) []string
-	// Cut returns subdir's served document and, for each hidden record, why.
-	// docs holds subdir and every subdir Inputs named (nil where upstream has none).
-	Cut(subdir string, docs map[string]*repodata.Doc) Cut
+	// Prepare returns the decisions for subdir. all visits every record of every
+	// subdir Inputs named (each subdir's records once, first upstream wins); it
+	// need not be called when the rules look at one record at a time.
+	Prepare(subdir string, all func(visit func(subdir string, r *repodata.Record)) error) (Decider, error)
 }
 
-// Cut is what a policy decided for one subdir.
-type Cut struct {
-	Served *repodata.Doc
-	// Hidden maps each hidden filename to the rule that hid it, e.g.
-	// "blacklist: numpy 1.26.*". A hidden package asked for directly answers 403
-	// with this text.
-	Hidden map[string]string
+// Decider decides for one record at a time. It must not keep r or its strings.
+type Decider interface {
+	// Decide returns "" for a served record, else the rule that hides it (a short
+	// shared string such as "blacklist: numpy 1.26.*", what a 403 body names) and
+	// a detail saying which value of the record the rule caught.
+	Decide(r *repodata.Record) (rule, detail string)
 }
 
 // PassAll serves every subdir and every record.
@@ -38,6 +39,10 @@ type PassAll struct{}
 func (PassAll) Fingerprint() string      { return "pass-all" }
 func (PassAll) ServesSubdir(string) bool { return true }
 func (PassAll) Inputs(string) []string   { return nil }
-func (PassAll) Cut(subdir string, docs map[string]*repodata.Doc) Cut {
-	return Cut{Served: docs[subdir]}
+func (PassAll) Prepare(string, func(func(string, *repodata.Record)) error) (Decider, error) {
+	return passAll{}, nil
 }
+
+type passAll struct{}
+
+func (passAll) Decide(*repodata.Record) (string, string) { return "", "" }

@@ -80,10 +80,11 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, blob *cache.B
 }
 
 func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, sv *served, ref pkgRef) error {
-	sha := ref.sha256
+	refSHA, refMD5 := ref.shaHex(), ref.md5Hex()
+	sha := refSHA
 	if sha == "" {
 		// An old record with md5 only: the index knows the sha256 once cached.
-		if e, ok := s.pkgEntry(rt.channel, rt.subdir, rt.file); ok && e.MD5 == ref.md5 && e.Size == ref.size {
+		if e, ok := s.pkgEntry(rt.channel, rt.subdir, rt.file); ok && e.MD5 == refMD5 && e.Size == ref.size {
 			sha = e.SHA256
 		}
 	}
@@ -97,13 +98,13 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 	s.metrics.CacheLookups.WithLabelValues("package", "miss").Inc()
 	if r.Method == http.MethodHead && ref.size >= 0 {
 		// The record says all a HEAD needs; no download for it.
-		packageHeaders(ref.sha256)(w.Header())
+		packageHeaders(refSHA)(w.Header())
 		w.Header().Set("Content-Length", strconv.FormatInt(ref.size, 10))
 		w.Header().Set("Accept-Ranges", "bytes")
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	if ref.sha256 == "" && ref.md5 == "" {
+	if !ref.hasSHA && !ref.hasMD5 {
 		// Nothing to verify against: refuse rather than cache unverifiable bytes.
 		s.logger(r.Context()).Warn("record has no sha256 or md5; not fetched", "channel", rt.channel.cfg.Name,
 			"subdir", rt.subdir, "file", rt.file)
@@ -111,12 +112,12 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 	}
 	ch := rt.channel
 	key := stateKey("fill", ch.cfg.Name, rt.subdir, rt.file)
-	want := cache.Digest{Size: ref.size, SHA256: ref.sha256, MD5: ref.md5}
+	want := cache.Digest{Size: ref.size, SHA256: refSHA, MD5: refMD5}
 	log := s.logger(r.Context())
 	f := s.startFill(r.Context(), key, func(ctx context.Context, f *fill) (string, error) {
 		// Look again inside: another fill may have committed it since our miss.
-		if ref.sha256 != "" && s.store.Has(ref.sha256) {
-			return ref.sha256, nil
+		if refSHA != "" && s.store.Has(refSHA) {
+			return refSHA, nil
 		}
 		src := ch.sources[ref.upstream]
 		resp, err := s.up.Get(ctx, src, sv.pkgBase[ref.upstream]+rt.file, upstream.Conditional{})
@@ -131,7 +132,7 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 				"file", rt.file, "upstream", src.String(), "err", err)
 			return "", err
 		}
-		e := pkgEntry{SHA256: sha, MD5: ref.md5, Size: ref.size, Upstream: ref.upstream,
+		e := pkgEntry{SHA256: sha, MD5: refMD5, Size: ref.size, Upstream: int(ref.upstream),
 			Record: s.recordBytes(sv, ref), CachedAt: s.now()}
 		if err := s.store.Meta.Put(stateKey("p", ch.cfg.Name, rt.subdir, rt.file), e); err != nil {
 			return "", err
@@ -139,7 +140,7 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 		log.Info("package cached", "channel", ch.cfg.Name, "subdir", rt.subdir, "file", rt.file, "size", ref.size)
 		return sha, nil
 	})
-	return s.serveFill(w, r, f, packageHeaders(ref.sha256))
+	return s.serveFill(w, r, f, packageHeaders(refSHA))
 }
 
 // recordBytes copies one record's JSON out of the served file, for the package index.

@@ -5,13 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/upstream"
 )
@@ -71,13 +70,29 @@ type variantFile struct {
 // pkgRef is what serving and verifying one package needs. It is kept compact (no
 // record bytes) because conda-forge's linux-64 has ~700k records.
 type pkgRef struct {
-	sha256, md5 string
-	size        int64
-	upstream    int
+	sha256         [32]byte
+	md5            [16]byte
+	hasSHA, hasMD5 bool
+	size           int64
+	upstream       int32
 	// offset and length of the record's JSON in the served file, to copy it into
 	// the package index when the file is cached (keep_removed needs it later).
-	off int64
 	n   int32
+	off int64
+}
+
+func (p pkgRef) shaHex() string {
+	if !p.hasSHA {
+		return ""
+	}
+	return hex.EncodeToString(p.sha256[:])
+}
+
+func (p pkgRef) md5Hex() string {
+	if !p.hasMD5 {
+		return ""
+	}
+	return hex.EncodeToString(p.md5[:])
 }
 
 // served is one published answer for a subdir.
@@ -87,7 +102,8 @@ type served struct {
 	json         variantFile
 	lastModified time.Time
 	packages     map[string]pkgRef
-	hidden       map[string]string
+	hidden       map[string]string // filename -> the rule that hid it
+	decider      policy.Decider    // for explaining a hidden record's detail
 	// pkgBase[i] is where upstream i keeps this subdir's packages: a path below the
 	// upstream, or an absolute URL from CEP-15 base_url.
 	pkgBase []string
@@ -203,129 +219,6 @@ func (s *Server) staleAge(sd *subdir, sv *served) time.Duration {
 	return age
 }
 
-// build makes and publishes sd's answer. With refresh, every upstream is
-// revalidated (conditional requests); without, stored upstream copies are used as
-// they are and only missing ones are fetched (start-up after a restart).
-func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, error) {
-	ch := sd.ch
-	inputs := append([]string{sd.name}, ch.policy.Inputs(sd.name)...)
-	docs := map[string]*repodata.Doc{}
-	var states []*upState
-	var firstErr error
-	checkedAt := time.Time{}
-	anyState := false
-	var pkgBase []string
-	for _, sub := range inputs {
-		perUp := make([]*repodata.Doc, len(ch.sources))
-		for i := range ch.sources {
-			st, err := s.upstreamState(ctx, ch, sub, i, refresh)
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			if st == nil {
-				if sub == sd.name {
-					pkgBase = append(pkgBase, sub+"/")
-				}
-				continue
-			}
-			anyState = true
-			if sub == sd.name {
-				states = append(states, st)
-				if checkedAt.IsZero() || st.CheckedAt.Before(checkedAt) {
-					checkedAt = st.CheckedAt
-				}
-			}
-			var base string
-			if st.Found {
-				d, err := s.readUpstreamDoc(st)
-				if err != nil {
-					return nil, err
-				}
-				perUp[i] = d
-				base = packageBase(ch.sources[i], sub, d.BaseURL)
-			}
-			if sub == sd.name {
-				pkgBase = append(pkgBase, cmpOr(base, sub+"/"))
-			}
-		}
-		docs[sub] = repodata.Merge(perUp)
-	}
-	sd.mu.Lock()
-	sd.lastErr = firstErr
-	if firstErr != nil {
-		sd.failedAt = s.now()
-	}
-	sd.mu.Unlock()
-	if !anyState {
-		return nil, firstErr
-	}
-	if checkedAt.IsZero() {
-		checkedAt = s.now()
-	}
-	if docs[sd.name] == nil {
-		if sd.name != "noarch" {
-			sv := &served{checkedAt: checkedAt, notFound: true}
-			sd.cur.Store(sv)
-			return sv, nil
-		}
-		// Conda clients refuse a channel without noarch: serve an empty one.
-		docs[sd.name] = repodata.Empty("noarch")
-	}
-	if s.cfg.Cache.KeepRemoved {
-		s.keepRemoved(ch, sd.name, docs[sd.name])
-	}
-	cut := ch.policy.Cut(sd.name, docs)
-	if cut.Served == nil {
-		return nil, fmt.Errorf("policy of channel %s returned no document for %s", ch.cfg.Name, sd.name)
-	}
-	return s.publish(sd, cut.Served, cut.Hidden, checkedAt, pkgBase)
-}
-
-// cmpOr returns a if it is not empty, else b.
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
-// packageBase returns where upstream src keeps subdir's packages. A CEP-15 base_url
-// is honoured only when it stays on the upstream's kind of scheme: a hostile
-// repodata must not send the proxy to file:///etc.
-func packageBase(src upstream.Source, subdir, baseURL string) string {
-	if baseURL == "" {
-		return ""
-	}
-	repodataURL := src.Resolve(subdir + "/repodata.json")
-	u, err := repodataURL.Parse(baseURL)
-	if err != nil {
-		return ""
-	}
-	switch {
-	case u.Scheme == "https", u.Scheme == "http" && src.Base.Scheme == "http":
-	case u.Scheme == "file" && src.Base.Scheme == "file":
-	default:
-		return ""
-	}
-	s := u.String()
-	if !strings.HasSuffix(s, "/") {
-		s += "/"
-	}
-	return s
-}
-
-func (s *Server) readUpstreamDoc(st *upState) (*repodata.Doc, error) {
-	data, err := s.store.ReadFile(st.File)
-	if err != nil {
-		return nil, fmt.Errorf("read stored repodata %s: %w", st.File, err)
-	}
-	d, err := repodata.Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("stored repodata %s: %w", st.File, err)
-	}
-	return d, nil
-}
-
 // upstreamState returns upstream i's state for sub, fetching when there is none or
 // when refresh asks. On a failed fetch it returns the previous state (the last good
 // copy) with the error.
@@ -399,7 +292,9 @@ func (s *Server) fetchRepodata(ctx context.Context, ch *channel, sub string, i i
 		}
 		st, err := s.storeRepodata(ch, sub, i, enc, resp)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", config.RedactURL(src.Resolve(name).String()), err)
+			// Unusable bytes are an upstream failure (502), like a 5xx: the last
+			// good copy stays in service.
+			return nil, &upstream.Error{URL: config.RedactURL(src.Resolve(name).String()), Err: err}
 		}
 		return st, nil
 	}
@@ -435,86 +330,6 @@ func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp 
 	}
 	return &upState{Found: true, File: name, SHA: sha, ETag: resp.ETag, LastModified: resp.LastModified,
 		Encoding: enc, CheckedAt: s.now()}, nil
-}
-
-// keepRemoved adds back records upstream no longer lists whose package is cached
-// (cache.keep_removed): an environment pinned to them keeps solving.
-func (s *Server) keepRemoved(ch *channel, sub string, d *repodata.Doc) {
-	have := make(map[string]bool, len(d.Records))
-	for _, r := range d.Records {
-		have[r.Filename] = true
-	}
-	prefix := stateKey("p", ch.cfg.Name, sub) + "|"
-	s.store.Meta.Scan(prefix, func(key string, val []byte) error {
-		fn := strings.TrimPrefix(key, prefix)
-		if have[fn] {
-			return nil
-		}
-		var e pkgEntry
-		if err := json.Unmarshal(val, &e); err != nil || len(e.Record) == 0 {
-			return nil
-		}
-		one := append([]byte(`{"packages":{`), strconv.Quote(fn)...)
-		one = append(append(append(one, ':'), e.Record...), "}}"...)
-		if strings.HasSuffix(fn, ".conda") {
-			one = bytes.Replace(one, []byte(`{"packages":`), []byte(`{"packages.conda":`), 1)
-		}
-		if rd, err := repodata.Parse(one); err == nil && len(rd.Records) == 1 {
-			r := rd.Records[0]
-			r.Upstream = e.Upstream
-			d.Records = append(d.Records, r)
-		}
-		return nil
-	})
-}
-
-// publish encodes doc as the served JSON and swaps it in.
-func (s *Server) publish(sd *subdir, doc *repodata.Doc, hidden map[string]string, checkedAt time.Time, pkgBase []string) (*served, error) {
-	ch := sd.ch
-	pkgs := make(map[string]pkgRef, len(doc.Records))
-	slices.SortStableFunc(doc.Records, func(a, b *repodata.Record) int { return strings.Compare(a.Filename, b.Filename) })
-	name := "served-" + shortHash(ch.cfg.Name, sd.name) + "-json-tmp"
-	size, sha, err := s.store.WriteFile(name, func(w io.Writer) error {
-		return repodata.Encode(w, doc, func(r *repodata.Record, off int64) {
-			pkgs[r.Filename] = pkgRef{sha256: strings.ToLower(r.SHA256), md5: strings.ToLower(r.MD5), size: r.Size,
-				upstream: r.Upstream, off: off, n: int32(len(r.Raw))}
-		})
-	})
-	if err != nil {
-		return nil, err
-	}
-	key := stateKey("s", ch.cfg.Name, sd.name)
-	var prev servedState
-	hadPrev, _ := s.store.Meta.Get(key, &prev)
-	final := "served-" + shortHash(ch.cfg.Name, sd.name) + "-" + sha[:16] + ".json"
-	st := servedState{JSON: variantFile{Name: final, SHA: sha, Size: size}, LastModified: s.now().UTC().Truncate(time.Second)}
-	if hadPrev && prev.JSON.SHA == sha {
-		// Same answer as before (a 304, a restart): keep its Last-Modified and the
-		// compressed forms already made.
-		st = prev
-		s.store.RemoveFile(name)
-	} else if err := s.store.RenameFile(name, final); err != nil {
-		return nil, err
-	}
-	if err := s.store.Meta.Put(key, st); err != nil {
-		return nil, err
-	}
-	if hadPrev && prev.JSON.SHA != sha {
-		s.store.RemoveFile(prev.JSON.Name)
-		for _, v := range prev.Variants {
-			s.store.RemoveFile(v.Name)
-		}
-	}
-	variants := st.Variants
-	if variants == nil {
-		variants = map[string]variantFile{}
-	}
-	sv := &served{
-		checkedAt: checkedAt, json: st.JSON, lastModified: st.LastModified,
-		packages: pkgs, hidden: hidden, pkgBase: pkgBase, variants: variants,
-	}
-	sd.cur.Store(sv)
-	return sv, nil
 }
 
 // Content types of the repodata forms.
@@ -640,11 +455,7 @@ func (s *Server) makeVariant(sd *subdir, sv *served, name string) (variantFile, 
 			if err != nil {
 				return err
 			}
-			d, err := repodata.Parse(data)
-			if err != nil {
-				return err
-			}
-			return repodata.Encode(w, repodata.Current(d, compareVersions), nil)
+			return repodata.WriteCurrent(w, data, compareVersions)
 		}
 	default:
 		return variantFile{}, fmt.Errorf("unknown repodata form %q", name)

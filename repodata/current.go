@@ -1,21 +1,36 @@
 package repodata
 
-// Current returns current_repodata.json's document: for each package name, the
-// records of its newest version (every build, both archive formats). cmp orders
-// two version strings as conda does. Records whose version does not parse for cmp
-// still compete by cmp's answer; cmp must be total.
-func Current(d *Doc, cmp func(a, b string) int) *Doc {
+import (
+	"io"
+	"strings"
+)
+
+// WriteCurrent writes current_repodata.json made from the repodata.json in data:
+// for each package name, the records of its newest version (every build, both
+// archive formats). cmp orders two version strings as conda does and must be total.
+// It streams: two passes over data, one map of names.
+func WriteCurrent(w io.Writer, data []byte, cmp func(a, b string) int) error {
 	newest := map[string]string{}
-	for _, r := range d.Records {
+	head, err := Scan(data, func(r *Record) error {
 		if v, ok := newest[r.Name]; !ok || cmp(r.Version, v) > 0 {
-			newest[r.Name] = r.Version
+			newest[strings.Clone(r.Name)] = strings.Clone(r.Version)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	enc := NewEncoder(w, &Doc{Info: head.Info, Version: head.Version})
+	for _, conda := range []bool{false, true} {
+		enc.Section(conda)
+		if _, err := Scan(data, func(r *Record) error {
+			if r.Conda == conda && cmp(r.Version, newest[r.Name]) == 0 {
+				enc.Record(r)
+			}
+			return nil
+		}); err != nil {
+			return err
 		}
 	}
-	out := &Doc{Info: d.Info, Version: d.Version, Extra: nil}
-	for _, r := range d.Records {
-		if cmp(r.Version, newest[r.Name]) == 0 {
-			out.Records = append(out.Records, r)
-		}
-	}
-	return out
+	return enc.Close()
 }

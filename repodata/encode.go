@@ -10,79 +10,112 @@ import (
 // Encode writes d as repodata.json: info (without base_url), "packages",
 // "packages.conda", "removed", "repodata_version" and the extra keys. Each record is
 // written with the bytes upstream gave it, one record a line, so the output stays
-// diffable and streams without building the document in memory.
+// diffable.
 //
 // at, if not nil, is told the byte offset of each record's JSON in the output, so a
 // caller can later read one record back without parsing the whole document.
 func Encode(w io.Writer, d *Doc, at func(r *Record, offset int64)) error {
-	cw := &offsetWriter{w: w}
-	bw := bufio.NewWriterSize(cw, 256<<10)
-	bw.WriteString(`{"info":{`)
-	for i, m := range d.Info {
-		if i > 0 {
-			bw.WriteByte(',')
-		}
-		writeKey(bw, m.Key)
-		bw.Write(m.Raw)
-	}
-	bw.WriteString("},\n")
+	e := NewEncoder(w, d)
 	for _, conda := range []bool{false, true} {
-		if conda {
-			bw.WriteString(`"packages.conda":{`)
-		} else {
-			bw.WriteString(`"packages":{`)
-		}
-		first := true
+		e.Section(conda)
 		for _, r := range d.Records {
-			if r.Conda != conda {
-				continue
+			if r.Conda == conda {
+				off := e.Record(r)
+				if at != nil {
+					at(r, off)
+				}
 			}
-			if !first {
-				bw.WriteByte(',')
-			}
-			first = false
-			bw.WriteByte('\n')
-			writeKey(bw, r.Filename)
-			if at != nil {
-				at(r, cw.n+int64(bw.Buffered()))
-			}
-			bw.Write(r.Raw)
 		}
-		bw.WriteString("\n},\n")
 	}
-	bw.WriteString(`"removed":[`)
-	for i, fn := range d.Removed {
+	return e.Close()
+}
+
+// Encoder writes a repodata.json one record at a time, so a filtered document
+// streams to disk without being built in memory. Call Section(false), the
+// "packages" records, Section(true), the "packages.conda" records, then Close.
+type Encoder struct {
+	cw      *offsetWriter
+	bw      *bufio.Writer
+	head    *Doc
+	section int // 0: none yet, 1: packages, 2: packages.conda
+	first   bool
+}
+
+// NewEncoder starts a document whose info, removed, version and extra keys are
+// head's (its Records are ignored).
+func NewEncoder(w io.Writer, head *Doc) *Encoder {
+	cw := &offsetWriter{w: w}
+	e := &Encoder{cw: cw, bw: bufio.NewWriterSize(cw, 256<<10), head: head}
+	e.bw.WriteString(`{"info":{`)
+	for i, m := range head.Info {
 		if i > 0 {
-			bw.WriteByte(',')
+			e.bw.WriteByte(',')
 		}
-		writeString(bw, fn)
+		writeKey(e.bw, m.Key)
+		e.bw.Write(m.Raw)
 	}
-	bw.WriteString("],\n")
-	version := d.Version
+	e.bw.WriteString("},\n")
+	return e
+}
+
+// Section opens "packages" (conda false) or "packages.conda" (conda true).
+func (e *Encoder) Section(conda bool) {
+	want := 1
+	if conda {
+		want = 2
+	}
+	for e.section < want {
+		if e.section > 0 {
+			e.bw.WriteString("\n},\n")
+		}
+		e.section++
+		if e.section == 1 {
+			e.bw.WriteString(`"packages":{`)
+		} else {
+			e.bw.WriteString(`"packages.conda":{`)
+		}
+		e.first = true
+	}
+}
+
+// Record writes r in the open section and returns the offset of its JSON.
+func (e *Encoder) Record(r *Record) int64 {
+	if !e.first {
+		e.bw.WriteByte(',')
+	}
+	e.first = false
+	e.bw.WriteByte('\n')
+	writeKey(e.bw, r.Filename)
+	off := e.cw.n + int64(e.bw.Buffered())
+	e.bw.Write(r.Raw)
+	return off
+}
+
+// Close ends the document and flushes it.
+func (e *Encoder) Close() error {
+	e.Section(true)
+	e.bw.WriteString("\n},\n")
+	e.bw.WriteString(`"removed":[`)
+	for i, fn := range e.head.Removed {
+		if i > 0 {
+			e.bw.WriteByte(',')
+		}
+		writeString(e.bw, fn)
+	}
+	e.bw.WriteString("],\n")
+	version := e.head.Version
 	if version == 0 {
 		version = 1
 	}
-	bw.WriteString(`"repodata_version":`)
-	bw.WriteString(strconv.FormatInt(version, 10))
-	for _, m := range d.Extra {
-		bw.WriteString(",\n")
-		writeKey(bw, m.Key)
-		bw.Write(m.Raw)
+	e.bw.WriteString(`"repodata_version":`)
+	e.bw.WriteString(strconv.FormatInt(version, 10))
+	for _, m := range e.head.Extra {
+		e.bw.WriteString(",\n")
+		writeKey(e.bw, m.Key)
+		e.bw.Write(m.Raw)
 	}
-	bw.WriteString("}\n")
-	return bw.Flush()
-}
-
-// offsetWriter counts what passed through it.
-type offsetWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (o *offsetWriter) Write(p []byte) (int, error) {
-	n, err := o.w.Write(p)
-	o.n += int64(n)
-	return n, err
+	e.bw.WriteString("}\n")
+	return e.bw.Flush()
 }
 
 func writeKey(w *bufio.Writer, k string) {
@@ -144,4 +177,16 @@ func Merge(docs []*Doc) *Doc {
 		}
 	}
 	return out
+}
+
+// offsetWriter counts what passed through it.
+type offsetWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (o *offsetWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	o.n += int64(n)
+	return n, err
 }

@@ -80,9 +80,34 @@ func (d *Doc) Subdir() string {
 
 // Parse reads a repodata.json document. The returned Doc aliases data.
 func Parse(data []byte) (*Doc, error) {
-	s := &scanner{data: data}
+	var records []*Record
+	d, err := Scan(data, func(r *Record) error {
+		cp := *r
+		cp.Depends = append([]string(nil), r.Depends...)
+		cp.Constrains = append([]string(nil), r.Constrains...)
+		records = append(records, &cp)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.Records = records
+	return d, nil
+}
+
+// Scan reads a repodata.json document and calls visit for each record, in
+// document order, without keeping them: the returned Doc has no Records. This is
+// how a 300 MB document is filtered in little more memory than its own bytes.
+//
+// The Record given to visit is reused for the next one, and its strings alias
+// data: copy what must outlive the call (strings.Clone), and keep data unchanged
+// while any of it is in use. A nil visit reads only the head (records are checked
+// for well-formed JSON and skipped).
+func Scan(data []byte, visit func(r *Record) error) (*Doc, error) {
+	s := &scanner{data: data, view: true}
 	d := &Doc{}
 	seen := map[string]bool{}
+	var r Record
 	err := s.object(func(key string) error {
 		if seen[key] {
 			return s.errorf("top-level key %q given twice", key)
@@ -93,11 +118,11 @@ func Parse(data []byte) (*Doc, error) {
 			return s.object(func(k string) error {
 				if k == "base_url" {
 					v, err := s.optStr("info.base_url")
-					d.BaseURL = v
+					d.BaseURL = strings.Clone(v)
 					return err
 				}
 				raw, err := s.raw()
-				d.Info = append(d.Info, Member{k, raw})
+				d.Info = append(d.Info, Member{strings.Clone(k), raw})
 				return err
 			})
 		case "packages", "packages.conda":
@@ -106,17 +131,20 @@ func Parse(data []byte) (*Doc, error) {
 				return s.literal("null")
 			}
 			return s.object(func(fn string) error {
-				r, err := parseRecord(s, fn)
-				if err != nil {
+				if visit == nil {
+					return s.skip()
+				}
+				if err := parseRecord(s, fn, &r); err != nil {
 					return err
 				}
 				r.Conda = conda
-				d.Records = append(d.Records, r)
-				return nil
+				return visit(&r)
 			})
 		case "removed":
 			v, err := s.strList("removed")
-			d.Removed = v
+			for _, fn := range v {
+				d.Removed = append(d.Removed, strings.Clone(fn))
+			}
 			return err
 		case "repodata_version":
 			v, err := s.int("repodata_version")
@@ -125,7 +153,7 @@ func Parse(data []byte) (*Doc, error) {
 		default:
 			raw, err := s.raw()
 			if !strings.HasPrefix(key, "_") {
-				d.Extra = append(d.Extra, Member{key, raw})
+				d.Extra = append(d.Extra, Member{strings.Clone(key), raw})
 			}
 			return err
 		}
@@ -139,10 +167,11 @@ func Parse(data []byte) (*Doc, error) {
 	return d, nil
 }
 
-func parseRecord(s *scanner, filename string) (*Record, error) {
+// parseRecord reads one record into r, reusing r's slices.
+func parseRecord(s *scanner, filename string, r *Record) error {
 	s.ws()
 	start := s.pos
-	r := &Record{Filename: filename, Size: -1}
+	*r = Record{Filename: filename, Size: -1, Depends: r.Depends[:0], Constrains: r.Constrains[:0]}
 	var err error
 	objErr := s.object(func(key string) error {
 		switch key {
@@ -155,9 +184,9 @@ func parseRecord(s *scanner, filename string) (*Record, error) {
 		case "build_number":
 			r.BuildNumber, err = s.int(key)
 		case "depends":
-			r.Depends, err = s.strList(key)
+			r.Depends, err = s.appendStrList(r.Depends, key)
 		case "constrains":
-			r.Constrains, err = s.strList(key)
+			r.Constrains, err = s.appendStrList(r.Constrains, key)
 		case "license":
 			r.License, err = s.optStr(key)
 		case "license_family":
@@ -189,16 +218,16 @@ func parseRecord(s *scanner, filename string) (*Record, error) {
 		return err
 	})
 	if objErr != nil {
-		return nil, fmt.Errorf("record %q: %w", filename, objErr)
+		return fmt.Errorf("record %q: %w", filename, objErr)
 	}
 	r.Raw = s.data[start:s.pos]
 	if r.Name == "" || r.Version == "" || r.Build == "" {
-		return nil, &SyntaxError{Offset: start, Msg: fmt.Sprintf("record %q: name, version and build are required", filename)}
+		return &SyntaxError{Offset: start, Msg: fmt.Sprintf("record %q: name, version and build are required", filename)}
 	}
 	if !ValidFilename(filename) {
-		return nil, &SyntaxError{Offset: start, Msg: fmt.Sprintf("record %q: not a package filename (.conda or .tar.bz2, no '/')", filename)}
+		return &SyntaxError{Offset: start, Msg: fmt.Sprintf("record %q: not a package filename (.conda or .tar.bz2, no '/')", filename)}
 	}
-	return r, nil
+	return nil
 }
 
 // ValidFilename reports whether name can be a package file in a subdir: a plain

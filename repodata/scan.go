@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // scanner walks a JSON document in place. It validates what it skips, so a document it
@@ -13,6 +14,9 @@ import (
 type scanner struct {
 	data []byte
 	pos  int
+	// view makes str return strings that alias data instead of copies. Only for
+	// callers that keep data alive and unchanged while they use the strings.
+	view bool
 }
 
 // SyntaxError says where a repodata document stops being what it must be.
@@ -184,6 +188,9 @@ func (s *scanner) str() (string, error) {
 		return "", &SyntaxError{Offset: s.pos - len(raw), Msg: "string is not UTF-8"}
 	}
 	if !escaped {
+		if s.view {
+			return unsafe.String(&raw[1], len(raw)-2), nil
+		}
 		return string(raw[1 : len(raw)-1]), nil
 	}
 	// Escapes are rare in repodata; let the standard library get them exactly right.
@@ -207,10 +214,15 @@ func (s *scanner) optStr(field string) (string, error) {
 }
 
 func (s *scanner) strList(field string) ([]string, error) {
+	return s.appendStrList(nil, field)
+}
+
+// appendStrList reads a list of strings into dst[:0], reusing its array.
+func (s *scanner) appendStrList(dst []string, field string) ([]string, error) {
 	if s.peek() == 'n' {
-		return nil, s.literal("null")
+		return dst[:0], s.literal("null")
 	}
-	var out []string
+	out := dst[:0]
 	err := s.array(func() error {
 		v, err := s.str()
 		if err != nil {

@@ -1,0 +1,324 @@
+package proxy
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/condaproxy/condaproxy/repodata"
+	"github.com/condaproxy/condaproxy/upstream"
+)
+
+// upDoc is one upstream's stored repodata for one subdir, read for a build.
+type upDoc struct {
+	data []byte        // the raw JSON; every record string of a scan aliases it
+	head *repodata.Doc // info, removed, version, extra keys
+	base string        // where this upstream keeps the subdir's packages
+}
+
+// build makes and publishes sd's answer. With refresh, every upstream is
+// revalidated (conditional requests); without, stored upstream copies are used as
+// they are and only missing ones are fetched (start-up after a restart, or a
+// filter that changed: the new rules apply without refetching).
+//
+// It streams: records are scanned from the stored upstream bytes, decided by the
+// channel's policy one at a time and written straight to the served file, so the
+// peak memory is the upstream bytes plus a compact index of the served files.
+func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, error) {
+	ch := sd.ch
+	inputs := ch.policy.Inputs(sd.name)
+	if len(inputs) == 0 {
+		inputs = []string{sd.name}
+	}
+	docs := map[string][]*upDoc{}
+	var firstErr error
+	var checkedAt time.Time
+	anyState := false
+	for _, sub := range inputs {
+		docs[sub] = make([]*upDoc, len(ch.sources))
+		for i := range ch.sources {
+			st, err := s.upstreamState(ctx, ch, sub, i, refresh && sub == sd.name)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if st == nil {
+				continue
+			}
+			if sub == sd.name {
+				anyState = true
+				if checkedAt.IsZero() || st.CheckedAt.Before(checkedAt) {
+					checkedAt = st.CheckedAt
+				}
+			}
+			if !st.Found {
+				continue
+			}
+			d, err := s.readUpstream(st, ch.sources[i], sub)
+			if err != nil {
+				return nil, err
+			}
+			docs[sub][i] = d
+		}
+	}
+	sd.mu.Lock()
+	sd.lastErr = firstErr
+	if firstErr != nil {
+		sd.failedAt = s.now()
+	}
+	sd.mu.Unlock()
+	if !anyState {
+		return nil, firstErr
+	}
+	if checkedAt.IsZero() {
+		checkedAt = s.now()
+	}
+	own := docs[sd.name]
+	head := mergeHeads(own)
+	if head == nil {
+		if sd.name != "noarch" {
+			sv := &served{checkedAt: checkedAt, notFound: true}
+			sd.cur.Store(sv)
+			return sv, nil
+		}
+		// Conda clients refuse a channel without noarch: serve an empty one.
+		head = repodata.Empty("noarch")
+	}
+	var extras []*repodata.Record
+	if s.cfg.Cache.KeepRemoved {
+		extras = s.removedButCached(ch, sd.name, own)
+	}
+	multi := len(ch.sources) > 1 || len(extras) > 0
+	decider, err := ch.policy.Prepare(sd.name, func(visit func(string, *repodata.Record)) error {
+		for _, sub := range inputs {
+			err := scanMerged(docs[sub], nil, multi, func(r *repodata.Record, _ int) { visit(sub, r) })
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	pkgBase := make([]string, len(ch.sources))
+	for i := range pkgBase {
+		pkgBase[i] = sd.name + "/"
+		if own[i] != nil && own[i].base != "" {
+			pkgBase[i] = own[i].base
+		}
+	}
+	pkgs := map[string]pkgRef{}
+	hidden := map[string]string{}
+	tmpName := "served-" + shortHash(ch.cfg.Name, sd.name) + "-json-tmp"
+	size, sha, err := s.store.WriteFile(tmpName, func(w io.Writer) error {
+		enc := repodata.NewEncoder(w, head)
+		for _, conda := range []bool{false, true} {
+			enc.Section(conda)
+			err := scanMerged(own, extras, multi, func(r *repodata.Record, up int) {
+				if r.Conda != conda {
+					return
+				}
+				if rule, _ := decider.Decide(r); rule != "" {
+					hidden[strings.Clone(r.Filename)] = rule
+					return
+				}
+				off := enc.Record(r)
+				pkgs[strings.Clone(r.Filename)] = newPkgRef(r, up, off)
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return enc.Close()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.publish(sd, tmpName, size, sha, &served{
+		checkedAt: checkedAt, packages: pkgs, hidden: hidden, decider: decider, pkgBase: pkgBase,
+	})
+}
+
+// scanMerged visits the union of one subdir's upstream docs, then extras: where
+// several hold a filename, the first wins. up is the upstream index of the record.
+// dedupe can be false when a filename cannot repeat (one upstream, no extras).
+func scanMerged(docs []*upDoc, extras []*repodata.Record, dedupe bool, visit func(r *repodata.Record, up int)) error {
+	var seen map[string]bool
+	if dedupe {
+		seen = map[string]bool{}
+	}
+	for i, d := range docs {
+		if d == nil {
+			continue
+		}
+		_, err := repodata.Scan(d.data, func(r *repodata.Record) error {
+			if dedupe {
+				if seen[r.Filename] {
+					return nil
+				}
+				seen[strings.Clone(r.Filename)] = true
+			}
+			visit(r, i)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, r := range extras {
+		if !seen[r.Filename] {
+			visit(r, r.Upstream)
+		}
+	}
+	return nil
+}
+
+func newPkgRef(r *repodata.Record, up int, off int64) pkgRef {
+	p := pkgRef{size: r.Size, upstream: int32(up), off: off, n: int32(len(r.Raw))}
+	if b, err := hex.DecodeString(r.SHA256); err == nil && len(b) == 32 {
+		copy(p.sha256[:], b)
+		p.hasSHA = true
+	}
+	if b, err := hex.DecodeString(r.MD5); err == nil && len(b) == 16 {
+		copy(p.md5[:], b)
+		p.hasMD5 = true
+	}
+	return p
+}
+
+// mergeHeads is the head of the union: the first upstream's info and extra keys,
+// every upstream's removed list, the highest repodata_version. nil: no upstream
+// has the subdir.
+func mergeHeads(docs []*upDoc) *repodata.Doc {
+	var out *repodata.Doc
+	removed := map[string]bool{}
+	for _, d := range docs {
+		if d == nil {
+			continue
+		}
+		if out == nil {
+			out = &repodata.Doc{Info: d.head.Info, Version: d.head.Version, Extra: d.head.Extra}
+		}
+		out.Version = max(out.Version, d.head.Version)
+		for _, fn := range d.head.Removed {
+			if !removed[fn] {
+				removed[fn] = true
+				out.Removed = append(out.Removed, fn)
+			}
+		}
+	}
+	return out
+}
+
+func (s *Server) readUpstream(st *upState, src upstream.Source, sub string) (*upDoc, error) {
+	data, err := s.store.ReadFile(st.File)
+	if err != nil {
+		return nil, fmt.Errorf("read stored repodata %s: %w", st.File, err)
+	}
+	head, err := repodata.Scan(data, nil)
+	if err != nil {
+		return nil, fmt.Errorf("stored repodata %s: %w", st.File, err)
+	}
+	return &upDoc{data: data, head: head, base: packageBase(src, sub, head.BaseURL)}, nil
+}
+
+// packageBase returns where upstream src keeps subdir's packages. A CEP-15 base_url
+// is honoured only when it stays on the upstream's kind of scheme: a hostile
+// repodata must not send the proxy to file:///etc.
+func packageBase(src upstream.Source, subdir, baseURL string) string {
+	if baseURL == "" {
+		return ""
+	}
+	u, err := src.Resolve(subdir + "/repodata.json").Parse(baseURL)
+	if err != nil {
+		return ""
+	}
+	switch {
+	case u.Scheme == "https", u.Scheme == "http" && src.Base.Scheme == "http":
+	case u.Scheme == "file" && src.Base.Scheme == "file":
+	default:
+		return ""
+	}
+	out := u.String()
+	if !strings.HasSuffix(out, "/") {
+		out += "/"
+	}
+	return out
+}
+
+// removedButCached returns the records upstream no longer lists whose package is
+// cached (cache.keep_removed): an environment pinned to them keeps solving.
+func (s *Server) removedButCached(ch *channel, sub string, docs []*upDoc) []*repodata.Record {
+	listed := map[string]bool{}
+	for _, d := range docs {
+		if d != nil {
+			repodata.Scan(d.data, func(r *repodata.Record) error {
+				listed[strings.Clone(r.Filename)] = true
+				return nil
+			})
+		}
+	}
+	var out []*repodata.Record
+	prefix := stateKey("p", ch.cfg.Name, sub) + "|"
+	s.store.Meta.Scan(prefix, func(key string, val []byte) error {
+		fn := strings.TrimPrefix(key, prefix)
+		if listed[fn] {
+			return nil
+		}
+		var e pkgEntry
+		if err := json.Unmarshal(val, &e); err != nil || len(e.Record) == 0 || !s.store.Has(e.SHA256) {
+			return nil
+		}
+		section := "packages"
+		if strings.HasSuffix(fn, ".conda") {
+			section = "packages.conda"
+		}
+		one := []byte(`{"` + section + `":{` + strconv.Quote(fn) + `:`)
+		one = append(append(one, e.Record...), "}}"...)
+		if d, err := repodata.Parse(one); err == nil && len(d.Records) == 1 {
+			r := d.Records[0]
+			r.Upstream = e.Upstream
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out
+}
+
+// publish gives the served JSON written to tmpName its final name and swaps sv in.
+func (s *Server) publish(sd *subdir, tmpName string, size int64, sha string, sv *served) (*served, error) {
+	ch := sd.ch
+	key := stateKey("s", ch.cfg.Name, sd.name)
+	var prev servedState
+	hadPrev, _ := s.store.Meta.Get(key, &prev)
+	final := "served-" + shortHash(ch.cfg.Name, sd.name) + "-" + sha[:16] + ".json"
+	st := servedState{JSON: variantFile{Name: final, SHA: sha, Size: size}, LastModified: s.now().UTC().Truncate(time.Second)}
+	if hadPrev && prev.JSON.SHA == sha {
+		// Same answer as before (a 304, a restart): keep its Last-Modified and the
+		// compressed forms already made.
+		st = prev
+		s.store.RemoveFile(tmpName)
+	} else if err := s.store.RenameFile(tmpName, final); err != nil {
+		return nil, err
+	}
+	if err := s.store.Meta.Put(key, st); err != nil {
+		return nil, err
+	}
+	if hadPrev && prev.JSON.SHA != sha {
+		s.store.RemoveFile(prev.JSON.Name)
+		for _, v := range prev.Variants {
+			s.store.RemoveFile(v.Name)
+		}
+	}
+	sv.json, sv.lastModified, sv.variants = st.JSON, st.LastModified, st.Variants
+	if sv.variants == nil {
+		sv.variants = map[string]variantFile{}
+	}
+	sd.cur.Store(sv)
+	return sv, nil
+}
