@@ -6,6 +6,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -26,6 +27,11 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Ready are the conditions of /readyz (storage open, Redis reachable...).
 	Ready []Check
+	// Explain answers GET /api/v1/explain; nil: 404.
+	Explain func(ctx context.Context, channel, subdir, query string) (any, error)
+	// CanRead says whether a request may use the read calls of the API: whoever
+	// may read the channels (nil: everyone).
+	CanRead func(r *http.Request) bool
 }
 
 // New returns the handler for the non-channel paths.
@@ -54,6 +60,42 @@ func New(o Options) http.Handler {
 	r.HEAD("/readyz", ready)
 	metrics := gin.WrapH(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	r.GET("/metrics", metrics)
+	api := r.Group("/api/v1")
+	api.Use(func(c *gin.Context) {
+		if o.CanRead != nil && !o.CanRead(c.Request) {
+			c.Header("WWW-Authenticate", `Bearer realm="condaproxy"`)
+			apiError(c, http.StatusUnauthorized, "a token is required")
+			return
+		}
+		c.Next()
+	})
+	if o.Explain != nil {
+		api.GET("/explain", func(c *gin.Context) {
+			ch, sub, pkg := c.Query("channel"), c.Query("subdir"), c.Query("package")
+			if ch == "" || sub == "" || pkg == "" {
+				apiError(c, http.StatusBadRequest, "channel, subdir and package are required")
+				return
+			}
+			out, err := o.Explain(c.Request.Context(), ch, sub, pkg)
+			if err != nil {
+				status := http.StatusBadGateway
+				if errors.Is(err, ErrNotFound) {
+					status = http.StatusNotFound
+				}
+				apiError(c, status, err.Error())
+				return
+			}
+			c.JSON(http.StatusOK, out)
+		})
+	}
 	r.NoRoute(func(c *gin.Context) { c.String(http.StatusNotFound, "404 not found\n") })
 	return r
+}
+
+// ErrNotFound marks an error an API call answers with 404 (wrap it).
+var ErrNotFound = errors.New("not found")
+
+// apiError is the one shape of every API error: {"error": "..."}.
+func apiError(c *gin.Context, status int, msg string) {
+	c.AbortWithStatusJSON(status, gin.H{"error": msg})
 }

@@ -23,7 +23,8 @@ type Filter struct {
 	includeDeps bool
 	pythons     []pythonVersion
 	pythonRule  string
-	licenses    []string // lower case
+	licenses    []string // as configured
+	licenseRule []string // "license_blacklist: GPL", per entry
 	blacklist   []namedSpec
 	whitelist   []namedSpec
 	newer       time.Time
@@ -86,7 +87,8 @@ func Compile(cfg *config.Config, i int, now func() time.Time) (Policy, error) {
 		f.pythonRule = "python_versions: " + strings.Join(ch.PythonVersions, ", ")
 	}
 	for _, l := range ch.LicenseBlacklist {
-		f.licenses = append(f.licenses, strings.ToLower(l))
+		f.licenses = append(f.licenses, l)
+		f.licenseRule = append(f.licenseRule, "license_blacklist: "+l)
 	}
 	if !f.newer.IsZero() {
 		f.newerRule = "exclude_newer: " + ch.ExcludeNewer

@@ -146,12 +146,12 @@ func allMatch(specs []matchspec.VersionSpec, v matchspec.Version) bool {
 // begins with it followed by a digit or '-', case-insensitively. "GPL" hides
 // GPL-3.0-only, GPL2 and family GPL3; not LGPL-2.1 or AGPL-3.0.
 func (f *Filter) licenseHides(r *repodata.Record) (rule, detail string) {
-	for _, entry := range f.licenses {
+	for i, entry := range f.licenses {
 		if identifierMatches(r.LicenseFamily, entry) {
-			return "license_blacklist: " + entry, "license_family " + r.LicenseFamily
+			return f.licenseRule[i], "license_family " + r.LicenseFamily
 		}
 		if identifierMatches(r.License, entry) {
-			return "license_blacklist: " + entry, "license " + r.License
+			return f.licenseRule[i], "license " + r.License
 		}
 	}
 	return "", ""

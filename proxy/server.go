@@ -281,6 +281,10 @@ func redactTokenPath(p string) string {
 	return p
 }
 
+// CanRead reports whether r carries what a channel read needs (a client token,
+// when auth.tokens is set), for the admin API's read calls.
+func (s *Server) CanRead(r *http.Request) bool { return s.authorize(r, "") == nil }
+
 // authorize checks the client token when auth.tokens is set. Comparison is
 // constant-time over every configured token.
 func (s *Server) authorize(r *http.Request, pathToken string) error {

@@ -92,7 +92,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "condaproxy", buildVersion())
 		return nil
-	case "sync", "clean", "export", "import", "explain", "ca":
+	case "explain":
+		return cmdExplain(ctx, rest, stdout, stderr)
+	case "sync", "clean", "export", "import", "ca":
 		return &exitError{1, fmt.Errorf("%s comes in a later version of condaproxy", cmd)}
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -143,6 +145,9 @@ func cmdConfig(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg, err := config.Load(config.Locate(*file))
 	if err != nil {
+		return err
+	}
+	if _, err := compilePolicies(cfg); err != nil {
 		return err
 	}
 	if args[0] == "check" {

@@ -17,6 +17,7 @@ import (
 	"github.com/condaproxy/condaproxy/admin"
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/proxy"
 	"github.com/condaproxy/condaproxy/upstream"
 )
@@ -104,12 +105,28 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 			return a.redis.Ping(ctx).Err()
 		}})
 	}
+	policies, err := compilePolicies(cfg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.proxy, err = proxy.New(proxy.Options{
 		Config:   cfg,
+		Policies: policies,
 		Store:    store,
 		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion()}),
 		Metrics:  metrics,
-		Fallback: admin.New(admin.Options{Gatherer: reg, Ready: ready}),
+		Fallback: admin.New(admin.Options{
+			Gatherer: reg, Ready: ready,
+			CanRead: func(r *http.Request) bool { return a.proxy.CanRead(r) },
+			Explain: func(ctx context.Context, ch, sub, q string) (any, error) {
+				out, err := a.proxy.Explain(ctx, ch, sub, q)
+				if errors.Is(err, proxy.ErrUnknownChannel) {
+					err = fmt.Errorf("%w: %v", admin.ErrNotFound, err)
+				}
+				return out, err
+			},
+		}),
 		Logger:   log,
 	})
 	if err != nil {
@@ -118,6 +135,23 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	}
 	a.handler = a.proxy
 	return a, nil
+}
+
+// compilePolicies compiles every conda channel's filter; a bad spec is a
+// configuration error (exit 2) naming the channel's key and line.
+func compilePolicies(cfg *config.Config) (map[string]policy.Policy, error) {
+	out := map[string]policy.Policy{}
+	for i, ch := range cfg.Channels {
+		if ch.Kind != config.KindConda {
+			continue
+		}
+		p, err := policy.Compile(cfg, i, nil)
+		if err != nil {
+			return nil, err
+		}
+		out[ch.Name] = p
+	}
+	return out, nil
 }
 
 // Serve answers on ln until ctx is done, then stops gracefully: requests in flight
@@ -139,6 +173,11 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 	a.log.Info("condaproxy serving", "addr", ln.Addr().String(), "data", a.cfg.Data,
 		"channels", len(a.cfg.Channels), "config", a.cfg.Source, "version", buildVersion())
+	// Maintenance commands run on the same data directory find the server here.
+	if err := writeServerFile(a.cfg.Data, ln.Addr(), a.cfg.TLS.Cert != ""); err != nil {
+		a.log.Warn("cannot write the server file; maintenance commands need --server", "err", err)
+	}
+	defer removeServerFile(a.cfg.Data)
 	select {
 	case err := <-errc:
 		return err
