@@ -81,6 +81,64 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 	return err
 }
 
+// mutableSHA returns the sha256 of rel's cached copy, fetching it and waiting when
+// none is cached; a stale copy is returned at once and revalidated behind.
+func (s *Server) mutableSHA(ctx context.Context, ch *channel, rel string) (string, error) {
+	key := stateKey("f", ch.cfg.Name, rel)
+	var e fileEntry
+	found, err := s.store.Meta.Get(key, &e)
+	if err != nil {
+		return "", err
+	}
+	age := s.now().Sub(e.CheckedAt)
+	if found && e.NotFound && age < s.cfg.Cache.NegativeTTL.D() {
+		return "", errNotFound
+	}
+	if found && !e.NotFound && s.store.Has(e.SHA256) {
+		if age >= s.cfg.Cache.MetadataTTL.D() {
+			prev := e
+			s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
+				return s.fetchMutable(ctx, f, ch, rel, key, &prev)
+			})
+		}
+		return e.SHA256, nil
+	}
+	f := s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
+		return s.fetchMutable(ctx, f, ch, rel, key, nil)
+	})
+	f.mu.Lock()
+	for !f.done {
+		f.cond.Wait()
+	}
+	sha, err := f.sha, f.err
+	f.mu.Unlock()
+	if errors.Is(err, upstream.ErrNotFound) {
+		return "", errNotFound
+	}
+	return sha, err
+}
+
+// serveRunExports answers <subdir>/run_exports.json cut to the served records.
+func (s *Server) serveRunExports(w http.ResponseWriter, r *http.Request, rt route) error {
+	sd := rt.channel.subdir(rt.subdir)
+	sv, err := s.load(r.Context(), sd)
+	if err != nil {
+		return err
+	}
+	if sv.notFound {
+		return errNotFound
+	}
+	sha, err := s.mutableSHA(r.Context(), rt.channel, rt.subdir+"/run_exports.json")
+	if err != nil {
+		return err
+	}
+	vf, err := s.variant(r.Context(), sd, sv, "run_exports-"+sha)
+	if err != nil {
+		return err
+	}
+	return s.serveNamed(w, r, sd, sv, vf, "application/json", false, false)
+}
+
 func (s *Server) mutableHeaders(rel string, e fileEntry) func(h http.Header) {
 	return func(h http.Header) {
 		ct := mime.TypeByExtension(path.Ext(rel))

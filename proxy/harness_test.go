@@ -26,6 +26,7 @@ import (
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/internal/testdata"
+	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/upstream"
 )
 
@@ -221,8 +222,16 @@ func (h *harness) start() {
 	}
 	h.reg = prometheus.NewRegistry()
 	m := NewMetrics(h.reg, h.store)
+	policies := map[string]policy.Policy{}
+	for i, ch := range cfg.Channels {
+		if ch.Kind == config.KindConda {
+			if policies[ch.Name], err = policy.Compile(cfg, i, h.clock.now); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	h.srv, err = New(Options{
-		Config: cfg, Store: h.store, Metrics: m, Logger: log, Now: h.clock.now,
+		Config: cfg, Store: h.store, Metrics: m, Logger: log, Now: h.clock.now, Policies: policies,
 		Upstream: upstream.New(upstream.Options{Logger: log, Backoff: 5 * time.Millisecond, Retries: 2,
 			Transport: &http.Transport{DialContext: loopbackOnly((&net.Dialer{}).DialContext)}}),
 		Fallback: admin.New(admin.Options{Gatherer: h.reg}),

@@ -360,27 +360,33 @@ func (s *Server) serveRepodata(w http.ResponseWriter, r *http.Request, rt route)
 			return err
 		}
 	}
+	return s.serveNamed(w, r, sd, sv, vf, variantTypes[variant], variant == "gz", rt.variant == "json")
+}
+
+// serveNamed answers with a named file made from sv: a repodata form or a
+// filtered metadata file.
+func (s *Server) serveNamed(w http.ResponseWriter, r *http.Request, sd *subdir, sv *served, vf variantFile, ctype string, gz, vary bool) error {
 	blob, err := s.store.OpenFile(vf.Name)
 	if errors.Is(err, cache.ErrNotFound) {
-		return fmt.Errorf("served repodata file %s is missing: %w", vf.Name, err)
+		return fmt.Errorf("served file %s is missing: %w", vf.Name, err)
 	}
 	if err != nil {
 		return err
 	}
 	defer blob.Close()
 	h := w.Header()
-	h.Set("Content-Type", variantTypes[variant])
+	h.Set("Content-Type", ctype)
 	h.Set("ETag", `"`+vf.SHA+`"`)
 	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.cfg.Cache.MetadataTTL.D().Seconds())))
-	if variant == "gz" {
+	if gz {
 		h.Set("Content-Encoding", "gzip")
 	}
-	if rt.variant == "json" {
+	if vary {
 		h.Add("Vary", "Accept-Encoding")
 	}
 	if age := s.staleAge(sd, sv); age > 0 {
 		h.Set("X-Condaproxy-Stale", strconv.Itoa(int(age.Seconds())))
-		s.metrics.StaleAnswers.WithLabelValues(rt.channel.cfg.Name).Inc()
+		s.metrics.StaleAnswers.WithLabelValues(sd.ch.cfg.Name).Inc()
 	}
 	setSource(w, blob.Source)
 	http.ServeContent(w, r, "", sv.lastModified, blob)
@@ -458,7 +464,24 @@ func (s *Server) makeVariant(sd *subdir, sv *served, name string) (variantFile, 
 			return repodata.WriteCurrent(w, data, compareVersions)
 		}
 	default:
-		return variantFile{}, fmt.Errorf("unknown repodata form %q", name)
+		sha, ok := strings.CutPrefix(name, "run_exports-")
+		if !ok {
+			return variantFile{}, fmt.Errorf("unknown repodata form %q", name)
+		}
+		// run_exports.json cut to the served records: hidden means hidden everywhere.
+		file = strings.TrimSuffix(sv.json.Name, ".json") + ".runexports-" + sha[:16] + ".json"
+		write = func(w io.Writer) error {
+			blob, err := s.store.OpenBlob(sha)
+			if err != nil {
+				return err
+			}
+			defer blob.Close()
+			data, err := io.ReadAll(blob)
+			if err != nil {
+				return err
+			}
+			return repodata.FilterPackages(w, data, func(fn string) bool { _, ok := sv.packages[fn]; return ok })
+		}
 	}
 	size, sha, err := s.store.WriteFile(file, write)
 	if err != nil {

@@ -329,6 +329,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 			if err := s.checkSubdir(rt); err != nil {
 				return err
 			}
+			if rt.file == "run_exports.json" {
+				return s.serveRunExports(w, r, rt)
+			}
 			return s.serveMutable(w, r, rt.channel, rt.subdir+"/"+rt.file)
 		}
 		return s.serveMutable(w, r, rt.channel, rt.file)

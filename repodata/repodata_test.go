@@ -3,6 +3,7 @@ package repodata
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -248,5 +249,26 @@ func TestEncodeOffsets(t *testing.T) {
 		if got := buf.Bytes()[off : off+int64(len(r.Raw))]; !bytes.Equal(got, r.Raw) {
 			t.Errorf("%s: bytes at offset %d are %q", r.Filename, off, got[:20])
 		}
+	}
+}
+
+func TestFilterPackages(t *testing.T) {
+	doc := `{"info":{"subdir":"linux-64"},"packages":{"a-1-0.tar.bz2":{"run_exports":{"weak":["a"]}},"b-1-0.tar.bz2":{}},
+	"packages.conda":{"a-1-0.conda":{"run_exports":{}}},"run_exports_version":1}`
+	var buf bytes.Buffer
+	if err := FilterPackages(&buf, []byte(doc), func(fn string) bool { return strings.HasPrefix(fn, "a-") }); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]map[string]any
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(buf.Bytes(), &raw); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, buf.Bytes())
+	}
+	json.Unmarshal(raw["packages"], &got)
+	if len(got) != 1 || got["a-1-0.tar.bz2"] == nil || string(raw["run_exports_version"]) != "1" {
+		t.Errorf("filtered: %s", buf.Bytes())
+	}
+	if err := FilterPackages(io.Discard, []byte(`{"packages":{"a":`), func(string) bool { return true }); err == nil {
+		t.Error("truncated input accepted")
 	}
 }
