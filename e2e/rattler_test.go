@@ -110,8 +110,14 @@ type upstream struct {
 
 func startUpstream(t *testing.T) *upstream {
 	t.Helper()
-	u := &upstream{dir: testdata.Path(t, "conda_format_repo")}
-	if _, err := os.Stat(filepath.Join(u.dir, "osx-64", "repodata.json")); err != nil {
+	return startUpstreamDir(t, testdata.Path(t, "conda_format_repo"), "osx-64")
+}
+
+// startUpstreamDir serves the channel in dir; subdir must exist in it.
+func startUpstreamDir(t *testing.T, dir, subdir string) *upstream {
+	t.Helper()
+	u := &upstream{dir: dir}
+	if _, err := os.Stat(filepath.Join(u.dir, subdir, "repodata.json")); err != nil {
 		t.Fatalf("testdata channel: %v", err)
 	}
 	files := http.FileServer(http.Dir(u.dir))
@@ -515,5 +521,65 @@ func TestRattlerWithToken(t *testing.T) {
 	}
 	if status, _ := get(t, ctx, px.base+"/t/wrong/anaconda/osx-64/repodata.json"); status != http.StatusUnauthorized {
 		t.Errorf("repodata with a wrong token: status %d, want 401", status)
+	}
+}
+
+// A filtered channel: rattler is never offered a hidden record, so its solution
+// honours the rules even where the newest build would have broken them.
+func TestRattlerThroughFilteredChannel(t *testing.T) {
+	requireRattler(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The conda-forge python=3.9 subset: its newest python 3.9 builds need
+	// openssl >=3, older ones openssl 1.1.1.
+	up := startUpstreamDir(t, testdata.Path(t, "cf-subchannel-py39"), "linux-64")
+	px := startProxy(t, ctx, up.srv.URL, `    platforms: [linux-64]
+    blacklist: ["openssl >=3"]
+`)
+	channel := px.base + "/anaconda"
+	pkgs := solve(t, ctx, channel, "linux-64", "python 3.9.*")
+	py, ok := findPackage(pkgs, "python")
+	if !ok || !strings.HasPrefix(py.Version, "3.9") {
+		t.Fatalf("no python 3.9 in the solution: %v", names(pkgs))
+	}
+	ssl, ok := findPackage(pkgs, "openssl")
+	if !ok {
+		t.Fatalf("python 3.9 without openssl? %v", names(pkgs))
+	}
+	if !strings.HasPrefix(ssl.Version, "1.") {
+		t.Errorf("solution has openssl %s, hidden by blacklist openssl >=3", ssl.Version)
+	}
+	// The same filter holds in the repodata the client read, in every form.
+	for _, form := range []string{"repodata.json", "current_repodata.json"} {
+		code, body := get(t, ctx, channel+"/linux-64/"+form)
+		if code != 200 {
+			t.Fatalf("%s: %d", form, code)
+		}
+		var doc struct {
+			Packages      map[string]repodataEntry `json:"packages"`
+			PackagesConda map[string]repodataEntry `json:"packages.conda"`
+		}
+		if err := json.Unmarshal(body, &doc); err != nil {
+			t.Fatal(err)
+		}
+		for fn, r := range doc.Packages {
+			if r.Name == "openssl" && strings.HasPrefix(r.Version, "3") {
+				t.Errorf("%s offers hidden %s", form, fn)
+			}
+		}
+		for fn, r := range doc.PackagesConda {
+			if r.Name == "openssl" && strings.HasPrefix(r.Version, "3") {
+				t.Errorf("%s offers hidden %s", form, fn)
+			}
+		}
+	}
+	// Asking for a hidden record finds nothing to solve with.
+	cmd := exec.CommandContext(ctx, "node", "solve.cjs", channel, "linux-64", "openssl >=3")
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("rattler solved openssl >=3 through a channel that hides it: %s", out)
+	}
+	// A subdir outside platforms does not exist for the client.
+	if code, _ := get(t, ctx, channel+"/osx-64/repodata.json"); code != 404 {
+		t.Errorf("osx-64 repodata: %d, want 404", code)
 	}
 }
