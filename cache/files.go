@@ -114,7 +114,12 @@ func (s *Store) ReadFile(name string) ([]byte, error) {
 		return nil, err
 	}
 	defer b.Close()
-	return io.ReadAll(b)
+	// Exactly its size: ReadAll's doubling would hold up to twice a large file.
+	data := make([]byte, b.Size)
+	if _, err := io.ReadFull(b, data); err != nil {
+		return nil, err
+	}
+	return data, nil
 }
 
 // RemoveFile deletes a named file; a missing one is not an error.

@@ -216,9 +216,12 @@ func mergeHeads(docs []*upDoc) *repodata.Doc {
 }
 
 func (s *Server) readUpstream(st *upState, src upstream.Source, sub string) (*upDoc, error) {
-	data, err := s.store.ReadFile(st.File)
-	if err != nil {
-		return nil, fmt.Errorf("read stored repodata %s: %w", st.File, err)
+	data := st.data
+	if data == nil {
+		var err error
+		if data, err = s.store.ReadFile(st.File); err != nil {
+			return nil, fmt.Errorf("read stored repodata %s: %w", st.File, err)
+		}
 	}
 	head, err := repodata.Scan(data, nil)
 	if err != nil {

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -51,6 +50,10 @@ type upState struct {
 	LastModified string    `json:"last_modified,omitempty"`
 	Encoding     string    `json:"encoding,omitempty"` // "zst" or "": which form upstream served
 	CheckedAt    time.Time `json:"checked_at"`
+
+	// data is the raw document just fetched, handed to the build that asked so
+	// it is not read back from disk (and held twice) at once.
+	data []byte
 }
 
 // servedState persists what a restart must not change: the answer's Last-Modified
@@ -308,28 +311,41 @@ func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp 
 		return nil, err
 	}
 	defer dec.Close()
-	var buf bytes.Buffer
-	if resp.Size > 0 && enc == "" {
-		buf.Grow(int(resp.Size))
-	}
-	if _, err := buf.ReadFrom(dec); err != nil {
+	// To disk first, then read back at its exact size: a growing buffer would
+	// hold up to twice a 300 MB document while it doubles.
+	prefix := "raw-" + shortHash(ch.cfg.Name, sub, strconv.Itoa(i))
+	incoming := prefix + "-incoming"
+	_, sha, err := s.store.WriteFile(incoming, func(w io.Writer) error { _, err := io.Copy(w, dec); return err })
+	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
-	d, err := repodata.Parse(buf.Bytes())
+	data, err := s.store.ReadFile(incoming)
+	if err == nil {
+		err = validRepodata(data, sub)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("upstream sent unusable repodata: %w", err)
+		s.store.RemoveFile(incoming)
+		return nil, err
 	}
-	if got := d.Subdir(); got != "" && got != sub {
-		return nil, fmt.Errorf("upstream sent repodata for subdir %q where %q was asked", got, sub)
-	}
-	sum := sha256.Sum256(buf.Bytes())
-	sha := hex.EncodeToString(sum[:])
-	name := "raw-" + shortHash(ch.cfg.Name, sub, strconv.Itoa(i)) + "-" + sha[:16] + ".json"
-	if _, _, err := s.store.WriteFile(name, func(w io.Writer) error { _, err := w.Write(buf.Bytes()); return err }); err != nil {
+	name := prefix + "-" + sha[:16] + ".json"
+	if err := s.store.RenameFile(incoming, name); err != nil {
 		return nil, err
 	}
 	return &upState{Found: true, File: name, SHA: sha, ETag: resp.ETag, LastModified: resp.LastModified,
-		Encoding: enc, CheckedAt: s.now()}, nil
+		Encoding: enc, CheckedAt: s.now(), data: data}, nil
+}
+
+// validRepodata checks a whole upstream document before it replaces anything:
+// valid JSON, every record well formed, and the subdir that was asked for.
+func validRepodata(data []byte, sub string) error {
+	d, err := repodata.Scan(data, func(*repodata.Record) error { return nil })
+	if err != nil {
+		return fmt.Errorf("upstream sent unusable repodata: %w", err)
+	}
+	if got := d.Subdir(); got != "" && got != sub {
+		return fmt.Errorf("upstream sent repodata for subdir %q where %q was asked", got, sub)
+	}
+	return nil
 }
 
 // Content types of the repodata forms.
