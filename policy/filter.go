@@ -114,18 +114,12 @@ func (f *Filter) ServesSubdir(subdir string) bool {
 }
 
 // Inputs implements Policy: the dependency closure runs over every served subdir
-// of the channel together, so a noarch root pulls in the linux-64 python. With no
-// platforms configured the served set is open; the closure then runs over the
-// subdir and noarch.
+// of the channel together, so a noarch root pulls in the linux-64 python. (The
+// configuration requires platforms with include_dependencies, so the served set is
+// known.)
 func (f *Filter) Inputs(subdir string) []string {
-	if !f.includeDeps || len(f.pkgList) == 0 {
+	if !f.includeDeps || len(f.pkgList) == 0 || f.platforms == nil {
 		return nil
-	}
-	if f.platforms == nil {
-		if subdir == "noarch" {
-			return []string{"noarch"}
-		}
-		return []string{subdir, "noarch"}
 	}
 	out := []string{subdir}
 	for p := range f.platforms {

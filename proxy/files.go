@@ -70,10 +70,9 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 	f := s.startFill(r.Context(), key, func(ctx context.Context, f *fill) (string, error) {
 		return s.fetchMutable(ctx, f, ch, rel, key, nil)
 	})
-	err = s.serveFill(w, r, f, func(h http.Header) {
-		var cur fileEntry
-		s.store.Meta.Get(key, &cur)
-		s.mutableHeaders(rel, cur)(h)
+	err = s.serveFill(w, r, f, func(h http.Header, sha, lastModified string) {
+		// From the fill itself: the stored entry may still describe older bytes.
+		s.mutableHeaders(rel, fileEntry{SHA256: sha, LastModified: lastModified})(h)
 	})
 	if errors.Is(err, upstream.ErrNotFound) {
 		return errNotFound

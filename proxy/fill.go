@@ -33,6 +33,8 @@ type fill struct {
 	done      bool   // the fill is over
 	err       error  // set with done on failure
 	sha       string // the committed blob
+	// lastModified is upstream's Last-Modified for the bytes being written.
+	lastModified string
 }
 
 func newFill() *fill {
@@ -41,9 +43,9 @@ func newFill() *fill {
 	return f
 }
 
-func (f *fill) start(path string, size int64) {
+func (f *fill) start(path string, size int64, lastModified string) {
 	f.mu.Lock()
-	f.started, f.path, f.size = true, path, size
+	f.started, f.path, f.size, f.lastModified = true, path, size, lastModified
 	f.mu.Unlock()
 	f.cond.Broadcast()
 }
@@ -126,7 +128,7 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 		}
 		tmp.Abort() // no-op after a commit
 	}()
-	f.start(tmp.Path(), want.Size)
+	f.start(tmp.Path(), want.Size, resp.LastModified)
 	buf := make([]byte, 256<<10)
 	for {
 		n, rerr := resp.Body.Read(buf)
@@ -169,8 +171,10 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 }
 
 // serveFill answers a client from a fill in progress: streaming for a plain GET of
-// known size, otherwise (Range, unknown size) once the blob is committed.
-func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, headers func(h http.Header)) error {
+// known size, otherwise (Range, unknown size) once the blob is committed. headers
+// sets the response headers from what the fill knows: the committed sha256 ("" while
+// it streams) and upstream's Last-Modified.
+func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, headers func(h http.Header, sha, lastModified string)) error {
 	f.mu.Lock()
 	for !f.started && !f.done {
 		f.cond.Wait()
@@ -189,7 +193,7 @@ func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, head
 		for !f.done && !f.committed {
 			f.cond.Wait()
 		}
-		sha, err := f.sha, f.err
+		sha, err, lm := f.sha, f.err, f.lastModified
 		f.mu.Unlock()
 		if err != nil {
 			return fillError(err)
@@ -199,15 +203,15 @@ func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, head
 			return err
 		}
 		defer blob.Close()
-		headers(w.Header())
+		headers(w.Header(), sha, lm)
 		setSource(w, "upstream")
 		http.ServeContent(w, r, "", zeroTime, blob)
 		return nil
 	}
-	size := f.size
+	size, lm := f.size, f.lastModified
 	f.mu.Unlock()
 	defer file.Close()
-	headers(w.Header())
+	headers(w.Header(), "", lm)
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.Header().Set("X-Condaproxy-Cache", "miss")
 	setSource(w, "upstream")

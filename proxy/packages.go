@@ -6,9 +6,12 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/policy"
+	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/upstream"
 )
 
@@ -58,8 +61,16 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) 
 		}
 	}
 	// Not in the served repodata (upstream removed it), or no repodata at all
-	// (upstream down, nothing stored): a cached copy is still served.
+	// (upstream down, nothing stored): a cached copy is still served, if the
+	// filter allows its record today.
 	if e, ok := s.pkgEntry(rt.channel, rt.subdir, rt.file); ok {
+		var decider policy.Decider
+		if sv != nil {
+			decider = sv.decider
+		}
+		if rule := s.decideCached(rt, e, decider); rule != "" {
+			return &hiddenError{rule: rule}
+		}
 		if blob, err := s.store.OpenBlob(e.SHA256); err == nil {
 			defer blob.Close()
 			s.metrics.CacheLookups.WithLabelValues("package", "hit").Inc()
@@ -70,6 +81,33 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) 
 		return loadErr
 	}
 	return errNotFound
+}
+
+// decideCached asks the filter about a cached package whose record upstream no
+// longer lists, from the record kept in the package index. With no decider (no
+// repodata could be loaded) one is prepared from no other records: every rule but
+// the dependency closure still applies.
+func (s *Server) decideCached(rt route, e pkgEntry, d policy.Decider) string {
+	if len(e.Record) == 0 {
+		return ""
+	}
+	section := "packages"
+	if strings.HasSuffix(rt.file, ".conda") {
+		section = "packages.conda"
+	}
+	doc, err := repodata.Parse([]byte(`{"` + section + `":{` + strconv.Quote(rt.file) + `:` + string(e.Record) + `}}`))
+	if err != nil || len(doc.Records) != 1 {
+		return ""
+	}
+	if d == nil {
+		var perr error
+		d, perr = rt.channel.policy.Prepare(rt.subdir, func(func(string, *repodata.Record)) error { return nil })
+		if perr != nil {
+			return ""
+		}
+	}
+	rule, _ := d.Decide(doc.Records[0])
+	return rule
 }
 
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, blob *cache.Blob, sha string) error {
@@ -140,7 +178,7 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 		log.Info("package cached", "channel", ch.cfg.Name, "subdir", rt.subdir, "file", rt.file, "size", ref.size)
 		return sha, nil
 	})
-	return s.serveFill(w, r, f, packageHeaders(refSHA))
+	return s.serveFill(w, r, f, func(h http.Header, sha, _ string) { packageHeaders(cmpOr(refSHA, sha))(h) })
 }
 
 // recordBytes copies one record's JSON out of the served file, for the package index.
@@ -171,4 +209,12 @@ func setSource(w http.ResponseWriter, src string) {
 	if s, ok := w.(sourceSetter); ok {
 		s.setSource(src)
 	}
+}
+
+// cmpOr returns a if it is not empty, else b.
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }

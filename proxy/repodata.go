@@ -54,6 +54,7 @@ type upState struct {
 	// data is the raw document just fetched, handed to the build that asked so
 	// it is not read back from disk (and held twice) at once.
 	data []byte
+	head *repodata.Doc
 }
 
 // servedState persists what a restart must not change: the answer's Last-Modified
@@ -73,29 +74,29 @@ type variantFile struct {
 // pkgRef is what serving and verifying one package needs. It is kept compact (no
 // record bytes) because conda-forge's linux-64 has ~700k records.
 type pkgRef struct {
-	sha256         [32]byte
-	md5            [16]byte
-	hasSHA, hasMD5 bool
+	// digest is the sha256, or, for an old record without one, the md5 in its
+	// first 16 bytes. One digest is enough to verify; keeping both would cost 16
+	// bytes a record for nothing.
+	digest         [32]byte
 	size           int64
-	upstream       int32
-	// offset and length of the record's JSON in the served file, to copy it into
-	// the package index when the file is cached (keep_removed needs it later).
-	n   int32
-	off int64
+	off            int64 // where the record's JSON starts in the served file
+	n              int32 // its length: copied into the package index when cached
+	upstream       int16
+	hasSHA, hasMD5 bool
 }
 
 func (p pkgRef) shaHex() string {
 	if !p.hasSHA {
 		return ""
 	}
-	return hex.EncodeToString(p.sha256[:])
+	return hex.EncodeToString(p.digest[:])
 }
 
 func (p pkgRef) md5Hex() string {
-	if !p.hasMD5 {
+	if p.hasSHA || !p.hasMD5 {
 		return ""
 	}
-	return hex.EncodeToString(p.md5[:])
+	return hex.EncodeToString(p.digest[:16])
 }
 
 // served is one published answer for a subdir.
@@ -320,8 +321,9 @@ func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp 
 		return nil, fmt.Errorf("read: %w", err)
 	}
 	data, err := s.store.ReadFile(incoming)
+	var head *repodata.Doc
 	if err == nil {
-		err = validRepodata(data, sub)
+		head, err = validRepodata(data, sub)
 	}
 	if err != nil {
 		s.store.RemoveFile(incoming)
@@ -332,20 +334,20 @@ func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp 
 		return nil, err
 	}
 	return &upState{Found: true, File: name, SHA: sha, ETag: resp.ETag, LastModified: resp.LastModified,
-		Encoding: enc, CheckedAt: s.now(), data: data}, nil
+		Encoding: enc, CheckedAt: s.now(), data: data, head: head}, nil
 }
 
 // validRepodata checks a whole upstream document before it replaces anything:
 // valid JSON, every record well formed, and the subdir that was asked for.
-func validRepodata(data []byte, sub string) error {
+func validRepodata(data []byte, sub string) (*repodata.Doc, error) {
 	d, err := repodata.Scan(data, func(*repodata.Record) error { return nil })
 	if err != nil {
-		return fmt.Errorf("upstream sent unusable repodata: %w", err)
+		return nil, fmt.Errorf("upstream sent unusable repodata: %w", err)
 	}
 	if got := d.Subdir(); got != "" && got != sub {
-		return fmt.Errorf("upstream sent repodata for subdir %q where %q was asked", got, sub)
+		return nil, fmt.Errorf("upstream sent repodata for subdir %q where %q was asked", got, sub)
 	}
-	return nil
+	return d, nil
 }
 
 // Content types of the repodata forms.

@@ -104,6 +104,25 @@ func Parse(data []byte) (*Doc, error) {
 // while any of it is in use. A nil visit reads only the head (records are checked
 // for well-formed JSON and skipped).
 func Scan(data []byte, visit func(r *Record) error) (*Doc, error) {
+	return scan(data, visit, sectionBoth)
+}
+
+// ScanSection is Scan restricted to the records of "packages" (conda false) or
+// "packages.conda" (conda true); the other section is checked and skipped.
+func ScanSection(data []byte, conda bool, visit func(r *Record) error) (*Doc, error) {
+	if conda {
+		return scan(data, visit, sectionConda)
+	}
+	return scan(data, visit, sectionTarBz2)
+}
+
+const (
+	sectionBoth = iota
+	sectionTarBz2
+	sectionConda
+)
+
+func scan(data []byte, visit func(r *Record) error, section int) (*Doc, error) {
 	s := &scanner{data: data, view: true}
 	d := &Doc{}
 	seen := map[string]bool{}
@@ -130,8 +149,9 @@ func Scan(data []byte, visit func(r *Record) error) (*Doc, error) {
 			if s.peek() == 'n' {
 				return s.literal("null")
 			}
+			skip := visit == nil || (section == sectionTarBz2 && conda) || (section == sectionConda && !conda)
 			return s.object(func(fn string) error {
-				if visit == nil {
+				if skip {
 					return s.skip()
 				}
 				if err := parseRecord(s, fn, &r); err != nil {
