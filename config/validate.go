@@ -115,6 +115,9 @@ func (l *loader) validateChannel(c *Config, i int, names map[string]string) erro
 		}
 		ch.PkgList, ch.PackageList = ch.PackageList, nil
 		l.lines[key("pkg_list")] = l.lines[key("package_list")]
+		for j := range ch.PkgList {
+			l.lines[key(fmt.Sprintf("pkg_list[%d]", j))] = l.lines[key(fmt.Sprintf("package_list[%d]", j))]
+		}
 	}
 	if ch.IncludeDependencies && len(ch.PkgList) > 0 && len(ch.Platforms) == 0 {
 		// The closure runs over every served subdir together (a noarch root pulls in

@@ -46,7 +46,7 @@ type pyVerdict struct{ detail string }
 
 // versionLiteral finds versions written in a constraint, to add the pre-releases
 // it names ("3.13.0rc1") to the candidates: a pre-release counts only when named.
-var versionLiteral = regexp.MustCompile(`[0-9]+(\.[0-9]+)*[A-Za-z]+[0-9A-Za-z]*`)
+var versionLiteral = regexp.MustCompile(`[0-9]+(\.[0-9]+)*[._-]?[A-Za-z]+[0-9A-Za-z._]*`)
 
 // pythonHides applies step 3 and returns why the record goes, or "".
 func (d *decider) pythonHides(r *repodata.Record) string {

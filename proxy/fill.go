@@ -86,7 +86,7 @@ func (s *Server) startFill(ctx context.Context, key string, run func(ctx context
 	s.metrics.FillsInFlight.Inc()
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.fillTTL)
 	stop := context.AfterFunc(s.base, cancel)
-	s.background(func() {
+	started := s.background(func() {
 		defer func() {
 			stop()
 			cancel()
@@ -102,6 +102,17 @@ func (s *Server) startFill(ctx context.Context, key string, run func(ctx context
 		s.fillsMu.Unlock()
 		f.finish(sha, err)
 	})
+	if !started {
+		stop()
+		cancel()
+		s.metrics.FillsInFlight.Dec()
+		s.fillsMu.Lock()
+		if s.fills[key] == f {
+			delete(s.fills, key)
+		}
+		s.fillsMu.Unlock()
+		f.finish("", errShuttingDown)
+	}
 	return f
 }
 

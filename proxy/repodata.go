@@ -196,7 +196,7 @@ func (s *Server) revalidate(ctx context.Context, sd *subdir) {
 		return
 	}
 	log := s.logger(ctx)
-	s.background(func() {
+	started := s.background(func() {
 		defer sd.refreshing.Store(false)
 		bctx, cancel := context.WithTimeout(s.base, buildTimeout)
 		defer cancel()
@@ -208,6 +208,9 @@ func (s *Server) revalidate(ctx context.Context, sd *subdir) {
 				"channel", sd.ch.cfg.Name, "subdir", sd.name, "err", err)
 		}
 	})
+	if !started {
+		sd.refreshing.Store(false)
+	}
 }
 
 // staleAge is how long past its validation sv is, when the latest attempt to

@@ -73,9 +73,11 @@ type Server struct {
 	fills   map[string]*fill
 
 	// base is cancelled by Shutdown: it stops fills and background refreshes.
-	base   context.Context
-	cancel context.CancelFunc
-	bg     sync.WaitGroup
+	base    context.Context
+	cancel  context.CancelFunc
+	bgMu    sync.Mutex // orders bg.Add against Shutdown's Wait
+	closing bool
+	bg      sync.WaitGroup
 }
 
 // channel is one configured channel with its parsed upstreams and policy.
@@ -139,8 +141,12 @@ func New(o Options) (*Server, error) {
 }
 
 // Shutdown stops background work: fills in progress get until ctx is done to finish,
-// then are cancelled (their temp files are dropped, nothing partial is kept).
+// then are cancelled (their temp files are dropped, nothing partial is kept). Work
+// asked for after Shutdown began is refused, so nothing outlives it.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.bgMu.Lock()
+	s.closing = true
+	s.bgMu.Unlock()
 	done := make(chan struct{})
 	go func() { s.bg.Wait(); close(done) }()
 	select {
@@ -152,13 +158,23 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.cancel()
 }
 
-// background runs fn detached from any request, tracked for Shutdown.
-func (s *Server) background(fn func()) {
+// errShuttingDown answers work asked for while the server stops.
+var errShuttingDown = &httpError{status: http.StatusServiceUnavailable, msg: "shutting down"}
+
+// background runs fn detached from any request, tracked for Shutdown. It reports
+// false, and runs nothing, once Shutdown has begun.
+func (s *Server) background(fn func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closing {
+		return false
+	}
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		fn()
 	}()
+	return true
 }
 
 type ctxKey int
