@@ -105,6 +105,10 @@ func Compile(cfg *config.Config, i int, now func() time.Time) (Policy, error) {
 	return f, nil
 }
 
+// TimeDependent reports whether the cut changes as time passes (min_age): such a
+// channel is cut again at every revalidation, even when upstream did not change.
+func (f *Filter) TimeDependent() bool { return f.minAge > 0 }
+
 // Fingerprint implements Policy.
 func (f *Filter) Fingerprint() string { return f.fingerprint }
 

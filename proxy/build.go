@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/upstream"
 )
@@ -36,12 +37,16 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	if len(inputs) == 0 {
 		inputs = []string{sd.name}
 	}
-	docs := map[string][]*upDoc{}
+	states := map[string][]*upState{}
 	var firstErr error
 	var checkedAt time.Time
 	anyState := false
+	// Filtering runs once per upstream revision and policy: the key of what an
+	// answer was cut from, so a revalidation that changed nothing (304s) only moves
+	// the validation time of the current answer.
+	inputsKey := ch.policy.Fingerprint()
 	for _, sub := range inputs {
-		docs[sub] = make([]*upDoc, len(ch.sources))
+		states[sub] = make([]*upState, len(ch.sources))
 		for i := range ch.sources {
 			st, err := s.upstreamState(ctx, ch, sub, i, refresh && sub == sd.name)
 			if err != nil && firstErr == nil {
@@ -56,14 +61,8 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 					checkedAt = st.CheckedAt
 				}
 			}
-			if !st.Found {
-				continue
-			}
-			d, err := s.readUpstream(st, ch.sources[i], sub)
-			if err != nil {
-				return nil, err
-			}
-			docs[sub][i] = d
+			states[sub][i] = st
+			inputsKey += "|" + st.SHA
 		}
 	}
 	sd.mu.Lock()
@@ -77,6 +76,24 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	}
 	if checkedAt.IsZero() {
 		checkedAt = s.now()
+	}
+	if cur := sd.cur.Load(); cur != nil && cur.inputs == inputsKey && !timeDependent(ch.policy) {
+		cur.checkedNS.Store(checkedAt.UnixNano())
+		return cur, nil
+	}
+	docs := map[string][]*upDoc{}
+	for sub, sts := range states {
+		docs[sub] = make([]*upDoc, len(sts))
+		for i, st := range sts {
+			if st == nil || !st.Found {
+				continue
+			}
+			d, err := s.readUpstream(st, ch.sources[i], sub)
+			if err != nil {
+				return nil, err
+			}
+			docs[sub][i] = d
+		}
 	}
 	// A big build holds the upstream bytes while it allocates its index: with the
 	// default GC target the heap could grow to twice that before a collection. A
@@ -97,7 +114,8 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	head := mergeHeads(own)
 	if head == nil {
 		if sd.name != "noarch" {
-			sv := &served{checkedAt: checkedAt, notFound: true}
+			sv := &served{notFound: true}
+			sv.checkedNS.Store(checkedAt.UnixNano())
 			sd.cur.Store(sv)
 			return sv, nil
 		}
@@ -155,9 +173,15 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	if err != nil {
 		return nil, err
 	}
-	return s.publish(sd, tmpName, size, sha, &served{
-		checkedAt: checkedAt, packages: pkgs, hidden: hidden, decider: decider, pkgBase: pkgBase,
-	})
+	sv := &served{packages: pkgs, hidden: hidden, decider: decider, pkgBase: pkgBase, inputs: inputsKey}
+	sv.checkedNS.Store(checkedAt.UnixNano())
+	return s.publish(sd, tmpName, size, sha, sv)
+}
+
+// timeDependent reports whether p's cut changes with the clock alone (min_age).
+func timeDependent(p policy.Policy) bool {
+	t, ok := p.(interface{ TimeDependent() bool })
+	return ok && t.TimeDependent()
 }
 
 // scanMerged visits the union of one subdir's upstream docs, then extras: where

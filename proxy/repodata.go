@@ -101,7 +101,8 @@ func (p pkgRef) md5Hex() string {
 
 // served is one published answer for a subdir.
 type served struct {
-	checkedAt    time.Time // the oldest successful validation among the upstreams
+	checkedNS    atomic.Int64 // unix ns of the oldest successful validation among the upstreams
+	inputs       string       // what it was cut from: upstream revisions and the policy
 	notFound     bool      // every upstream answered 404
 	json         variantFile
 	lastModified time.Time
@@ -115,6 +116,8 @@ type served struct {
 	mu       sync.Mutex
 	variants map[string]variantFile
 }
+
+func (sv *served) checked() time.Time { return time.Unix(0, sv.checkedNS.Load()) }
 
 // subdir is the live state of one channel subdir.
 type subdir struct {
@@ -152,7 +155,7 @@ func shortHash(parts ...string) string {
 // background revalidation when it is older than metadata_ttl.
 func (s *Server) load(ctx context.Context, sd *subdir) (*served, error) {
 	sv := sd.cur.Load()
-	if sv == nil || (sv.notFound && s.now().Sub(sv.checkedAt) >= s.cfg.Cache.NegativeTTL.D()) {
+	if sv == nil || (sv.notFound && s.now().Sub(sv.checked()) >= s.cfg.Cache.NegativeTTL.D()) {
 		// Nothing to serve yet (or only a remembered 404 that has expired): the
 		// client waits for the build. Concurrent callers share it.
 		refresh := sv != nil
@@ -177,7 +180,7 @@ func (s *Server) load(ctx context.Context, sd *subdir) (*served, error) {
 		s.metrics.CacheLookups.WithLabelValues("repodata", "negative").Inc()
 		return sv, nil
 	}
-	if s.now().Sub(sv.checkedAt) >= s.cfg.Cache.MetadataTTL.D() {
+	if s.now().Sub(sv.checked()) >= s.cfg.Cache.MetadataTTL.D() {
 		s.metrics.CacheLookups.WithLabelValues("repodata", "stale").Inc()
 		s.revalidate(ctx, sd)
 	} else {
@@ -219,7 +222,7 @@ func (s *Server) staleAge(sd *subdir, sv *served) time.Duration {
 	sd.mu.Lock()
 	failing := sd.lastErr != nil
 	sd.mu.Unlock()
-	age := s.now().Sub(sv.checkedAt)
+	age := s.now().Sub(sv.checked())
 	if !failing || age < s.cfg.Cache.MetadataTTL.D() {
 		return 0
 	}
