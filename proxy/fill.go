@@ -167,6 +167,11 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 	// the same lock, so it never finds the path already renamed away.
 	f.mu.Lock()
 	sha, err = tmp.Commit(want)
+	var mm *cache.MismatchError
+	if errors.As(err, &mm) {
+		// Counted before anyone hears of it, so the metric never lags an answer.
+		s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
+	}
 	if err == nil {
 		f.committed, f.sha = true, sha
 	} else {
@@ -174,10 +179,6 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 	}
 	f.mu.Unlock()
 	f.cond.Broadcast()
-	var mm *cache.MismatchError
-	if errors.As(err, &mm) {
-		s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
-	}
 	return sha, err
 }
 
