@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 )
 
 // Named files hold what the proxy derives and replaces as a whole: upstream
@@ -18,10 +17,23 @@ import (
 // counted against max_size (evicting them would break serving while upstream is
 // down); their owner removes the old one when it writes a new one.
 
-var fileName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$`)
+// validFileName: [A-Za-z0-9][A-Za-z0-9._-]{0,200}, no path, no dot first.
+func validFileName(name string) bool {
+	if len(name) == 0 || len(name) > 201 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 func (s *Store) filePath(name string) (string, error) {
-	if !fileName.MatchString(name) {
+	if !validFileName(name) {
 		return "", fmt.Errorf("cache: bad file name %q", name)
 	}
 	return filepath.Join(s.dir, "files", name), nil
@@ -59,7 +71,7 @@ func (s *Store) WriteFile(name string, write func(io.Writer) error) (size int64,
 		return 0, "", err
 	}
 	if s.hot != nil {
-		s.hot.Del("f:" + name)
+		s.hot.Del(name)
 	}
 	return cw.n, hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -76,8 +88,8 @@ func (s *Store) RenameFile(from, to string) error {
 		return err
 	}
 	if s.hot != nil {
-		s.hot.Del("f:" + from)
-		s.hot.Del("f:" + to)
+		s.hot.Del(from)
+		s.hot.Del(to)
 	}
 	if err := os.Rename(src, dst); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -90,12 +102,13 @@ func (s *Store) RenameFile(from, to string) error {
 
 // OpenFile opens a named file, from memory when it is hot.
 func (s *Store) OpenFile(name string) (*Blob, error) {
+	// Only validated names are ever made hot, so the memory hit needs no check.
+	if b, ok := s.hotGet(name); ok {
+		return &Blob{ReadSeeker: bytes.NewReader(b), Size: int64(len(b)), Source: "memory"}, nil
+	}
 	path, err := s.filePath(name)
 	if err != nil {
 		return nil, err
-	}
-	if b, ok := s.hotGet("f:" + name); ok {
-		return &Blob{ReadSeeker: bytes.NewReader(b), Size: int64(len(b)), Source: "memory"}, nil
 	}
 	info, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -104,7 +117,7 @@ func (s *Store) OpenFile(name string) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.openFile(path, "f:"+name, info.Size())
+	return s.openFile(path, name, info.Size(), s.opts.HotMaxFile)
 }
 
 // ReadFile returns a named file's bytes.
@@ -129,7 +142,7 @@ func (s *Store) RemoveFile(name string) error {
 		return err
 	}
 	if s.hot != nil {
-		s.hot.Del("f:" + name)
+		s.hot.Del(name)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err

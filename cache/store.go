@@ -54,9 +54,12 @@ type Options struct {
 	MaxSize int64
 	// Memory is the hot cache's size; 0 disables it.
 	Memory int64
-	// HotMaxItem is the largest blob kept in memory; default 1 MiB. Larger blobs
-	// are served from disk with sendfile, which costs no more than memory would.
+	// HotMaxItem is the largest package blob kept in memory; default 64 KiB.
+	// Larger ones go out from the page cache with sendfile, which is what nginx
+	// does and costs less than copying from memory.
 	HotMaxItem int64
+	// HotMaxFile is the largest named file (repodata) kept in memory; default 8 MiB.
+	HotMaxFile int64
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// FlushEvery is how often access times reach disk; default 30s.
@@ -125,7 +128,10 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.HotMaxItem == 0 {
-		opts.HotMaxItem = 1 << 20
+		opts.HotMaxItem = 64 << 10
+	}
+	if opts.HotMaxFile == 0 {
+		opts.HotMaxFile = 8 << 20
 	}
 	if opts.FlushEvery == 0 {
 		opts.FlushEvery = 30 * time.Second
@@ -349,10 +355,10 @@ func (s *Store) OpenBlob(sha string) (*Blob, error) {
 		e.inUse--
 		s.mu.Unlock()
 	}
-	if b, ok := s.hotGet("b:" + sha); ok {
+	if b, ok := s.hotGet(sha); ok {
 		return &Blob{ReadSeeker: bytes.NewReader(b), Size: size, Source: "memory", release: release}, nil
 	}
-	b, err := s.openFile(s.blobPath(sha), "b:"+sha, size)
+	b, err := s.openFile(s.blobPath(sha), sha, size, s.opts.HotMaxItem)
 	if err != nil {
 		release()
 		if errors.Is(err, fs.ErrNotExist) {
@@ -366,13 +372,15 @@ func (s *Store) OpenBlob(sha string) (*Blob, error) {
 	return b, nil
 }
 
-// openFile opens path and, when it is small enough, keeps its bytes hot for next time.
-func (s *Store) openFile(path, hotKey string, size int64) (*Blob, error) {
+// openFile opens path and, when it is at most hotMax bytes, keeps them hot for
+// next time. Hot keys are a blob's sha256 or a named file's name: names never look
+// like a bare sha256 (they carry a prefix and a '-'), so the two cannot collide.
+func (s *Store) openFile(path, hotKey string, size, hotMax int64) (*Blob, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	if s.hot != nil && size <= s.opts.HotMaxItem {
+	if s.hot != nil && size <= hotMax {
 		data := make([]byte, size)
 		_, err := io.ReadFull(f, data)
 		f.Close()
@@ -401,7 +409,7 @@ func (s *Store) forget(sha string) {
 	}
 	s.mu.Unlock()
 	if s.hot != nil {
-		s.hot.Del("b:" + sha)
+		s.hot.Del(sha)
 	}
 	if err := s.Meta.Delete("b/" + sha); err != nil {
 		s.log.Error("forget blob", "sha256", sha, "err", err)

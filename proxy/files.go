@@ -62,7 +62,7 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 			if t, err := http.ParseTime(e.LastModified); err == nil {
 				lm = t
 			}
-			http.ServeContent(w, r, "", lm, blob)
+			http.ServeContent(w, r, "", lm, blob.ReadSeeker)
 			return nil
 		}
 	}

@@ -217,7 +217,7 @@ func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, head
 		defer blob.Close()
 		headers(w.Header(), sha, lm)
 		setSource(w, "upstream")
-		http.ServeContent(w, r, "", zeroTime, blob)
+		http.ServeContent(w, r, "", zeroTime, blob.ReadSeeker)
 		return nil
 	}
 	size, lm := f.size, f.lastModified

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,36 @@ type Metrics struct {
 	ChecksumFailures *prometheus.CounterVec   // channel
 	StaleAnswers     *prometheus.CounterVec   // channel
 	FillsInFlight    prometheus.Gauge
+
+	// Children of the per-request vectors, looked up once: a label lookup hashes
+	// its values, which is a measurable share of a hot hit.
+	requests sync.Map // requestKey -> prometheus.Counter
+	bytesBy  sync.Map // source -> prometheus.Counter
+}
+
+type requestKey struct {
+	channel string
+	kind    kind
+	code    int
+}
+
+func (m *Metrics) request(channel string, k kind, code int) prometheus.Counter {
+	key := requestKey{channel, k, code}
+	if c, ok := m.requests.Load(key); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.Requests.WithLabelValues(channel, k.String(), strconv.Itoa(code))
+	m.requests.Store(key, c)
+	return c
+}
+
+func (m *Metrics) bytes(source string) prometheus.Counter {
+	if c, ok := m.bytesBy.Load(source); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.BytesServed.WithLabelValues(source)
+	m.bytesBy.Store(source, c)
+	return c
 }
 
 // NewMetrics registers the metrics on reg, with gauges that read store's usage.

@@ -113,7 +113,7 @@ func (s *Server) decideCached(rt route, e pkgEntry, d policy.Decider) string {
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, blob *cache.Blob, sha string) error {
 	packageHeaders(sha)(w.Header())
 	setSource(w, blob.Source)
-	http.ServeContent(w, r, "", zeroTime, blob)
+	http.ServeContent(w, r, "", zeroTime, blob.ReadSeeker)
 	return nil
 }
 

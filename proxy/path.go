@@ -43,36 +43,57 @@ var errBadPath = &httpError{status: http.StatusBadRequest, msg: "bad request pat
 // cleaning means no two spellings reach the same file, and nothing reaches outside
 // a channel.
 func cleanPath(r *http.Request) (string, error) {
-	if r.RequestURI != "" && !strings.HasPrefix(r.RequestURI, "/") {
+	if r.RequestURI != "" && r.RequestURI[0] != '/' {
 		return "", errBadPath // "GET http://host/x" or "*"
 	}
-	raw := r.URL.EscapedPath()
-	lower := strings.ToLower(raw)
-	for _, enc := range []string{"%2f", "%5c", "%2e", "%00", "%25"} {
-		if strings.Contains(lower, enc) {
-			return "", errBadPath
+	// Encoded '/', '\\', '.', NUL or '%': one pass over the path as the client
+	// wrote it.
+	raw := r.RequestURI
+	if raw == "" {
+		raw = r.URL.EscapedPath() // a request made in-process
+	}
+	if q := strings.IndexByte(raw, '?'); q >= 0 {
+		raw = raw[:q]
+	}
+	if strings.IndexByte(raw, '%') >= 0 {
+		for i := 0; i+2 < len(raw); i++ {
+			if raw[i] != '%' {
+				continue
+			}
+			switch hi, lo := raw[i+1], raw[i+2]|0x20; {
+			case hi == '2' && (lo == 'f' || lo == 'e' || lo == '5'), hi == '5' && lo == 'c', hi == '0' && lo == '0':
+				return "", errBadPath
+			}
 		}
 	}
 	p := r.URL.Path
 	if p == "" || p[0] != '/' {
 		return "", errBadPath
 	}
-	for i := 0; i < len(p); i++ {
-		if c := p[i]; c < 0x20 || c == 0x7f || c == '\\' {
-			return "", errBadPath
+	// Control characters, backslashes, empty, "." and ".." segments.
+	segStart := 1
+	for i := 1; i <= len(p); i++ {
+		if i < len(p) {
+			c := p[i]
+			if c < 0x20 || c == 0x7f || c == '\\' {
+				return "", errBadPath
+			}
+			if c != '/' {
+				continue
+			}
 		}
-	}
-	for _, seg := range strings.Split(p[1:], "/") {
-		if seg == "." || seg == ".." {
+		switch seg := p[segStart:i]; seg {
+		case ".", "..":
 			return "", errBadPath
+		case "":
+			if i < len(p) {
+				return "", errBadPath // "//"
+			}
 		}
-	}
-	if strings.Contains(p, "//") {
-		return "", errBadPath
+		segStart = i + 1
 	}
 	return p, nil
 }
-
 // channelFiles are the channel-level files passed through from upstream.
 var channelFiles = map[string]bool{
 	"channeldata.json": true, "notices.json": true, "run_exports.json": true,

@@ -413,7 +413,7 @@ func (s *Server) serveNamed(w http.ResponseWriter, r *http.Request, sd *subdir, 
 		s.metrics.StaleAnswers.WithLabelValues(sd.ch.cfg.Name).Inc()
 	}
 	setSource(w, blob.Source)
-	http.ServeContent(w, r, "", sv.lastModified, blob)
+	http.ServeContent(w, r, "", sv.lastModified, blob.ReadSeeker)
 	return nil
 }
 

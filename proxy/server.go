@@ -10,9 +10,7 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -72,6 +71,9 @@ type Server struct {
 	fillsMu sync.Mutex
 	fills   map[string]*fill
 
+	// reqSeq numbers requests for log lines (prefixed by the process start).
+	reqSeq atomic.Uint64
+
 	// base is cancelled by Shutdown: it stops fills and background refreshes.
 	base    context.Context
 	cancel  context.CancelFunc
@@ -119,6 +121,8 @@ func New(o Options) (*Server, error) {
 		channels: map[string]*channel{}, fills: map[string]*fill{},
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
+	// Request numbers start at the clock, so they do not repeat across restarts.
+	s.reqSeq.Store(uint64(time.Now().UnixNano()) &^ 0xffffffff)
 	for _, t := range o.Config.Auth.Tokens {
 		s.tokens = append(s.tokens, []byte(t))
 	}
@@ -182,8 +186,8 @@ type ctxKey int
 const logKey ctxKey = 0
 
 func (s *Server) logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(logKey).(*slog.Logger); ok {
-		return l
+	if l, ok := ctx.Value(logKey).(*reqLog); ok {
+		return l.logger()
 	}
 	return s.log
 }
@@ -249,26 +253,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		chName = rt.channel.cfg.Name
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	reqID := r.Header.Get("X-Request-Id")
-	if reqID == "" || len(reqID) > 64 {
-		var b [8]byte
-		rand.Read(b[:])
-		reqID = hex.EncodeToString(b[:])
-	}
-	log := s.log.With("req", reqID)
-	ctx := context.WithValue(r.Context(), logKey, log)
-	r = r.WithContext(ctx)
+	// The request's logger is made on first use: a hot hit logs nothing above
+	// Debug, and a logger with attributes costs more than the hit itself.
+	rl := &reqLog{base: s.log, id: r.Header.Get("X-Request-Id"), seq: s.reqSeq.Add(1)}
+	r = r.WithContext(context.WithValue(r.Context(), logKey, rl))
 	start := s.now()
 	defer func() {
 		status := sw.status
 		if status == 0 {
 			status = http.StatusOK
 		}
-		s.metrics.Requests.WithLabelValues(chName, rt.kind.String(), strconv.Itoa(status)).Inc()
+		s.metrics.request(chName, rt.kind, status).Inc()
 		if sw.source != "" && sw.n > 0 {
-			s.metrics.BytesServed.WithLabelValues(sw.source).Add(float64(sw.n))
+			s.metrics.bytes(sw.source).Add(float64(sw.n))
 		}
-		log.Debug("request", "method", r.Method, "path", redactTokenPath(p), "status", status, "dur", s.now().Sub(start))
+		if s.log.Enabled(r.Context(), slog.LevelDebug) {
+			rl.logger().Debug("request", "method", r.Method, "path", redactTokenPath(p), "status", status, "dur", s.now().Sub(start))
+		}
 	}()
 	if err == nil {
 		err = s.authorize(r, rt.token)
@@ -284,8 +285,29 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// Headers are out: the only honest signal left is a broken connection.
 			panic(http.ErrAbortHandler)
 		}
-		writeError(sw, r, log, err)
+		writeError(sw, r, rl.logger(), err)
 	}
+}
+
+// reqLog is a request's logger, made when first asked for. Fills started by the
+// request carry it into their own goroutines, hence the Once.
+type reqLog struct {
+	base *slog.Logger
+	id   string // the client's X-Request-Id, or "" for a sequence number
+	seq  uint64
+	once sync.Once
+	log  *slog.Logger
+}
+
+func (l *reqLog) logger() *slog.Logger {
+	l.once.Do(func() {
+		id := l.id
+		if id == "" || len(id) > 64 {
+			id = strconv.FormatUint(l.seq, 36)
+		}
+		l.log = l.base.With("req", id)
+	})
+	return l.log
 }
 
 func redactTokenPath(p string) string {
