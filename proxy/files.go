@@ -119,13 +119,9 @@ func (s *Server) mutableSHA(ctx context.Context, ch *channel, rel string) (strin
 
 // serveRunExports answers <subdir>/run_exports.json cut to the served records.
 func (s *Server) serveRunExports(w http.ResponseWriter, r *http.Request, rt route) error {
-	sd := rt.channel.subdir(rt.subdir)
-	sv, err := s.load(r.Context(), sd)
+	sd, sv, err := s.servedSubdir(r.Context(), rt)
 	if err != nil {
 		return err
-	}
-	if sv.notFound {
-		return errNotFound
 	}
 	sha, err := s.mutableSHA(r.Context(), rt.channel, rt.subdir+"/run_exports.json")
 	if err != nil {

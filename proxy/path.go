@@ -94,6 +94,7 @@ func cleanPath(r *http.Request) (string, error) {
 	}
 	return p, nil
 }
+
 // channelFiles are the channel-level files passed through from upstream.
 var channelFiles = map[string]bool{
 	"channeldata.json": true, "notices.json": true, "run_exports.json": true,

@@ -103,7 +103,7 @@ func (p pkgRef) md5Hex() string {
 type served struct {
 	checkedNS    atomic.Int64 // unix ns of the oldest successful validation among the upstreams
 	inputs       string       // what it was cut from: upstream revisions and the policy
-	notFound     bool      // every upstream answered 404
+	notFound     bool         // every upstream answered 404
 	json         variantFile
 	lastModified time.Time
 	packages     map[string]pkgRef
@@ -362,17 +362,27 @@ var variantTypes = map[string]string{
 	"zst": "application/zstd", "bz2": "application/x-bzip2",
 }
 
-func (s *Server) serveRepodata(w http.ResponseWriter, r *http.Request, rt route) error {
+// servedSubdir returns rt's subdir and its current answer; a subdir that no
+// upstream has, or that the policy does not serve, is errNotFound.
+func (s *Server) servedSubdir(ctx context.Context, rt route) (*subdir, *served, error) {
 	if err := s.checkSubdir(rt); err != nil {
-		return err
+		return nil, nil, err
 	}
 	sd := rt.channel.subdir(rt.subdir)
-	sv, err := s.load(r.Context(), sd)
+	sv, err := s.load(ctx, sd)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if sv.notFound {
-		return errNotFound
+		return nil, nil, errNotFound
+	}
+	return sd, sv, nil
+}
+
+func (s *Server) serveRepodata(w http.ResponseWriter, r *http.Request, rt route) error {
+	sd, sv, err := s.servedSubdir(r.Context(), rt)
+	if err != nil {
+		return err
 	}
 	variant := rt.variant
 	if variant == "json" && acceptsGzip(r) {

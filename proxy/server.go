@@ -368,7 +368,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 				return err
 			}
 			if rt.file == "run_exports.json" {
-				return s.serveRunExports(w, r, rt)
+				return s.serveRunExports(w, r, rt) // checks the subdir itself
 			}
 			return s.serveMutable(w, r, rt.channel, rt.subdir+"/"+rt.file)
 		}
