@@ -1,8 +1,8 @@
 package cache
 
 import (
-	"cmp"
 	"bytes"
+	"cmp"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"

@@ -127,7 +127,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 				return out, err
 			},
 		}),
-		Logger:   log,
+		Logger: log,
 	})
 	if err != nil {
 		a.Close()
