@@ -78,7 +78,8 @@ func run(sizeMB int, keep bool, testdata string) error {
     whitelist: ["libgcc-ng"]
     exclude_newer: 2024-01-01
 `},
-		{"pkg_list + include_dependencies", `    pkg_list: ["python 3.9.*", "numpy"]
+		{"pkg_list + include_dependencies", `    platforms: [linux-64]
+    pkg_list: ["python 3.9.*", "numpy"]
     include_dependencies: true
 `},
 	} {
