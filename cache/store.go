@@ -553,9 +553,10 @@ func (s *Store) added(sha string, size int64) {
 	s.blobs[sha] = e
 	s.total += size
 	victims := s.pickVictimsLocked(sha)
+	record := *e // readers change e.ATime under s.mu; marshal a copy
 	s.mu.Unlock()
 	// The metadata says "present" only after the file is in place.
-	if err := s.Meta.Put("b/"+sha, e); err != nil {
+	if err := s.Meta.Put("b/"+sha, &record); err != nil {
 		s.log.Error("record blob", "sha256", sha, "err", err)
 	}
 	for _, v := range victims {
