@@ -129,7 +129,7 @@ func TestErrors(t *testing.T) {
 		{"reserved name", "channels:\n  - name: api\n    upstreams: [{url: https://x.invalid}]\n", "channels[0].name: channel name \"api\""},
 		{"duplicate channel", ch + "  - name: c\n    upstreams: [{url: https://x.invalid/c}]\n", "c.yaml:4: channels[1].name: channel \"c\" is defined twice"},
 		{"nested channel", ch + "  - name: c/sub\n    upstreams: [{url: https://x.invalid/c}]\n", "nest inside"},
-		{"no upstream", "channels:\n  - name: c\n", "channels[0].upstreams: channel \"c\" needs at least one upstream"},
+		{"no upstream", "channels:\n  - name: c\n    kind: files\n", "channels[0].upstreams: channel \"c\" needs at least one upstream"},
 		{"bad upstream scheme", "channels:\n  - name: c\n    upstreams: [{url: ftp://x/c}]\n", "c.yaml:3: channels[0].upstreams[0].url: bad URL \"ftp://x/c\""},
 		{"relative file url", "channels:\n  - name: c\n    upstreams: [{url: \"file://mnt/x\"}]\n", "a file URL is file:///absolute/path"},
 		{"token redacted in error", "channels:\n  - name: c\n    upstreams: [{url: \"ftp://h/t/SECRET/c\"}]\n", "/t/***/c"},

@@ -101,7 +101,9 @@ func (l *loader) validateChannel(c *Config, i int, names map[string]string) erro
 	default:
 		return l.errKey(key("kind"), "%q: want conda or files", ch.Kind)
 	}
-	if len(ch.Upstreams) == 0 {
+	// A conda channel with no upstream serves what `condaproxy import` brought (an
+	// air-gapped site); a files channel has nothing to serve without one.
+	if len(ch.Upstreams) == 0 && ch.Kind == KindFiles {
 		return l.errAt(key("upstreams"), l.lines[fmt.Sprintf("channels[%d]", i)], "channel %q needs at least one upstream", ch.Name)
 	}
 	for j, up := range ch.Upstreams {

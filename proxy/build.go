@@ -45,10 +45,19 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	// answer was cut from, so a revalidation that changed nothing (304s) only moves
 	// the validation time of the current answer.
 	inputsKey := ch.policy.Fingerprint()
+	// Sources are the configured upstreams, in order, then what `condaproxy
+	// import` brought (a channel of an air-gapped site may have no upstream).
+	nsrc := len(ch.sources) + 1
 	for _, sub := range inputs {
-		states[sub] = make([]*upState, len(ch.sources))
-		for i := range ch.sources {
-			st, err := s.upstreamState(ctx, ch, sub, i, refresh && sub == sd.name)
+		states[sub] = make([]*upState, nsrc)
+		for i := 0; i < nsrc; i++ {
+			var st *upState
+			var err error
+			if i == len(ch.sources) {
+				st, err = s.importState(ch, sub)
+			} else {
+				st, err = s.upstreamState(ctx, ch, sub, i, refresh && sub == sd.name)
+			}
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
@@ -57,6 +66,9 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 			}
 			if sub == sd.name {
 				anyState = true
+			}
+			// An import is never revalidated: only upstreams age the answer.
+			if sub == sd.name && i < len(ch.sources) {
 				if checkedAt.IsZero() || st.CheckedAt.Before(checkedAt) {
 					checkedAt = st.CheckedAt
 				}
@@ -88,7 +100,11 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 			if st == nil || !st.Found {
 				continue
 			}
-			d, err := s.readUpstream(st, ch.sources[i], sub)
+			var src upstream.Source
+			if i < len(ch.sources) {
+				src = ch.sources[i]
+			}
+			d, err := s.readUpstream(st, src, sub)
 			if err != nil {
 				return nil, err
 			}
@@ -126,10 +142,10 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	if s.cfg.Cache.KeepRemoved {
 		extras = s.removedButCached(ch, sd.name, own)
 	}
-	multi := len(ch.sources) > 1 || len(extras) > 0
+	multi := several(own) || len(extras) > 0
 	decider, err := ch.policy.Prepare(sd.name, func(visit func(string, *repodata.Record)) error {
 		for _, sub := range inputs {
-			err := scanMerged(docs[sub], nil, multi, func(r *repodata.Record, _ int) { visit(sub, r) })
+			err := scanMerged(docs[sub], nil, several(docs[sub]), func(r *repodata.Record, _ int) { visit(sub, r) })
 			if err != nil {
 				return err
 			}
@@ -139,7 +155,7 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	if err != nil {
 		return nil, err
 	}
-	pkgBase := make([]string, len(ch.sources))
+	pkgBase := make([]string, nsrc)
 	for i := range pkgBase {
 		pkgBase[i] = sd.name + "/"
 		if own[i] != nil && own[i].base != "" {
@@ -176,6 +192,18 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	sv := &served{packages: pkgs, hidden: hidden, decider: decider, pkgBase: pkgBase, inputs: inputsKey}
 	sv.checkedNS.Store(checkedAt.UnixNano())
 	return s.publish(sd, tmpName, size, sha, sv)
+}
+
+// several reports whether more than one source has the subdir: only then can a
+// filename repeat, and the union needs a set of the names seen.
+func several(docs []*upDoc) bool {
+	n := 0
+	for _, d := range docs {
+		if d != nil {
+			n++
+		}
+	}
+	return n > 1
 }
 
 // timeDependent reports whether p's cut changes with the clock alone (min_age).
@@ -291,7 +319,7 @@ func (s *Server) readUpstream(st *upState, src upstream.Source, sub string) (*up
 // is honoured only when it stays on the upstream's kind of scheme: a hostile
 // repodata must not send the proxy to file:///etc.
 func packageBase(src upstream.Source, subdir, baseURL string) string {
-	if baseURL == "" {
+	if baseURL == "" || src.Base == nil {
 		return ""
 	}
 	u, err := src.Resolve(subdir + "/repodata.json").Parse(baseURL)

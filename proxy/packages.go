@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -148,37 +149,49 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 			"subdir", rt.subdir, "file", rt.file)
 		return &httpError{status: http.StatusBadGateway, msg: "the repodata record has no checksum to verify the file against"}
 	}
-	ch := rt.channel
-	key := stateKey("fill", ch.cfg.Name, rt.subdir, rt.file)
+	f := s.startPackageFill(r.Context(), rt.channel, rt.subdir, rt.file, sv, ref)
+	return s.serveFill(w, r, f, func(h http.Header, sha, _ string) { packageHeaders(cmpOr(refSHA, sha))(h) })
+}
+
+// startPackageFill starts (or joins) the one fill of channel/subdir/fn, verified
+// against ref, the record sv serves. Its index entry is written once the blob is in
+// place, also when the blob was already there under another path.
+func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn string, sv *served, ref pkgRef) *fill {
+	refSHA, refMD5 := ref.shaHex(), ref.md5Hex()
+	key := stateKey("fill", ch.cfg.Name, subdir, fn)
 	want := cache.Digest{Size: ref.size, SHA256: refSHA, MD5: refMD5}
-	log := s.logger(r.Context())
-	f := s.startFill(r.Context(), key, func(ctx context.Context, f *fill) (string, error) {
+	log := s.logger(ctx)
+	return s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
+		record := func(sha string) (string, error) {
+			e := pkgEntry{SHA256: sha, MD5: refMD5, Size: ref.size, Upstream: int(ref.upstream),
+				Record: s.recordBytes(sv, ref), CachedAt: s.now()}
+			return sha, s.store.Meta.Put(stateKey("p", ch.cfg.Name, subdir, fn), e)
+		}
 		// Look again inside: another fill may have committed it since our miss.
 		if refSHA != "" && s.store.Has(refSHA) {
-			return refSHA, nil
+			return record(refSHA)
+		}
+		if int(ref.upstream) >= len(ch.sources) {
+			// An imported record whose file left the cache: no upstream to ask.
+			return "", fmt.Errorf("%s/%s/%s came by import and is no longer cached; import it again: %w",
+				ch.cfg.Name, subdir, fn, upstream.ErrNotFound)
 		}
 		src := ch.sources[ref.upstream]
-		resp, err := s.up.Get(ctx, src, sv.pkgBase[ref.upstream]+rt.file, upstream.Conditional{})
+		resp, err := s.up.Get(ctx, src, sv.pkgBase[ref.upstream]+fn, upstream.Conditional{})
 		if err != nil {
-			log.Warn("package fetch failed", "channel", ch.cfg.Name, "subdir", rt.subdir, "file", rt.file,
+			log.Warn("package fetch failed", "channel", ch.cfg.Name, "subdir", subdir, "file", fn,
 				"upstream", src.String(), "err", err)
 			return "", err
 		}
 		sha, err := s.download(ctx, f, resp, want, ch.cfg.Name)
 		if err != nil {
-			log.Error("package fill failed; nothing cached", "channel", ch.cfg.Name, "subdir", rt.subdir,
-				"file", rt.file, "upstream", src.String(), "err", err)
+			log.Error("package fill failed; nothing cached", "channel", ch.cfg.Name, "subdir", subdir,
+				"file", fn, "upstream", src.String(), "err", err)
 			return "", err
 		}
-		e := pkgEntry{SHA256: sha, MD5: refMD5, Size: ref.size, Upstream: int(ref.upstream),
-			Record: s.recordBytes(sv, ref), CachedAt: s.now()}
-		if err := s.store.Meta.Put(stateKey("p", ch.cfg.Name, rt.subdir, rt.file), e); err != nil {
-			return "", err
-		}
-		log.Info("package cached", "channel", ch.cfg.Name, "subdir", rt.subdir, "file", rt.file, "size", ref.size)
-		return sha, nil
+		log.Info("package cached", "channel", ch.cfg.Name, "subdir", subdir, "file", fn, "size", ref.size)
+		return record(sha)
 	})
-	return s.serveFill(w, r, f, func(h http.Header, sha, _ string) { packageHeaders(cmpOr(refSHA, sha))(h) })
 }
 
 // recordBytes copies one record's JSON out of the served file, for the package index.

@@ -94,7 +94,15 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	case "explain":
 		return cmdExplain(ctx, rest, stdout, stderr)
-	case "sync", "clean", "export", "import", "ca":
+	case "sync":
+		return cmdSync(ctx, rest, stdout, stderr)
+	case "clean":
+		return cmdClean(ctx, rest, stdout, stderr)
+	case "export":
+		return cmdExport(ctx, rest, stdout, stderr)
+	case "import":
+		return cmdImport(ctx, rest, stdout, stderr)
+	case "ca":
 		return &exitError{1, fmt.Errorf("%s comes in a later version of condaproxy", cmd)}
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

@@ -1,0 +1,258 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/policy"
+	"github.com/condaproxy/condaproxy/upstream"
+)
+
+// What the mirror operations (sync, clean, export) need from the request path:
+// the same served records, the same fills and the same filter, without HTTP.
+
+// ServedFile is one record a channel serves.
+type ServedFile struct {
+	Subdir   string
+	Filename string
+	SHA256   string // "" for an old record with md5 only
+	Size     int64
+	Cached   bool
+}
+
+// commonSubdirs are tried for a channel with no platforms whose upstream has no
+// channeldata.json to list its subdirs.
+var commonSubdirs = []string{"noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64", "win-64"}
+
+// SyncSubdirs returns the subdirs a pre-warm of channel covers: its platforms and
+// noarch; with no platforms, the subdirs upstream's channeldata.json lists, else the
+// common ones.
+func (s *Server) SyncSubdirs(ctx context.Context, channel string) ([]string, error) {
+	ch, err := s.condaChannel(channel)
+	if err != nil {
+		return nil, err
+	}
+	if len(ch.cfg.Platforms) > 0 {
+		out := []string{"noarch"}
+		for _, p := range ch.cfg.Platforms {
+			if p != "noarch" {
+				out = append(out, p)
+			}
+		}
+		return out, nil
+	}
+	if len(ch.sources) > 0 {
+		if sha, err := s.mutableSHA(ctx, ch, "channeldata.json"); err == nil {
+			if b, err := s.store.OpenBlob(sha); err == nil {
+				var cd struct{ Subdirs []string }
+				err := json.NewDecoder(b).Decode(&cd)
+				b.Close()
+				if err == nil && len(cd.Subdirs) > 0 {
+					out := []string{"noarch"}
+					for _, sd := range cd.Subdirs {
+						if sd != "noarch" && config.SubdirPattern.MatchString(sd) {
+							out = append(out, sd)
+						}
+					}
+					return out, nil
+				}
+			}
+		}
+	}
+	return commonSubdirs, nil
+}
+
+func (s *Server) condaChannel(name string) (*channel, error) {
+	ch := s.channels[name]
+	if ch == nil || ch.cfg.Kind != config.KindConda {
+		return nil, fmt.Errorf("%w %q", ErrUnknownChannel, name)
+	}
+	return ch, nil
+}
+
+// ServedFiles lists what channel/subdir serves; with refresh, upstream is asked
+// first (conditionally). A subdir no upstream has lists nothing.
+func (s *Server) ServedFiles(ctx context.Context, channel, subdir string, refresh bool) ([]ServedFile, error) {
+	ch, err := s.condaChannel(channel)
+	if err != nil {
+		return nil, err
+	}
+	if !ch.policy.ServesSubdir(subdir) {
+		return nil, nil
+	}
+	sd := ch.subdir(subdir)
+	var sv *served
+	if refresh {
+		v, err, _ := s.loads.Do(stateKey("load", ch.cfg.Name, subdir), func() (any, error) {
+			return s.build(ctx, sd, true)
+		})
+		if err != nil && sd.cur.Load() == nil {
+			return nil, err
+		}
+		if err != nil {
+			sv = sd.cur.Load() // upstream failed: the last good answer
+		} else {
+			sv = v.(*served)
+		}
+	} else if sv, err = s.load(ctx, sd); err != nil {
+		return nil, err
+	}
+	if sv.notFound {
+		return nil, nil
+	}
+	out := make([]ServedFile, 0, len(sv.packages))
+	for fn, ref := range sv.packages {
+		f := ServedFile{Subdir: subdir, Filename: fn, SHA256: ref.shaHex(), Size: ref.size}
+		if f.SHA256 != "" {
+			f.Cached = s.store.Has(f.SHA256)
+		} else if e, ok := s.pkgEntry(ch, subdir, fn); ok {
+			f.Cached = s.store.Has(e.SHA256)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// ErrNotServed: the file is not a record the channel serves now.
+var ErrNotServed = errors.New("not served by the channel")
+
+// Prefetch makes sure channel/subdir/filename is cached and verified, through the
+// same one-per-file fill as a client's request. fetched says whether bytes came
+// from upstream. An upstream 404 is upstream.ErrNotFound.
+func (s *Server) Prefetch(ctx context.Context, channel, subdir, filename string) (fetched bool, err error) {
+	ch, err := s.condaChannel(channel)
+	if err != nil {
+		return false, err
+	}
+	sd := ch.subdir(subdir)
+	sv, err := s.load(ctx, sd)
+	if err != nil {
+		return false, err
+	}
+	ref, ok := sv.packages[filename]
+	if !ok {
+		return false, fmt.Errorf("%s/%s/%s: %w", channel, subdir, filename, ErrNotServed)
+	}
+	if sha := ref.shaHex(); sha != "" && s.store.Has(sha) {
+		if _, ok := s.pkgEntry(ch, subdir, filename); ok {
+			return false, nil
+		}
+	}
+	if !ref.hasSHA && !ref.hasMD5 {
+		return false, fmt.Errorf("%s/%s/%s: the record has no checksum to verify against", channel, subdir, filename)
+	}
+	f := s.startPackageFill(ctx, ch, subdir, filename, sv, ref)
+	f.mu.Lock()
+	for !f.done {
+		f.cond.Wait()
+	}
+	fetched, err = f.started, f.err
+	f.mu.Unlock()
+	if err != nil {
+		return false, fillError(err)
+	}
+	return fetched, nil
+}
+
+// CachedFile is a package in the cache under a channel path.
+type CachedFile struct {
+	Subdir, Filename string
+	SHA256           string
+	Size             int64
+	Rule             string // the rule that hides it now ("" when served)
+}
+
+// CachedHidden lists channel's cached packages that its filter hides now: what
+// `condaproxy clean` removes after a filter change.
+func (s *Server) CachedHidden(ctx context.Context, channel string) ([]CachedFile, error) {
+	ch, err := s.condaChannel(channel)
+	if err != nil {
+		return nil, err
+	}
+	var out []CachedFile
+	views := map[string]*served{}
+	prefix := "p/" + ch.cfg.Name + "|"
+	err = s.store.Meta.Scan(prefix, func(key string, val []byte) error {
+		subdir, fn, ok := strings.Cut(strings.TrimPrefix(key, prefix), "|")
+		if !ok {
+			return nil
+		}
+		var e pkgEntry
+		if err := json.Unmarshal(val, &e); err != nil {
+			return nil
+		}
+		f := CachedFile{Subdir: subdir, Filename: fn, SHA256: e.SHA256, Size: e.Size}
+		if !ch.policy.ServesSubdir(subdir) {
+			f.Rule = "platforms"
+			out = append(out, f)
+			return nil
+		}
+		sv, seen := views[subdir]
+		if !seen {
+			sv, _ = s.load(ctx, ch.subdir(subdir)) // nil when no repodata can be had
+			views[subdir] = sv
+		}
+		if sv != nil {
+			if _, ok := sv.packages[fn]; ok {
+				return nil
+			}
+			if rule, ok := sv.hidden[fn]; ok {
+				f.Rule = rule
+				out = append(out, f)
+				return nil
+			}
+		}
+		var d policy.Decider
+		if sv != nil {
+			d = sv.decider
+		}
+		if rule := s.decideCached(route{channel: ch, subdir: subdir, file: fn}, e, d); rule != "" {
+			f.Rule = rule
+			out = append(out, f)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Uncache removes channel/subdir/filename from the cache: its index entry, and its
+// blob unless another channel path holds the same bytes.
+func (s *Server) Uncache(channel, subdir, filename string) error {
+	ch, err := s.condaChannel(channel)
+	if err != nil {
+		return err
+	}
+	key := stateKey("p", ch.cfg.Name, subdir, filename)
+	var e pkgEntry
+	ok, err := s.store.Meta.Get(key, &e)
+	if err != nil || !ok {
+		return err
+	}
+	if err := s.store.Meta.Delete(key); err != nil {
+		return err
+	}
+	shared := false
+	s.store.Meta.Scan("p/", func(_ string, val []byte) error {
+		var other pkgEntry
+		if json.Unmarshal(val, &other) == nil && other.SHA256 == e.SHA256 {
+			shared = true
+			return io.EOF // stop
+		}
+		return nil
+	})
+	if shared {
+		return nil
+	}
+	return s.store.RemoveBlob(e.SHA256)
+}
+
+// IsNotFound reports whether err is an upstream 404 (a record whose file upstream
+// lacks): sync reports it and goes on.
+func IsNotFound(err error) bool {
+	return errors.Is(err, upstream.ErrNotFound) || errors.Is(err, errNotFound)
+}
