@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/condaproxy/condaproxy/repodata"
+	"github.com/condaproxy/condaproxy/upstream"
 )
 
 // Explanation says what the channel does with one record.
@@ -40,13 +41,20 @@ func (s *Server) Explain(ctx context.Context, channel, subdir, query string) ([]
 		return nil, err
 	}
 	var docs []*upDoc
-	for i := range ch.sources {
-		st, err := s.upstreamState(ctx, ch, subdir, i, false)
+	for i := 0; i <= len(ch.sources); i++ { // the upstreams, then what imports brought
+		var st *upState
+		var src upstream.Source
+		if i < len(ch.sources) {
+			st, err = s.upstreamState(ctx, ch, subdir, i, false)
+			src = ch.sources[i]
+		} else {
+			st, err = s.importState(ch, subdir)
+		}
 		if err != nil || st == nil || !st.Found {
 			docs = append(docs, nil)
 			continue
 		}
-		d, err := s.readUpstream(st, ch.sources[i], subdir)
+		d, err := s.readUpstream(st, src, subdir)
 		if err != nil {
 			return nil, err
 		}
@@ -54,7 +62,7 @@ func (s *Server) Explain(ctx context.Context, channel, subdir, query string) ([]
 	}
 	var out []Explanation
 	byFile := repodata.ValidFilename(query)
-	err = scanMerged(docs, nil, len(docs) > 1, func(r *repodata.Record, _ int) {
+	err = scanMerged(docs, nil, several(docs), func(r *repodata.Record, _ int) {
 		if (byFile && r.Filename != query) || (!byFile && r.Name != query) {
 			return
 		}
