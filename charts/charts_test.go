@@ -1,0 +1,913 @@
+package charts
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"text/template"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
+	"gopkg.in/yaml.v3"
+
+	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/proxy"
+)
+
+const (
+	dashboardFile = "grafana/condaproxy.json"
+	chartDir      = "condaproxy"
+)
+
+// ---------------------------------------------------------------------------
+// (a) The dashboard queries only what the binary exports.
+
+// family is one metric family as the binary's /metrics shows it.
+type family struct {
+	typ    dto.MetricType
+	labels map[string]bool
+}
+
+// recorder is a Registerer that remembers every collector registered through it,
+// so the test knows exactly what proxy.NewMetrics declared.
+type recorder struct {
+	prometheus.Registerer
+	collectors []prometheus.Collector
+}
+
+func (r *recorder) Register(c prometheus.Collector) error {
+	r.collectors = append(r.collectors, c)
+	return r.Registerer.Register(c)
+}
+
+func (r *recorder) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// exportedFamilies builds the registry the way cmd/condaproxy/serve.go's newApp does
+// (a fresh registry, the Go and process collectors, proxy.NewMetrics over a real
+// cache.Store) and returns every family it exports, with its label names.
+//
+// Why not just Gather: a CounterVec or HistogramVec with no child yet is absent from
+// Gather's output, so a dashboard query for a renamed (or never-used) vector would
+// look exactly like a query for one nobody has hit yet. Instead the registerer
+// records the collectors NewMetrics registers; each vector among them gets one child
+// with dummy label values (the label count found by trying GetMetricWithLabelValues
+// with 0, 1, 2... values: only the right count succeeds). Then the families those
+// collectors produce are gathered from a registry of their own and their number must
+// equal the number of descriptors they Describe: a declared family that still does
+// not show up (a collector type this test does not know how to touch) fails the test
+// rather than silently shrinking the set the dashboard is checked against. Names,
+// types and label names all come from Gather, i.e. from what /metrics would print.
+func exportedFamilies(t *testing.T) map[string]family {
+	t.Helper()
+	store, err := cache.Open(t.TempDir(), cache.Options{})
+	if err != nil {
+		t.Fatalf("cache.Open: %v", err)
+	}
+	t.Cleanup(func() { store.Close() })
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rec := &recorder{Registerer: reg}
+	proxy.NewMetrics(rec, store)
+	if len(rec.collectors) == 0 {
+		t.Fatal("proxy.NewMetrics registered no collector")
+	}
+
+	declared := 0
+	own := prometheus.NewRegistry()
+	for _, c := range rec.collectors {
+		descs := make(chan *prometheus.Desc, 64)
+		c.Describe(descs)
+		close(descs)
+		for range descs {
+			declared++
+		}
+		own.MustRegister(c)
+		touch(t, c)
+	}
+
+	ownFams, err := own.Gather()
+	if err != nil {
+		t.Fatalf("gather proxy metrics: %v", err)
+	}
+	if len(ownFams) != declared {
+		var names []string
+		for _, f := range ownFams {
+			names = append(names, f.GetName())
+		}
+		t.Fatalf("proxy.NewMetrics declares %d metric families but only %d were gathered after touching each vector (%v): "+
+			"teach touch() the new collector type", declared, len(ownFams), names)
+	}
+
+	all, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	out := map[string]family{}
+	for _, f := range all {
+		fam := family{typ: f.GetType(), labels: map[string]bool{}}
+		for _, m := range f.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				fam.labels[lp.GetName()] = true
+			}
+		}
+		out[f.GetName()] = fam
+	}
+	for _, f := range ownFams {
+		if _, ok := out[f.GetName()]; !ok {
+			t.Fatalf("%s is gathered on its own but not from the binary's registry", f.GetName())
+		}
+	}
+	return out
+}
+
+// touch creates one child of a metric vector, so that it is gathered.
+func touch(t *testing.T, c prometheus.Collector) {
+	t.Helper()
+	var try func(lvs ...string) error
+	switch v := c.(type) {
+	case *prometheus.CounterVec:
+		try = func(lvs ...string) error { _, err := v.GetMetricWithLabelValues(lvs...); return err }
+	case *prometheus.GaugeVec:
+		try = func(lvs ...string) error { _, err := v.GetMetricWithLabelValues(lvs...); return err }
+	case *prometheus.HistogramVec:
+		try = func(lvs ...string) error { _, err := v.GetMetricWithLabelValues(lvs...); return err }
+	case *prometheus.SummaryVec:
+		try = func(lvs ...string) error { _, err := v.GetMetricWithLabelValues(lvs...); return err }
+	default:
+		return // not a vector: always gathered (the count check above catches exceptions)
+	}
+	for n := 0; n <= 16; n++ {
+		lvs := make([]string, n)
+		for i := range lvs {
+			lvs[i] = "dummy" + strconv.Itoa(i)
+		}
+		if try(lvs...) == nil {
+			return
+		}
+	}
+	t.Fatalf("cannot create a child of %T with 0..16 label values", c)
+}
+
+// Labels a query may use although the binary does not export them: Prometheus
+// adds them to every scraped series.
+var scrapeLabels = map[string]bool{"instance": true, "job": true}
+
+var (
+	metricRef  = regexp.MustCompile(`\bcondaproxy_[a-zA-Z0-9_:]*[a-zA-Z0-9]`)
+	selectorRe = regexp.MustCompile(`\b(condaproxy_[a-zA-Z0-9_:]*[a-zA-Z0-9])\s*\{([^}]*)\}`)
+	matcherRe  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`)
+	groupingRe = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)`)
+	legendRe   = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
+	labelVals  = regexp.MustCompile(`label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)`)
+)
+
+// resolve maps a series name in a query to its exported family: the name itself, or
+// a histogram's (or summary's) _bucket/_sum/_count series. It reports whether the
+// series is a histogram bucket, whose extra label is le.
+func resolve(fams map[string]family, name string) (base string, bucket bool, err error) {
+	if _, ok := fams[name]; ok {
+		return name, false, nil
+	}
+	for _, suf := range []string{"_bucket", "_sum", "_count"} {
+		b, ok := strings.CutSuffix(name, suf)
+		if !ok {
+			continue
+		}
+		f, ok := fams[b]
+		if !ok {
+			break
+		}
+		switch {
+		case f.typ == dto.MetricType_HISTOGRAM:
+			return b, suf == "_bucket", nil
+		case f.typ == dto.MetricType_SUMMARY && suf != "_bucket":
+			return b, false, nil
+		default:
+			return "", false, fmt.Errorf("%s: %s is a %s, it has no %s series", name, b, f.typ, suf)
+		}
+	}
+	return "", false, fmt.Errorf("%s is not a metric the binary exports (renamed in proxy/metrics.go?)", name)
+}
+
+// checkQuery checks one PromQL expression (and its legend) against the exported
+// families; it returns the families the query uses and every problem found.
+func checkQuery(fams map[string]family, expr, legend string) (used []string, problems []string) {
+	type ref struct {
+		base   string
+		bucket bool
+	}
+	var refs []ref
+	for _, name := range metricRef.FindAllString(expr, -1) {
+		base, bucket, err := resolve(fams, name)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		refs = append(refs, ref{base, bucket})
+		used = append(used, base)
+	}
+	if len(refs) == 0 {
+		return used, problems
+	}
+	// onAll: the label is on every series of the expression (a grouping label
+	// must survive each aggregation it is applied to).
+	onAll := func(label string) bool {
+		if scrapeLabels[label] {
+			return true
+		}
+		for _, r := range refs {
+			if !fams[r.base].labels[label] && !(label == "le" && r.bucket) {
+				return false
+			}
+		}
+		return true
+	}
+	onAny := func(label string) bool {
+		if scrapeLabels[label] {
+			return true
+		}
+		for _, r := range refs {
+			if fams[r.base].labels[label] || (label == "le" && r.bucket) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, m := range groupingRe.FindAllStringSubmatch(expr, -1) {
+		for l := range strings.SplitSeq(m[1], ",") {
+			if l = strings.TrimSpace(l); l != "" && !onAll(l) {
+				problems = append(problems, fmt.Sprintf("%q groups by label %q, which not every metric in it has", expr, l))
+			}
+		}
+	}
+	for _, m := range selectorRe.FindAllStringSubmatch(expr, -1) {
+		base, bucket, err := resolve(fams, m[1])
+		if err != nil {
+			continue // reported above
+		}
+		for _, mm := range matcherRe.FindAllStringSubmatch(m[2], -1) {
+			l := mm[1]
+			if l != "__name__" && !scrapeLabels[l] && !fams[base].labels[l] && !(l == "le" && bucket) {
+				problems = append(problems, fmt.Sprintf("%q matches label %q, which %s does not have", expr, l, m[1]))
+			}
+		}
+	}
+	for _, m := range legendRe.FindAllStringSubmatch(legend, -1) {
+		if !onAny(m[1]) {
+			problems = append(problems, fmt.Sprintf("legend %q of %q names label %q, which no metric in it has", legend, expr, m[1]))
+		}
+	}
+	return used, problems
+}
+
+type dashboard struct {
+	SchemaVersion int                       `json:"schemaVersion"`
+	Panels        []panel                   `json:"panels"`
+	Templating    struct{ List []variable } `json:"templating"`
+}
+
+type panel struct {
+	ID         int             `json:"id"`
+	Type       string          `json:"type"`
+	Title      string          `json:"title"`
+	Datasource json.RawMessage `json:"datasource"`
+	Targets    []struct {
+		Expr         string          `json:"expr"`
+		LegendFormat string          `json:"legendFormat"`
+		Datasource   json.RawMessage `json:"datasource"`
+	} `json:"targets"`
+	Panels []panel `json:"panels"` // a collapsed row's panels
+}
+
+type variable struct {
+	Name       string          `json:"name"`
+	Type       string          `json:"type"`
+	Query      json.RawMessage `json:"query"`
+	Definition string          `json:"definition"`
+}
+
+func loadDashboard(t *testing.T) dashboard {
+	t.Helper()
+	data, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d dashboard
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&d); err != nil {
+		t.Fatalf("%s: %v", dashboardFile, err)
+	}
+	return d
+}
+
+func flatten(ps []panel) []panel {
+	var out []panel
+	for _, p := range ps {
+		out = append(out, p)
+		out = append(out, flatten(p.Panels)...)
+	}
+	return out
+}
+
+func TestDashboardQueriesExportedMetrics(t *testing.T) {
+	fams := exportedFamilies(t)
+	d := loadDashboard(t)
+	if d.SchemaVersion < 36 {
+		t.Errorf("schemaVersion %d: want >= 36", d.SchemaVersion)
+	}
+
+	vars := map[string]variable{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = v
+	}
+	if v, ok := vars["datasource"]; !ok || v.Type != "datasource" || string(v.Query) != `"prometheus"` {
+		t.Errorf("templating: want a variable \"datasource\" of type datasource with query \"prometheus\", got %+v", v)
+	}
+	ch, ok := vars["channel"]
+	if !ok {
+		t.Errorf("templating: no channel variable")
+	}
+	// The variable's query is a string or, in newer Grafana, {"query": "..."}.
+	var chQuery struct{ Query string }
+	if err := json.Unmarshal(ch.Query, &chQuery.Query); err != nil {
+		json.Unmarshal(ch.Query, &chQuery)
+	}
+	for _, q := range []string{ch.Definition, chQuery.Query} {
+		m := labelVals.FindStringSubmatch(q)
+		if m == nil || m[1] != "condaproxy_requests_total" || m[2] != "channel" {
+			t.Errorf("channel variable: query %q, want label_values(condaproxy_requests_total, channel)", q)
+			continue
+		}
+		if f, ok := fams[m[1]]; !ok || !f.labels[m[2]] {
+			t.Errorf("channel variable: %s has no label %s", m[1], m[2])
+		}
+	}
+
+	used := map[string]bool{}
+	queries := 0
+	usesChannelVar := false
+	for _, p := range flatten(d.Panels) {
+		if p.Type == "row" {
+			continue
+		}
+		if !strings.Contains(string(p.Datasource), "${datasource}") {
+			t.Errorf("panel %q: datasource %s, want ${datasource}", p.Title, p.Datasource)
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			queries++
+			if tg.Datasource != nil && !strings.Contains(string(tg.Datasource), "${datasource}") {
+				t.Errorf("panel %q: target datasource %s, want ${datasource}", p.Title, tg.Datasource)
+			}
+			names, problems := checkQuery(fams, tg.Expr, tg.LegendFormat)
+			if len(names) == 0 {
+				t.Errorf("panel %q: query %q uses no condaproxy metric", p.Title, tg.Expr)
+			}
+			for _, pr := range problems {
+				t.Errorf("panel %q: %s", p.Title, pr)
+			}
+			for _, n := range names {
+				used[n] = true
+			}
+			usesChannelVar = usesChannelVar || strings.Contains(tg.Expr, `channel=~"$channel"`)
+		}
+	}
+	if queries == 0 {
+		t.Fatal("the dashboard has no query")
+	}
+	if !usesChannelVar {
+		t.Error("no query filters on the channel variable")
+	}
+	// Informational: a metric the binary exports that no panel shows is not a broken
+	// contract, but probably a panel to add.
+	for name := range fams {
+		if strings.HasPrefix(name, "condaproxy_") && !used[name] {
+			t.Logf("note: %s is exported but on no panel", name)
+		}
+	}
+}
+
+// TestCheckQueryCatchesMistakes shows the checker is not vacuous: the mistakes a
+// rename in proxy/metrics.go would cause are reported.
+func TestCheckQueryCatchesMistakes(t *testing.T) {
+	fams := exportedFamilies(t)
+	for _, tc := range []struct{ expr, legend string }{
+		{`sum(rate(condaproxy_request_total[5m]))`, ""},                                    // renamed metric
+		{`sum by (channel) (rate(condaproxy_bytes_served_total[5m]))`, ""},                 // label it lacks
+		{`rate(condaproxy_cache_lookups_total{results="hit"}[5m])`, ""},                    // matcher on a missing label
+		{`rate(condaproxy_upstream_errors_total_bucket[5m])`, ""},                          // _bucket of a counter
+		{`sum by (le) (rate(condaproxy_upstream_request_duration_seconds_count[5m]))`, ""}, // le off a bucket
+		{`rate(condaproxy_upstream_errors_total[5m])`, "{{channel}}"},                      // legend label it lacks
+	} {
+		if _, problems := checkQuery(fams, tc.expr, tc.legend); len(problems) == 0 {
+			t.Errorf("checkQuery(%q, %q) found no problem", tc.expr, tc.legend)
+		}
+	}
+	if _, problems := checkQuery(fams,
+		`histogram_quantile(0.9, sum by (le, host) (rate(condaproxy_upstream_request_duration_seconds_bucket{code="200"}[5m])))`,
+		"{{host}}"); len(problems) != 0 {
+		t.Errorf("a correct query was refused: %v", problems)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// (b) The chart's YAML files parse, and its default configuration is valid.
+
+func readYAML(t *testing.T, path string) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	if err := yaml.Unmarshal(data, &out); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if out == nil {
+		t.Fatalf("%s is empty", path)
+	}
+	return out
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestChartYAML(t *testing.T) {
+	chart := readYAML(t, filepath.Join(chartDir, "Chart.yaml"))
+	if chart["apiVersion"] != "v2" {
+		t.Errorf("Chart.yaml: apiVersion %v, want v2", chart["apiVersion"])
+	}
+	for _, k := range []string{"name", "version", "appVersion"} {
+		if s, _ := chart[k].(string); s == "" {
+			t.Errorf("Chart.yaml: %s must be a non-empty string, got %#v", k, chart[k])
+		}
+	}
+
+	values := readYAML(t, filepath.Join(chartDir, "values.yaml"))
+	for _, p := range []string{"replicas", "redis.url", "config", "persistence.enabled", "serviceMonitor.enabled",
+		"secret.existingSecret", "terminationGracePeriodSeconds", "containerPort"} {
+		if _, ok := lookup(values, strings.Split(p, ".")); !ok {
+			t.Errorf("values.yaml: no %s", p)
+		}
+	}
+	cfgBlock, ok := values["config"].(map[string]any)
+	if !ok {
+		t.Fatalf("values.yaml: config is %T, want a mapping", values["config"])
+	}
+	// The chart sets these with --listen and --data; in the file they would be
+	// silently overridden.
+	for _, k := range []string{"listen", "data"} {
+		if _, ok := cfgBlock[k]; ok {
+			t.Errorf("values.yaml: config.%s is set by the chart's flags; leave it out", k)
+		}
+	}
+	data, err := yaml.Marshal(cfgBlock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No environment: the chart's defaults must start without any Secret.
+	cfg, err := config.Parse("values.yaml config", data, noEnv)
+	if err != nil {
+		t.Fatalf("the chart's default configuration does not load: %v", err)
+	}
+	if len(cfg.Channels) == 0 {
+		t.Error("the chart's default configuration serves no channel")
+	}
+	if g := values["terminationGracePeriodSeconds"]; g != 45 {
+		t.Errorf("terminationGracePeriodSeconds %v, want 45 (serve drains for 30 s)", g)
+	}
+	// The cache cap must fit in the volume it lives on.
+	size, _ := lookup(values, []string{"persistence", "size"})
+	vol, err := quantity(fmt.Sprint(size))
+	if err != nil {
+		t.Fatalf("persistence.size: %v", err)
+	}
+	if int64(cfg.Cache.MaxSize) >= vol {
+		t.Errorf("config.cache.max_size %s does not fit in persistence.size %v", cfg.Cache.MaxSize, size)
+	}
+}
+
+// quantity parses the Kubernetes quantities a volume size is written in.
+func quantity(s string) (int64, error) {
+	for _, u := range []struct {
+		suf  string
+		mult int64
+	}{{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40}, {"k", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}} {
+		if n, ok := strings.CutSuffix(s, u.suf); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			return v * u.mult, err
+		}
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// lookup follows a dotted path through nested mappings.
+func lookup(v any, path []string) (any, bool) {
+	for _, k := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[k]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// ---------------------------------------------------------------------------
+// (c) The templates use only values that exist, and render to valid objects.
+
+var valuesRef = regexp.MustCompile(`\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)`)
+
+func templateFiles(t *testing.T) map[string]string {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(chartDir, "templates", "*"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no templates: %v", err)
+	}
+	out := map[string]string{}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[filepath.ToSlash(p)] = string(data)
+	}
+	return out
+}
+
+func TestTemplatesReferenceExistingValues(t *testing.T) {
+	values := readYAML(t, filepath.Join(chartDir, "values.yaml"))
+	refs := 0
+	for name, text := range templateFiles(t) {
+		for _, m := range valuesRef.FindAllStringSubmatch(text, -1) {
+			refs++
+			if _, ok := lookup(values, strings.Split(m[1][1:], ".")); !ok {
+				t.Errorf("%s: .Values%s is not in values.yaml", name, m[1])
+			}
+		}
+	}
+	if refs == 0 {
+		t.Fatal("no .Values reference found: the regexp is broken")
+	}
+}
+
+// The functions below stand in for the Helm and Sprig functions the templates
+// use, with their semantics (argument order included), so the chart can be
+// rendered without helm. A template calling any other function fails to parse:
+// add it here only if Helm has it.
+
+func empty(v any) bool {
+	if v == nil {
+		return true
+	}
+	r := reflect.ValueOf(v)
+	switch r.Kind() {
+	case reflect.Map, reflect.Slice, reflect.String, reflect.Array:
+		return r.Len() == 0
+	default:
+		return r.IsZero()
+	}
+}
+
+func toInt(v any) int {
+	switch n := v.(type) {
+	case int:
+		return n
+	case int64:
+		return int(n)
+	case float64:
+		return int(n)
+	case string:
+		i, _ := strconv.Atoi(n)
+		return i
+	}
+	return 0
+}
+
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = deepCopy(e)
+		}
+		return m
+	case []any:
+		s := make([]any, len(x))
+		for i, e := range x {
+			s[i] = deepCopy(e)
+		}
+		return s
+	}
+	return v
+}
+
+func indent(n int, s string) string {
+	pad := strings.Repeat(" ", n)
+	return pad + strings.ReplaceAll(s, "\n", "\n"+pad)
+}
+
+func toYAML(v any) (string, error) {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(v); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
+}
+
+// render executes every template of the chart with values, as helm template would,
+// and returns the objects it produces.
+func render(t *testing.T, values map[string]any) ([]map[string]any, error) {
+	t.Helper()
+	chart := readYAML(t, filepath.Join(chartDir, "Chart.yaml"))
+	var set *template.Template
+	funcs := template.FuncMap{
+		"include": func(name string, data any) (string, error) {
+			var b strings.Builder
+			err := set.ExecuteTemplate(&b, name, data)
+			return b.String(), err
+		},
+		"toYaml":  toYAML,
+		"indent":  indent,
+		"nindent": func(n int, s string) string { return "\n" + indent(n, s) },
+		"quote": func(vs ...any) string {
+			var out []string
+			for _, v := range vs {
+				if v != nil {
+					out = append(out, strconv.Quote(fmt.Sprint(v)))
+				}
+			}
+			return strings.Join(out, " ")
+		},
+		"default": func(d any, given ...any) any {
+			if len(given) == 0 || empty(given[0]) {
+				return d
+			}
+			return given[0]
+		},
+		"trunc": func(n int, s string) string {
+			if n >= 0 && len(s) > n {
+				return s[:n]
+			}
+			return s
+		},
+		"trimSuffix": func(suf, s string) string { return strings.TrimSuffix(s, suf) },
+		"contains":   func(sub, s string) bool { return strings.Contains(s, sub) },
+		"replace":    func(old, new, s string) string { return strings.ReplaceAll(s, old, new) },
+		"sha256sum": func(s string) string {
+			h := sha256.Sum256([]byte(s))
+			return hex.EncodeToString(h[:])
+		},
+		"int":      toInt,
+		"deepCopy": deepCopy,
+		"set":      func(d map[string]any, k string, v any) map[string]any { d[k] = v; return d },
+		"fail":     func(msg string) (string, error) { return "", errors.New(msg) },
+	}
+	files := templateFiles(t)
+	set = template.New("chart").Funcs(funcs).Option("missingkey=error")
+	var names []string
+	for name, text := range files {
+		if _, err := set.New(name).Parse(text); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	root := map[string]any{
+		"Values":  values,
+		"Release": map[string]any{"Name": "test", "Namespace": "default", "Service": "Helm"},
+		"Chart": map[string]any{
+			"Name": chart["name"], "Version": chart["version"], "AppVersion": chart["appVersion"],
+		},
+		"Template":     map[string]any{"BasePath": chartDir + "/templates"},
+		"Capabilities": map[string]any{},
+	}
+	var objs []map[string]any
+	for _, name := range names {
+		if strings.HasPrefix(filepath.Base(name), "_") {
+			continue
+		}
+		var b strings.Builder
+		if err := set.ExecuteTemplate(&b, name, root); err != nil {
+			return nil, err
+		}
+		if os.Getenv("CHARTS_DUMP") != "" { // CHARTS_DUMP=1 go test -v -run Render ./charts/ shows the output
+			t.Logf("# Source: %s\n%s", name, b.String())
+		}
+		for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(b.String(), -1) {
+			var obj map[string]any
+			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+				t.Fatalf("%s renders invalid YAML: %v\n%s", name, err, doc)
+			}
+			if obj != nil {
+				objs = append(objs, obj)
+			}
+		}
+	}
+	return objs, nil
+}
+
+func byKind(objs []map[string]any) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for _, o := range objs {
+		out[fmt.Sprint(o["kind"])] = o
+	}
+	return out
+}
+
+func get(t *testing.T, v any, path string) any {
+	t.Helper()
+	for _, k := range strings.Split(path, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[k]
+		case []any:
+			i, err := strconv.Atoi(k)
+			if err != nil || i >= len(x) {
+				t.Fatalf("%s: no element %s", path, k)
+			}
+			v = x[i]
+		default:
+			t.Fatalf("%s: %s is under a %T", path, k, v)
+		}
+	}
+	return v
+}
+
+// renderedConfig loads the ConfigMap's condaproxy.yaml through config.Parse.
+func renderedConfig(t *testing.T, cm map[string]any, env map[string]string) *config.Config {
+	t.Helper()
+	data, _ := get(t, cm, "data").(map[string]any)
+	text, ok := data["condaproxy.yaml"].(string)
+	if !ok {
+		t.Fatal("ConfigMap has no data.condaproxy.yaml")
+	}
+	cfg, err := config.Parse("rendered condaproxy.yaml", []byte(text), func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	})
+	if err != nil {
+		t.Fatalf("the rendered configuration does not load: %v\n%s", err, text)
+	}
+	return cfg
+}
+
+func loadValues(t *testing.T) map[string]any {
+	return readYAML(t, filepath.Join(chartDir, "values.yaml"))
+}
+
+func TestRenderDefaults(t *testing.T) {
+	objs, err := render(t, loadValues(t))
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	k := byKind(objs)
+	var kinds []string
+	for kind := range k {
+		kinds = append(kinds, kind)
+	}
+	sort.Strings(kinds)
+	if want := []string{"ConfigMap", "Deployment", "PersistentVolumeClaim", "Service"}; !slices.Equal(kinds, want) {
+		t.Fatalf("default render: kinds %v, want %v", kinds, want)
+	}
+	renderedConfig(t, k["ConfigMap"], nil)
+
+	dep := k["Deployment"]
+	pod := get(t, dep, "spec.template.spec")
+	c := get(t, pod, "containers.0")
+	if p := get(t, c, "readinessProbe.httpGet.path"); p != "/readyz" {
+		t.Errorf("readiness probe %v, want /readyz", p)
+	}
+	if p := get(t, c, "livenessProbe.httpGet.path"); p != "/healthz" {
+		t.Errorf("liveness probe %v, want /healthz", p)
+	}
+	if g := get(t, pod, "terminationGracePeriodSeconds"); g != 45 {
+		t.Errorf("terminationGracePeriodSeconds %v, want 45", g)
+	}
+	if v := get(t, pod, "securityContext.runAsNonRoot"); v != true {
+		t.Errorf("pod runAsNonRoot %v", v)
+	}
+	if v := get(t, c, "securityContext.runAsNonRoot"); v != true {
+		t.Errorf("container runAsNonRoot %v", v)
+	}
+	args := fmt.Sprint(get(t, c, "args"))
+	if !strings.Contains(args, "--listen :8080") || !strings.Contains(args, "-c /etc/condaproxy/condaproxy.yaml") {
+		t.Errorf("args %s", args)
+	}
+	if p := get(t, c, "ports.0.containerPort"); p != 8080 {
+		t.Errorf("containerPort %v", p)
+	}
+	if e := get(t, c, "envFrom"); e != nil {
+		t.Errorf("envFrom %v with no secret configured", e)
+	}
+	if s := get(t, dep, "spec.strategy.type"); s != "Recreate" {
+		t.Errorf("strategy %v, want Recreate with a volume claim", s)
+	}
+	claim := get(t, pod, "volumes.1.persistentVolumeClaim.claimName")
+	if claim != get(t, k["PersistentVolumeClaim"], "metadata.name") {
+		t.Errorf("data volume claims %v, the chart's claim is %v", claim, get(t, k["PersistentVolumeClaim"], "metadata.name"))
+	}
+	if get(t, k["Service"], "spec.ports.0.targetPort") != get(t, c, "ports.0.name") {
+		t.Error("the Service's targetPort is not the container's port name")
+	}
+}
+
+func TestRenderReplicas(t *testing.T) {
+	v := loadValues(t)
+	v["replicas"] = 3
+	v["redis"] = map[string]any{"url": "redis://:${REDIS_PASSWORD}@redis:6379/0"}
+	v["persistence"].(map[string]any)["enabled"] = false
+	v["persistence"].(map[string]any)["emptyDirSizeLimit"] = "20Gi"
+	v["serviceMonitor"].(map[string]any)["enabled"] = true
+	v["secret"] = map[string]any{"existingSecret": "", "env": map[string]any{"REDIS_PASSWORD": "pw", "ANACONDA_TOKEN": "tk"}}
+	chans := v["config"].(map[string]any)["channels"].([]any)
+	v["config"].(map[string]any)["channels"] = append(chans, map[string]any{
+		"name": "private", "upstreams": []any{map[string]any{"url": "https://conda.anaconda.org/t/${ANACONDA_TOKEN}/private"}},
+	})
+	objs, err := render(t, v)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	k := byKind(objs)
+	for _, want := range []string{"ConfigMap", "Deployment", "Secret", "Service", "ServiceMonitor"} {
+		if k[want] == nil {
+			t.Errorf("no %s", want)
+		}
+	}
+	if k["PersistentVolumeClaim"] != nil {
+		t.Error("a PersistentVolumeClaim with persistence disabled")
+	}
+	cfg := renderedConfig(t, k["ConfigMap"], map[string]string{"REDIS_PASSWORD": "pw", "ANACONDA_TOKEN": "tk"})
+	if cfg.Redis != "redis://:pw@redis:6379/0" {
+		t.Errorf("redis %q", cfg.Redis)
+	}
+	dep := k["Deployment"]
+	if r := get(t, dep, "spec.replicas"); r != 3 {
+		t.Errorf("replicas %v", r)
+	}
+	pod := get(t, dep, "spec.template.spec")
+	if s := get(t, pod, "volumes.1.emptyDir.sizeLimit"); s != "20Gi" {
+		t.Errorf("data volume emptyDir sizeLimit %v", s)
+	}
+	if s := get(t, get(t, pod, "containers.0"), "envFrom.0.secretRef.name"); s != get(t, k["Secret"], "metadata.name") {
+		t.Errorf("envFrom secret %v, the chart's Secret is %v", s, get(t, k["Secret"], "metadata.name"))
+	}
+	if p := get(t, k["ServiceMonitor"], "spec.endpoints.0.path"); p != "/metrics" {
+		t.Errorf("ServiceMonitor path %v", p)
+	}
+	if p := get(t, k["ServiceMonitor"], "spec.endpoints.0.port"); p != get(t, k["Service"], "spec.ports.0.name") {
+		t.Errorf("ServiceMonitor port %v is not the Service's port name", p)
+	}
+
+	// Without the secret's env, the same values with an existing Secret reference it.
+	v["secret"] = map[string]any{"existingSecret": "mine", "env": map[string]any{}}
+	objs, err = render(t, v)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	k = byKind(objs)
+	if k["Secret"] != nil {
+		t.Error("a Secret is created although existingSecret is set")
+	}
+	if s := get(t, k["Deployment"], "spec.template.spec.containers.0.envFrom.0.secretRef.name"); s != "mine" {
+		t.Errorf("envFrom secret %v, want mine", s)
+	}
+}
+
+func TestRenderRefusesBrokenScale(t *testing.T) {
+	v := loadValues(t)
+	v["replicas"] = 2
+	if _, err := render(t, v); err == nil || !strings.Contains(err.Error(), "redis.url") {
+		t.Errorf("replicas 2 without redis: err %v, want one naming redis.url", err)
+	}
+	v["redis"] = map[string]any{"url": "redis://redis:6379/0"}
+	if _, err := render(t, v); err == nil || !strings.Contains(err.Error(), "persistence.enabled") {
+		t.Errorf("replicas 2 on one volume claim: err %v, want one naming persistence.enabled", err)
+	}
+}
