@@ -126,10 +126,32 @@ func Export(ctx context.Context, srv *proxy.Server, store *cache.Store, w io.Wri
 			}
 		}
 	}
+	// <channel>/channeldata.json lists the subdirs, so the untarred tree used as an
+	// upstream tells a sync (or conda) which subdirs there are.
+	channeldata := map[string][]byte{}
+	for _, ch := range o.Channels {
+		var subs []string
+		for _, p := range parts {
+			if p.channel == ch {
+				subs = append(subs, p.subdir)
+			}
+		}
+		sort.Strings(subs)
+		b, _ := json.MarshalIndent(map[string]any{"channeldata_version": 1, "packages": map[string]any{}, "subdirs": subs}, "", " ")
+		channeldata[ch] = b
+		sum := sha256.Sum256(b)
+		m.Files = append(m.Files, ManifestFile{Path: ch + "/channeldata.json", Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])})
+	}
 	tw := tar.NewWriter(w)
 	mb, _ := json.MarshalIndent(m, "", " ")
 	if err := writeEntry(tw, ManifestName, int64(len(mb)), bytes.NewReader(mb)); err != nil {
 		return nil, err
+	}
+	for _, ch := range o.Channels {
+		b := channeldata[ch]
+		if err := writeEntry(tw, ch+"/channeldata.json", int64(len(b)), bytes.NewReader(b)); err != nil {
+			return nil, err
+		}
 	}
 	rep := &ExportReport{}
 	for _, p := range parts {
@@ -264,6 +286,14 @@ func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Rea
 		}
 		seen[hdr.Name] = true
 		dir, base := path.Split(hdr.Name)
+		if base == "channeldata.json" {
+			// The channel's list of subdirs, for clients and syncs of the untarred
+			// tree; the import itself needs nothing from it.
+			if _, err := readVerified(tr, mf); err != nil {
+				return nil, refuse("%s: %v", hdr.Name, err)
+			}
+			continue
+		}
 		// <channel>/<subdir>/<file>; a channel name may hold '/' (pkgs/main).
 		dir = strings.TrimSuffix(dir, "/")
 		i := strings.LastIndex(dir, "/")
@@ -335,6 +365,16 @@ func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Rea
 				return nil, refuse("%s/%s/%s: its repodata record says sha256 %s size %d, the file is %s size %d",
 					k.channel, k.subdir, p.Filename, r.SHA256, r.Size, p.Digest.SHA256, p.Digest.Size)
 			}
+			if r.SHA256 == "" {
+				// An old record with md5 only: the manifest's sha256 proves the tar
+				// was not changed in transit, the md5 that the file is the record's.
+				if r.MD5 == "" {
+					return nil, refuse("%s/%s/%s: its repodata record has no checksum", k.channel, k.subdir, p.Filename)
+				}
+				if _, err := p.Temp.Verify(cache.Digest{Size: -1, MD5: r.MD5}); err != nil {
+					return nil, refuse("%s/%s/%s: %v (the repodata record's md5)", k.channel, k.subdir, p.Filename, err)
+				}
+			}
 			have[p.Filename] = true
 		}
 		for fn := range recs {
@@ -374,7 +414,7 @@ func cleanTarPath(p string) bool {
 		return false
 	}
 	parts := strings.Split(p, "/")
-	if len(parts) < 3 {
+	if len(parts) < 3 && !(len(parts) == 2 && parts[1] == "channeldata.json") {
 		return false
 	}
 	for _, s := range parts {

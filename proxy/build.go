@@ -83,9 +83,11 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 		sd.failedAt = s.now()
 	}
 	sd.mu.Unlock()
-	if !anyState {
+	if !anyState && firstErr != nil {
 		return nil, firstErr
 	}
+	// No state and no error: a channel with no upstream and nothing imported yet.
+	// It serves an empty noarch and 404s, like a channel upstream lacks.
 	if checkedAt.IsZero() {
 		checkedAt = s.now()
 	}

@@ -130,8 +130,10 @@ func (s *Server) CommitImport(channel, subdir string, doc []byte, pkgs []Importe
 		return err
 	}
 	records := map[string][]byte{}
+	md5s := map[string]string{}
 	if _, err := repodata.Scan(doc, func(r *repodata.Record) error {
 		records[r.Filename] = bytes.Clone(r.Raw)
+		md5s[r.Filename] = strings.ToLower(r.MD5)
 		return nil
 	}); err != nil {
 		return err
@@ -141,7 +143,8 @@ func (s *Server) CommitImport(channel, subdir string, doc []byte, pkgs []Importe
 		if err != nil {
 			return fmt.Errorf("%s/%s/%s: %w", channel, subdir, p.Filename, err)
 		}
-		e := pkgEntry{SHA256: sha, Size: p.Digest.Size, Upstream: len(ch.sources), Record: records[p.Filename], CachedAt: s.now()}
+		e := pkgEntry{SHA256: sha, MD5: md5s[p.Filename], Size: p.Digest.Size, Upstream: len(ch.sources),
+			Record: records[p.Filename], CachedAt: s.now()}
 		if err := s.store.Meta.Put(stateKey("p", ch.cfg.Name, subdir, p.Filename), e); err != nil {
 			return err
 		}

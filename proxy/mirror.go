@@ -27,7 +27,8 @@ type ServedFile struct {
 
 // commonSubdirs are tried for a channel with no platforms whose upstream has no
 // channeldata.json to list its subdirs.
-var commonSubdirs = []string{"noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64", "win-64"}
+var commonSubdirs = []string{"noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "linux-s390x",
+	"osx-64", "osx-arm64", "win-64", "win-32", "win-arm64"}
 
 // SyncSubdirs returns the subdirs a pre-warm of channel covers: its platforms and
 // noarch; with no platforms, the subdirs upstream's channeldata.json lists, else the
@@ -108,10 +109,11 @@ func (s *Server) ServedFiles(ctx context.Context, channel, subdir string, refres
 	out := make([]ServedFile, 0, len(sv.packages))
 	for fn, ref := range sv.packages {
 		f := ServedFile{Subdir: subdir, Filename: fn, SHA256: ref.shaHex(), Size: ref.size}
-		if f.SHA256 != "" {
-			f.Cached = s.store.Has(f.SHA256)
-		} else if e, ok := s.pkgEntry(ch, subdir, fn); ok {
-			f.Cached = s.store.Has(e.SHA256)
+		// Cached means indexed under this channel path, not only that the bytes
+		// exist (another channel may hold them): sync then records the path, and
+		// export and clean, which read the index, see it.
+		if e, ok := s.pkgEntry(ch, subdir, fn); ok {
+			f.Cached = s.store.Has(e.SHA256) && (f.SHA256 == "" || e.SHA256 == f.SHA256)
 		}
 		out = append(out, f)
 	}

@@ -105,9 +105,12 @@ func TestVersionUsageAndUnknown(t *testing.T) {
 
 // Commands SPEC lists that this version does not have yet: a runtime failure (1)
 // that says so, never a silent success.
+// Only ca init (forward-proxy mode) is still to come. The mirror commands are
+// tested in mirror_cmd_test.go, never on the embedded default: that would reach
+// the internet.
 func TestLaterCommands(t *testing.T) {
 	for _, args := range [][]string{
-		{"sync"}, {"clean"}, {"export", "-o", "x.tar"}, {"import", "x.tar"}, {"ca", "init"},
+		{"ca", "init"},
 	} {
 		code, out, errOut := runCmd(t, args...)
 		if code != 1 || !strings.Contains(errOut, "comes in a later version") {

@@ -69,18 +69,19 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	conda, err := condaChannels(cfg, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := condaChannels(cfg, channels); err != nil {
+		return err // an unknown --channel is a usage error (exit 2)
+	}
 	a, err := openLocal(cfg, "sync", stderr)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
 	defer a.proxy.Shutdown(context.Background())
-	var conda []string
-	for _, ch := range cfg.Channels {
-		if ch.Kind == config.KindConda {
-			conda = append(conda, ch.Name)
-		}
-	}
 	prog := newProgress(stdout, *dryRun)
 	start := time.Now()
 	rep, err := mirror.Sync(ctx, a.proxy, a.store, conda, mirror.SyncOptions{
