@@ -1,13 +1,19 @@
 // Package admin serves everything that is not a channel: liveness and readiness,
-// Prometheus metrics, and (later) the admin API and the web page. It is built on
-// gin; the channel-serving path does not depend on it and hands it only the paths
-// outside every channel.
+// Prometheus metrics, the admin API (JSON under /api/v1) and the operators' web
+// page at /. It is built on gin; the channel-serving path does not depend on it
+// and hands it only the paths outside every channel.
+//
+// It never shows a secret: upstream URLs come redacted from the Backend, tokens
+// are compared in constant time and never logged or put in a URL.
 package admin
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -27,12 +33,24 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Ready are the conditions of /readyz (storage open, Redis reachable...).
 	Ready []Check
-	// Explain answers GET /api/v1/explain; nil: 404.
-	Explain func(ctx context.Context, channel, subdir, query string) (any, error)
-	// CanRead says whether a request may use the read calls of the API: whoever
-	// may read the channels (nil: everyone).
+	// Backend answers the API and the page; nil: only health and metrics.
+	Backend Backend
+	// CanRead says whether a request may use the read calls: whoever may read the
+	// channels (nil: everyone).
 	CanRead func(r *http.Request) bool
+	// AdminToken guards the writes (POST, DELETE): "Authorization: Bearer <it>".
+	// Empty: writes are allowed from loopback only.
+	AdminToken string
+	// ClientTokens are auth.tokens, for the page's .condarc snippets (shown
+	// masked, never in full).
+	ClientTokens bool
 }
+
+// ErrNotFound marks an error an API call answers with 404 (wrap it).
+var ErrNotFound = errors.New("not found")
+
+// ErrBusy marks a sync refused because one runs for a channel (409).
+var ErrBusy = errors.New("a sync is running")
 
 // New returns the handler for the non-channel paths.
 func New(o Options) http.Handler {
@@ -58,44 +76,34 @@ func New(o Options) http.Handler {
 	}
 	r.GET("/readyz", ready)
 	r.HEAD("/readyz", ready)
-	metrics := gin.WrapH(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
-	r.GET("/metrics", metrics)
-	api := r.Group("/api/v1")
-	api.Use(func(c *gin.Context) {
-		if o.CanRead != nil && !o.CanRead(c.Request) {
-			c.Header("WWW-Authenticate", `Bearer realm="condaproxy"`)
-			apiError(c, http.StatusUnauthorized, "a token is required")
-			return
-		}
-		c.Next()
-	})
-	if o.Explain != nil {
-		api.GET("/explain", func(c *gin.Context) {
-			ch, sub, pkg := c.Query("channel"), c.Query("subdir"), c.Query("package")
-			if ch == "" || sub == "" || pkg == "" {
-				apiError(c, http.StatusBadRequest, "channel, subdir and package are required")
-				return
-			}
-			out, err := o.Explain(c.Request.Context(), ch, sub, pkg)
-			if err != nil {
-				status := http.StatusBadGateway
-				if errors.Is(err, ErrNotFound) {
-					status = http.StatusNotFound
-				}
-				apiError(c, status, err.Error())
-				return
-			}
-			c.JSON(http.StatusOK, out)
-		})
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})))
+	if o.Backend != nil {
+		mountAPI(r, o)
+		mountWeb(r, o)
 	}
 	r.NoRoute(func(c *gin.Context) { c.String(http.StatusNotFound, "404 not found\n") })
 	return r
 }
 
-// ErrNotFound marks an error an API call answers with 404 (wrap it).
-var ErrNotFound = errors.New("not found")
-
 // apiError is the one shape of every API error: {"error": "..."}.
 func apiError(c *gin.Context, status int, msg string) {
 	c.AbortWithStatusJSON(status, gin.H{"error": msg})
+}
+
+// canWrite: the admin token as a bearer token (constant-time), or, with no admin
+// token configured, a request from loopback.
+func (o Options) canWrite(r *http.Request) bool {
+	if o.AdminToken != "" {
+		h := r.Header.Get("Authorization")
+		if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
+			return false
+		}
+		return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(h[7:])), []byte(o.AdminToken)) == 1
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -21,7 +21,7 @@ var pythonVersion = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?$`)
 
 // reservedFirstSegments are URL paths the proxy answers itself; a channel there would be unreachable.
 var reservedFirstSegments = map[string]bool{
-	"t": true, "api": true, "metrics": true, "healthz": true, "readyz": true, "static": true,
+	"t": true, "api": true, "metrics": true, "healthz": true, "readyz": true, "static": true, "ui": true,
 }
 
 func (l *loader) validate(c *Config) error {

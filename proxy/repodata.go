@@ -115,6 +115,9 @@ type served struct {
 
 	mu       sync.Mutex
 	variants map[string]variantFile
+
+	// search is the sorted filenames the admin API searches, made on first ask.
+	search searchIndex
 }
 
 func (sv *served) checked() time.Time { return time.Unix(0, sv.checkedNS.Load()) }

@@ -77,6 +77,7 @@ type app struct {
 	proxy   *proxy.Server
 	handler http.Handler
 	redis   *redis.Client
+	backend *backend
 }
 
 func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
@@ -88,6 +89,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	}
 	a := &app{cfg: cfg, log: log, store: store}
 	reg := prometheus.NewRegistry()
+	a.backend = newBackend(a, reg)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(reg, store)
 	ready := []admin.Check{{Name: "storage", Fn: func(context.Context) error {
@@ -117,15 +119,12 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion()}),
 		Metrics:  metrics,
 		Fallback: admin.New(admin.Options{
-			Gatherer: reg, Ready: ready,
-			CanRead: func(r *http.Request) bool { return a.proxy.CanRead(r) },
-			Explain: func(ctx context.Context, ch, sub, q string) (any, error) {
-				out, err := a.proxy.Explain(ctx, ch, sub, q)
-				if errors.Is(err, proxy.ErrUnknownChannel) {
-					err = fmt.Errorf("%w: %v", admin.ErrNotFound, err)
-				}
-				return out, err
-			},
+			Gatherer:     reg,
+			Ready:        ready,
+			CanRead:      func(r *http.Request) bool { return a.proxy.CanRead(r) },
+			AdminToken:   cfg.Auth.AdminToken,
+			ClientTokens: len(cfg.Auth.Tokens) > 0,
+			Backend:      a.backend, // the admin API's backend (backend.go)
 		}),
 		Logger: log,
 	})
@@ -195,6 +194,7 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (a *app) Close() {
+	a.backend.Close() // sync jobs stop before the store closes
 	if a.redis != nil {
 		a.redis.Close()
 	}

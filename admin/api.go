@@ -1,0 +1,309 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+)
+
+// ErrInvalid marks an error an API call answers with 400: a parameter the
+// Backend refuses (wrap it).
+var ErrInvalid = errors.New("invalid request")
+
+// Paging of GET /api/v1/packages.
+const (
+	defaultLimit = 50
+	maxLimit     = 500
+)
+
+// maxBody bounds a write's JSON body.
+const maxBody = 1 << 20
+
+// apiCalls are the API's paths and methods, for 405 against 404 on a miss.
+var apiCalls = map[string]string{
+	"/api/v1/channels": http.MethodGet,
+	"/api/v1/packages": http.MethodGet,
+	"/api/v1/explain":  http.MethodGet,
+	"/api/v1/stats":    http.MethodGet,
+	"/api/v1/jobs":     http.MethodGet,
+	"/api/v1/sync":     http.MethodPost,
+	"/api/v1/purge":    http.MethodPost,
+}
+
+// mountAPI adds the JSON API under /api/v1. Reads are open to whoever may read the
+// channels (Options.CanRead) and to the admin token; writes need the admin token,
+// or loopback when none is set. Every error is {"error": "..."}.
+func mountAPI(r *gin.Engine, o Options) {
+	b := o.Backend
+	// A path under /api/ that no route takes answers JSON too, not the text 404.
+	// Global middleware also runs in front of the NoRoute handler; a matched route
+	// has a FullPath and passes straight through.
+	r.Use(func(c *gin.Context) {
+		p := c.Request.URL.Path
+		if c.FullPath() != "" || !strings.HasPrefix(p, "/api/") {
+			c.Next()
+			return
+		}
+		if m, ok := apiCalls[p]; ok && m != c.Request.Method {
+			c.Header("Allow", m)
+			apiError(c, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", c.Request.Method, p, m))
+			return
+		}
+		if strings.HasPrefix(p, "/api/v1/jobs/") && c.Request.Method != http.MethodGet {
+			c.Header("Allow", http.MethodGet)
+			apiError(c, http.StatusMethodNotAllowed, c.Request.Method+" "+p+": use GET")
+			return
+		}
+		apiError(c, http.StatusNotFound, "no such API call: "+c.Request.Method+" "+p)
+	})
+
+	api := r.Group("/api/v1")
+	api.Use(func(c *gin.Context) {
+		c.Header("Cache-Control", "no-store")
+		switch c.Request.Method {
+		case http.MethodGet, http.MethodHead:
+			if !o.mayRead(c.Request) {
+				c.Header("WWW-Authenticate", `Bearer realm="condaproxy"`)
+				apiError(c, http.StatusUnauthorized, "a token is required: Authorization: Bearer <token>")
+				return
+			}
+		default:
+			if !o.canWrite(c.Request) {
+				msg := "the admin token is required: Authorization: Bearer <admin_token>"
+				if o.AdminToken == "" {
+					msg = "no admin_token is configured: writes are accepted from loopback only"
+				} else {
+					c.Header("WWW-Authenticate", `Bearer realm="condaproxy admin"`)
+				}
+				apiError(c, http.StatusUnauthorized, msg)
+				return
+			}
+			// A page of another site must not drive a browser on the operator's
+			// machine into writes (loopback needs no token): browsers mark such
+			// requests, and they are refused.
+			if crossSite(c.Request, o.AdminToken == "") {
+				apiError(c, http.StatusForbidden, "a write from another site's page is refused")
+				return
+			}
+		}
+		c.Next()
+	})
+
+	api.GET("/channels", func(c *gin.Context) {
+		out := b.Channels(c.Request.Context())
+		if out == nil {
+			out = []ChannelInfo{}
+		}
+		c.JSON(http.StatusOK, out)
+	})
+
+	api.GET("/packages", func(c *gin.Context) {
+		ch, sub := c.Query("channel"), c.Query("subdir")
+		if ch == "" || sub == "" {
+			apiError(c, http.StatusBadRequest, "channel and subdir are required")
+			return
+		}
+		offset, ok := intParam(c, "offset", 0)
+		if !ok {
+			return
+		}
+		limit, ok := intParam(c, "limit", defaultLimit)
+		if !ok {
+			return
+		}
+		if limit == 0 {
+			limit = defaultLimit
+		}
+		limit = min(limit, maxLimit)
+		page, err := b.Packages(c.Request.Context(), ch, sub, c.Query("q"), offset, limit)
+		if err != nil {
+			backendError(c, err)
+			return
+		}
+		if page.Packages == nil {
+			page.Packages = []Package{}
+		}
+		c.JSON(http.StatusOK, page)
+	})
+
+	api.GET("/explain", func(c *gin.Context) {
+		ch, sub, pkg := c.Query("channel"), c.Query("subdir"), c.Query("package")
+		if ch == "" || sub == "" || pkg == "" {
+			apiError(c, http.StatusBadRequest, "channel, subdir and package are required")
+			return
+		}
+		out, err := b.Explain(c.Request.Context(), ch, sub, pkg)
+		if err != nil {
+			backendError(c, err)
+			return
+		}
+		if out == nil {
+			out = []Explanation{}
+		}
+		c.JSON(http.StatusOK, out)
+	})
+
+	api.GET("/stats", func(c *gin.Context) {
+		c.JSON(http.StatusOK, b.Stats(c.Request.Context()))
+	})
+
+	api.POST("/sync", func(c *gin.Context) {
+		var req struct {
+			Channels []string `json:"channels"`
+		}
+		if !readBody(c, &req) {
+			return
+		}
+		for _, ch := range req.Channels {
+			if ch == "" {
+				apiError(c, http.StatusBadRequest, "channels: an empty name")
+				return
+			}
+		}
+		job, err := b.StartSync(req.Channels)
+		if err != nil {
+			backendError(c, err)
+			return
+		}
+		c.Header("Location", "/api/v1/jobs/"+job.ID)
+		c.JSON(http.StatusAccepted, job)
+	})
+
+	api.GET("/jobs", func(c *gin.Context) {
+		out := b.Jobs()
+		if out == nil {
+			out = []Job{}
+		}
+		c.JSON(http.StatusOK, out)
+	})
+
+	api.GET("/jobs/:id", func(c *gin.Context) {
+		job, ok := b.Job(c.Param("id"))
+		if !ok {
+			apiError(c, http.StatusNotFound, "no job "+strconv.Quote(c.Param("id")))
+			return
+		}
+		c.JSON(http.StatusOK, job)
+	})
+
+	// Purge acts on this replica's cache only; see Backend.Purge.
+	api.POST("/purge", func(c *gin.Context) {
+		var req struct {
+			Channel  string `json:"channel"`
+			Subdir   string `json:"subdir"`
+			Filename string `json:"filename"`
+		}
+		if !readBody(c, &req) {
+			return
+		}
+		if req.Channel == "" {
+			apiError(c, http.StatusBadRequest, "channel is required")
+			return
+		}
+		if req.Filename != "" && req.Subdir == "" {
+			apiError(c, http.StatusBadRequest, "a filename needs its subdir")
+			return
+		}
+		if err := b.Purge(c.Request.Context(), req.Channel, req.Subdir, req.Filename); err != nil {
+			backendError(c, err)
+			return
+		}
+		what := "repodata"
+		if req.Filename != "" {
+			what = "file"
+		}
+		c.JSON(http.StatusOK, gin.H{"purged": what, "channel": req.Channel, "subdir": req.Subdir, "filename": req.Filename})
+	})
+}
+
+// mayRead: whoever may read the channels, and the admin.
+func (o Options) mayRead(r *http.Request) bool {
+	if o.CanRead == nil || o.CanRead(r) {
+		return true
+	}
+	return o.AdminToken != "" && o.canWrite(r)
+}
+
+// crossSite reports a browser request made by another site's page: Sec-Fetch-Site
+// says so, or, with checkOrigin, from an older browser that does not send it, an
+// Origin other than the Host asked. The Origin test is for the loopback rule only
+// (no reverse proxy rewrites Host there); with an admin token, a page cannot send
+// the token's header in the first place.
+func crossSite(r *http.Request, checkOrigin bool) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site":
+		return true
+	case "":
+		origin := r.Header.Get("Origin")
+		if !checkOrigin || origin == "" {
+			return false
+		}
+		u, err := url.Parse(origin)
+		return err != nil || !strings.EqualFold(u.Host, r.Host)
+	}
+	return false
+}
+
+// intParam reads a non-negative integer query parameter; on a bad one it answers
+// 400 and reports false.
+func intParam(c *gin.Context, name string, def int) (int, bool) {
+	v := c.Query(name)
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		apiError(c, http.StatusBadRequest, name+": want a non-negative integer")
+		return 0, false
+	}
+	return n, true
+}
+
+// readBody decodes a write's JSON body into v; an empty body leaves v as it is.
+// On a bad body it answers 400 and reports false.
+func readBody(c *gin.Context, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, maxBody))
+	err := dec.Decode(v)
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	if err == nil && dec.More() {
+		err = errors.New("more than one JSON value")
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			apiError(c, http.StatusRequestEntityTooLarge, "the body is too large")
+			return false
+		}
+		apiError(c, http.StatusBadRequest, "bad JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+// backendError answers a Backend error with its status: 400 (ErrInvalid), 404
+// (ErrNotFound), 409 (ErrBusy), 504 (the call took too long), else 502: what the
+// Backend cannot do is upstream's failure to answer.
+func backendError(c *gin.Context, err error) {
+	status := http.StatusBadGateway
+	switch {
+	case errors.Is(err, ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, ErrBusy):
+		status = http.StatusConflict
+	case errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusGatewayTimeout
+	}
+	apiError(c, status, err.Error())
+}
