@@ -1,0 +1,608 @@
+package admin
+
+// The operators' web page.
+//
+// Server-rendered HTML (html/template, contextual auto-escaping everywhere) with
+// its templates and assets embedded by go:embed: no build step, no CDN, no
+// external URL of any kind, so it works on an air-gapped site. Every page is
+// readable without JavaScript; admin/static/app.js only adds copy buttons and
+// live updates of the overview's job list.
+//
+// It is built on the Backend calls the JSON API uses, and on nothing else.
+//
+// Routes (all under the same read check as the API, except /static/):
+//
+//	GET  /                    overview: channels (upstream health, freshness), cache
+//	                          size against its limit, hit ratio, bytes by source,
+//	                          sync jobs with progress, a form to start a sync
+//	GET  /ui/channels/*name   one channel: subdirs, server-side search and paging
+//	                          (?subdir=&q=&page=, 50 a page), served/hidden + rule,
+//	                          cached, and the .condarc snippets
+//	GET  /ui/explain          ?channel=&subdir=&package=: Backend.Explain
+//	POST /ui/sync             form: channel (repeatable; none = all conda channels),
+//	                          admin_token (in the body, never the URL); 303 to the
+//	                          job's page
+//	GET  /ui/jobs/:id         one job; refreshes itself every 2 s while it runs
+//	GET  /static/*file        CSS and JS, cached for a year (URLs carry a content hash)
+//
+// Auth. When Options.CanRead rejects a request, the page answers 401 with
+// `WWW-Authenticate: Basic realm="condaproxy"`, so the browser asks for the token
+// in its own dialog and resends it on every request; the token is the Basic
+// password (or the user name when the password is empty). The proxy's CanRead
+// knows bearer tokens only, so the Basic credentials are turned into a bearer
+// header on a copy of the request before asking it. The admin token also opens
+// the page. Tokens never go in a URL, a log line or a page: the .condarc snippets
+// carry the literal placeholder <token>.
+//
+// Writes (POST /ui/sync) need Options.canWrite: the admin token, typed into the
+// form's password field and sent in the POST body, or, with no admin token set, a
+// browser on the proxy's own host. A POST whose Origin is another site is refused
+// (403), so a page elsewhere cannot start syncs from an operator's browser.
+//
+// Note: /ui is the first path segment of these pages, so a channel named "ui"
+// would shadow them (the proxy answers channel paths first).
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"math"
+	"mime"
+	"net/http"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// webClock is the page's clock (tests set it).
+var webClock = time.Now
+
+// pageSize is the number of records on one page of a channel's search.
+const pageSize = 50
+
+// maxJobsShown bounds the overview's job list (newest first).
+const maxJobsShown = 20
+
+// defaultSubdirs are offered when a channel does not list its platforms.
+var defaultSubdirs = []string{"noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64", "win-64"}
+
+// asset is one embedded static file.
+type asset struct {
+	body  []byte
+	ctype string
+	hash  string // hex sha256, first 16 digits: the cache-busting version and ETag
+}
+
+type web struct {
+	o      Options
+	pages  map[string]*template.Template
+	assets map[string]asset
+	now    func() time.Time
+}
+
+// mountWeb adds the operators' web page at /.
+func mountWeb(r *gin.Engine, o Options) {
+	w, err := newWeb(o)
+	if err != nil {
+		panic(err) // the templates are embedded: a parse error is a build bug
+	}
+	r.GET("/static/*file", w.static)
+	ui := r.Group("/")
+	ui.Use(w.secureHeaders, w.readGuard)
+	ui.GET("/", w.overview)
+	ui.GET("/ui/channels/*name", w.channel)
+	ui.GET("/ui/explain", w.explain)
+	ui.POST("/ui/sync", w.sync)
+	ui.GET("/ui/jobs/:id", w.job)
+}
+
+func newWeb(o Options) (*web, error) {
+	w := &web{o: o, pages: map[string]*template.Template{}, assets: map[string]asset{}, now: webClock}
+	err := fs.WalkDir(staticFS, "static", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := staticFS.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		ct := mime.TypeByExtension(path.Ext(p))
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		w.assets[strings.TrimPrefix(p, "static/")] = asset{body: b, ctype: ct, hash: hex.EncodeToString(sum[:8])}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	funcs := template.FuncMap{
+		"asset":      w.assetURL,
+		"bytes":      humanBytes,
+		"pct":        func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + " %" },
+		"ago":        w.ago,
+		"when":       fmtTime,
+		"join":       strings.Join,
+		"channelURL": channelURL,
+		"explainURL": explainURL,
+		"jobURL":     func(id string) string { return "/ui/jobs/" + url.PathEscape(id) },
+		"plural": func(n int, one, many string) string {
+			if n == 1 {
+				return "1 " + one
+			}
+			return strconv.Itoa(n) + " " + many
+		},
+	}
+	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"overview", "channel", "explain", "job", "message"} {
+		t, err := template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html")
+		if err != nil {
+			return nil, err
+		}
+		w.pages[name] = t
+	}
+	return w, nil
+}
+
+// --- middleware ------------------------------------------------------------------------
+
+// secureHeaders: pages are live data, maybe behind a token: never cached. The CSP
+// allows nothing but this origin's own CSS and JS.
+func (w *web) secureHeaders(c *gin.Context) {
+	h := c.Writer.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	c.Next()
+}
+
+// readGuard answers 401 + WWW-Authenticate: Basic when the request may not read.
+func (w *web) readGuard(c *gin.Context) {
+	if w.canRead(c.Request) {
+		c.Next()
+		return
+	}
+	c.Header("WWW-Authenticate", `Basic realm="condaproxy", charset="UTF-8"`)
+	w.render(c, http.StatusUnauthorized, "message", message{
+		base: base{Title: "Token required"},
+		Text: "This proxy requires a token. Reload the page and enter it as the password (the user name is ignored).",
+	})
+	c.Abort()
+}
+
+func (w *web) canRead(r *http.Request) bool {
+	if w.o.CanRead == nil {
+		return true
+	}
+	br := withBearer(r, basicToken(r))
+	return w.o.CanRead(br) || (w.o.AdminToken != "" && w.o.canWrite(br))
+}
+
+// basicToken is the token of "Authorization: Basic": the password, or the user
+// name when the password is empty. "" when the header is not Basic.
+func basicToken(r *http.Request) string {
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return ""
+	}
+	if pass != "" {
+		return pass
+	}
+	return user
+}
+
+// withBearer returns r itself when tok is "", else a copy of r whose (copied)
+// headers say "Authorization: Bearer tok". r is never modified.
+func withBearer(r *http.Request, tok string) *http.Request {
+	if tok == "" {
+		return r
+	}
+	cp := *r
+	cp.Header = r.Header.Clone()
+	cp.Header.Set("Authorization", "Bearer "+tok)
+	return &cp
+}
+
+// --- static files -------------------------------------------------------------------
+
+func (w *web) assetURL(name string) string {
+	a, ok := w.assets[name]
+	if !ok {
+		panic("admin: no static file " + name)
+	}
+	return "/static/" + name + "?v=" + a.hash
+}
+
+func (w *web) static(c *gin.Context) {
+	a, ok := w.assets[strings.TrimPrefix(c.Param("file"), "/")]
+	if !ok {
+		c.String(http.StatusNotFound, "404 not found\n")
+		return
+	}
+	etag := `"` + a.hash + `"`
+	h := c.Writer.Header()
+	h.Set("Cache-Control", "public, max-age=31536000, immutable")
+	h.Set("ETag", etag)
+	h.Set("X-Content-Type-Options", "nosniff")
+	if c.GetHeader("If-None-Match") == etag {
+		c.Status(http.StatusNotModified)
+		return
+	}
+	c.Data(http.StatusOK, a.ctype, a.body)
+}
+
+// --- pages ------------------------------------------------------------------------
+
+// base is what the layout needs on every page.
+type base struct {
+	Title   string
+	Refresh int  // seconds; 0: no meta refresh
+	Nav     bool // show the link back to the overview
+}
+
+type message struct {
+	base
+	Text string
+	Back string // a link, optional
+}
+
+func (w *web) render(c *gin.Context, status int, page string, data any) {
+	var buf bytes.Buffer
+	if err := w.pages[page].ExecuteTemplate(&buf, "layout.html", data); err != nil {
+		c.String(http.StatusInternalServerError, "template error\n")
+		return
+	}
+	c.Data(status, "text/html; charset=utf-8", buf.Bytes())
+}
+
+func (w *web) fail(c *gin.Context, status int, title, text string) {
+	w.render(c, status, "message", message{base: base{Title: title, Nav: true}, Text: text, Back: "/"})
+}
+
+type overviewPage struct {
+	base
+	Channels   []ChannelInfo
+	Conda      []string // the channels a sync can name
+	Stats      Stats
+	UsedFrac   float64 // cache bytes / limit, 0..1; 0 when no limit
+	Sources    []sourceBytes
+	Jobs       []Job
+	Running    bool
+	SyncForm   bool // writes are possible from here
+	NeedsToken bool // the form asks for the admin token
+}
+
+type sourceBytes struct {
+	Source string
+	Bytes  int64
+}
+
+func (w *web) overview(c *gin.Context) {
+	ctx := c.Request.Context()
+	b := w.o.Backend
+	p := overviewPage{base: base{Title: "condaproxy"}, Channels: b.Channels(ctx), Stats: b.Stats(ctx)}
+	for _, ch := range p.Channels {
+		if ch.Kind == "" || ch.Kind == "conda" {
+			p.Conda = append(p.Conda, ch.Name)
+		}
+	}
+	if p.Stats.CacheLimit > 0 {
+		p.UsedFrac = math.Min(1, float64(p.Stats.CacheBytes)/float64(p.Stats.CacheLimit))
+	}
+	for s, n := range p.Stats.BytesBySource {
+		p.Sources = append(p.Sources, sourceBytes{s, n})
+	}
+	slices.SortFunc(p.Sources, func(a, b sourceBytes) int { return strings.Compare(a.Source, b.Source) })
+	p.Jobs = slices.Clone(b.Jobs())
+	slices.SortStableFunc(p.Jobs, func(a, b Job) int { return b.Started.Compare(a.Started) })
+	if len(p.Jobs) > maxJobsShown {
+		p.Jobs = p.Jobs[:maxJobsShown]
+	}
+	for _, j := range p.Jobs {
+		if j.State == "running" {
+			p.Running = true
+		}
+	}
+	p.NeedsToken = w.o.AdminToken != ""
+	p.SyncForm = p.NeedsToken || w.o.canWrite(c.Request)
+	w.render(c, http.StatusOK, "overview", p)
+}
+
+type channelPage struct {
+	base
+	Channel  ChannelInfo
+	Subdirs  []string
+	Subdir   string // the one searched; "" before one is chosen
+	Q        string
+	Results  *PackagePage
+	Error    string
+	Page     int
+	Pages    []pageLink
+	Prev     string
+	Next     string
+	First    int // 1-based index of the first row shown
+	Last     int
+	Condarc  string
+	TokenRC  string // "" when the proxy has no client tokens
+	SyncForm bool
+	NeedsTok bool
+}
+
+type pageLink struct {
+	N       int
+	URL     string
+	Current bool
+	Gap     bool // an ellipsis, no link
+}
+
+func (w *web) channel(c *gin.Context) {
+	ctx := c.Request.Context()
+	name := strings.Trim(c.Param("name"), "/")
+	var info *ChannelInfo
+	for _, ch := range w.o.Backend.Channels(ctx) {
+		if ch.Name == name {
+			info = &ch
+			break
+		}
+	}
+	if info == nil {
+		w.fail(c, http.StatusNotFound, "No such channel", fmt.Sprintf("There is no channel %q.", name))
+		return
+	}
+	p := channelPage{base: base{Title: info.Name + " · condaproxy", Nav: true}, Channel: *info}
+	p.Subdirs = slices.Clone(info.Platforms)
+	if len(p.Subdirs) == 0 {
+		p.Subdirs = slices.Clone(defaultSubdirs)
+	} else if !slices.Contains(p.Subdirs, "noarch") {
+		p.Subdirs = append(p.Subdirs, "noarch") // always served
+	}
+	base := scheme(c.Request) + "://" + c.Request.Host
+	p.Condarc = "channels:\n  - " + base + "/" + info.Name + "\n"
+	if w.o.ClientTokens {
+		p.TokenRC = "channels:\n  - " + base + "/t/<token>/" + info.Name + "\n"
+	}
+	p.NeedsTok = w.o.AdminToken != ""
+	p.SyncForm = info.Kind != "files" && (p.NeedsTok || w.o.canWrite(c.Request))
+
+	p.Subdir, p.Q = c.Query("subdir"), strings.TrimSpace(c.Query("q"))
+	if p.Subdir == "" || info.Kind == "files" {
+		w.render(c, http.StatusOK, "channel", p)
+		return
+	}
+	p.Page = 1
+	if n, err := strconv.Atoi(c.Query("page")); err == nil && n > 1 {
+		p.Page = min(n, 1_000_000)
+	}
+	res, err := w.o.Backend.Packages(ctx, info.Name, p.Subdir, p.Q, (p.Page-1)*pageSize, pageSize)
+	status := http.StatusOK
+	if err != nil {
+		status = http.StatusBadGateway
+		if errors.Is(err, ErrNotFound) {
+			status = http.StatusNotFound
+		}
+		p.Error = err.Error()
+		w.render(c, status, "channel", p)
+		return
+	}
+	p.Results = &res
+	if len(res.Packages) > 0 {
+		p.First = (p.Page-1)*pageSize + 1
+		p.Last = p.First + len(res.Packages) - 1
+	}
+	pages := (res.Total + pageSize - 1) / pageSize
+	link := func(n int) string {
+		v := url.Values{"subdir": {p.Subdir}}
+		if p.Q != "" {
+			v.Set("q", p.Q)
+		}
+		if n > 1 {
+			v.Set("page", strconv.Itoa(n))
+		}
+		return channelURL(info.Name) + "?" + v.Encode()
+	}
+	if p.Page > 1 {
+		p.Prev = link(min(p.Page-1, max(pages, 1)))
+	}
+	if p.Page < pages {
+		p.Next = link(p.Page + 1)
+	}
+	if pages > 1 {
+		// 1 … p-2 p-1 p p+1 p+2 … last
+		prev := 0
+		for n := 1; n <= pages; n++ {
+			if n != 1 && n != pages && (n < p.Page-2 || n > p.Page+2) {
+				continue
+			}
+			if prev != 0 && n > prev+1 {
+				p.Pages = append(p.Pages, pageLink{Gap: true})
+			}
+			p.Pages = append(p.Pages, pageLink{N: n, URL: link(n), Current: n == p.Page})
+			prev = n
+		}
+	}
+	w.render(c, status, "channel", p)
+}
+
+type explainPage struct {
+	base
+	Channel, Subdir, Package string
+	Subdirs                  []string
+	Records                  []Explanation
+	Asked                    bool
+	Error                    string
+}
+
+func (w *web) explain(c *gin.Context) {
+	p := explainPage{base: base{Title: "Explain · condaproxy", Nav: true},
+		Channel: c.Query("channel"), Subdir: c.Query("subdir"), Package: strings.TrimSpace(c.Query("package"))}
+	status := http.StatusOK
+	if p.Channel != "" && p.Subdir != "" && p.Package != "" {
+		p.Asked = true
+		recs, err := w.o.Backend.Explain(c.Request.Context(), p.Channel, p.Subdir, p.Package)
+		if err != nil {
+			status = http.StatusBadGateway
+			if errors.Is(err, ErrNotFound) {
+				status = http.StatusNotFound
+			}
+			p.Error = err.Error()
+		}
+		p.Records = recs
+	}
+	w.render(c, status, "explain", p)
+}
+
+type jobPage struct {
+	base
+	Job Job
+}
+
+func (w *web) job(c *gin.Context) {
+	j, ok := w.o.Backend.Job(c.Param("id"))
+	if !ok {
+		w.fail(c, http.StatusNotFound, "No such job", "There is no sync job with that id (jobs are kept in memory and lost on restart).")
+		return
+	}
+	p := jobPage{base: base{Title: "Sync " + j.ID + " · condaproxy", Nav: true}, Job: j}
+	if j.State == "running" {
+		p.Refresh = 2 // live progress without JavaScript
+	}
+	w.render(c, http.StatusOK, "job", p)
+}
+
+// sync starts a sync job from the form. The admin token comes from the POST body
+// only (PostFormValue never reads the URL's query).
+func (w *web) sync(c *gin.Context) {
+	r := c.Request
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
+			w.fail(c, http.StatusForbidden, "Forbidden", "A sync can be started only from this proxy's own page.")
+			return
+		}
+	}
+	r.Body = http.MaxBytesReader(c.Writer, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		w.fail(c, http.StatusBadRequest, "Bad request", "The form could not be read.")
+		return
+	}
+	wr := r
+	if w.o.AdminToken != "" {
+		// The token typed into the form. Without one, r is checked as it is: a
+		// script may send "Authorization: Bearer <admin token>" itself.
+		wr = withBearer(r, r.PostForm.Get("admin_token"))
+	}
+	if !w.o.canWrite(wr) {
+		text := "Starting a sync needs the admin token: go back and type it into the form."
+		if w.o.AdminToken == "" {
+			text = "No admin token is configured, so syncs can be started only from the proxy's own host."
+		}
+		w.fail(c, http.StatusUnauthorized, "Not allowed", text)
+		return
+	}
+	var chans []string
+	for _, ch := range r.PostForm["channel"] {
+		if ch = strings.TrimSpace(ch); ch != "" {
+			chans = append(chans, ch)
+		}
+	}
+	j, err := w.o.Backend.StartSync(chans)
+	if err != nil {
+		status := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, ErrBusy):
+			status = http.StatusConflict
+		case errors.Is(err, ErrNotFound):
+			status = http.StatusNotFound
+		}
+		w.fail(c, status, "Sync not started", err.Error())
+		return
+	}
+	c.Redirect(http.StatusSeeOther, "/ui/jobs/"+url.PathEscape(j.ID))
+}
+
+// --- helpers ------------------------------------------------------------------------
+
+// channelURL is the page of a channel; each segment of a name with slashes is
+// escaped on its own.
+func channelURL(name string) string {
+	segs := strings.Split(name, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return "/ui/channels/" + strings.Join(segs, "/")
+}
+
+func explainURL(channel, subdir, pkg string) string {
+	return "/ui/explain?" + url.Values{"channel": {channel}, "subdir": {subdir}, "package": {pkg}}.Encode()
+}
+
+// scheme is what a client uses to reach this proxy: https behind TLS or a
+// TLS-terminating reverse proxy that says so.
+func scheme(r *http.Request) string {
+	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		return "https"
+	}
+	return "http"
+}
+
+func humanBytes(n int64) string {
+	if n < 0 {
+		return "—"
+	}
+	if n < 1024 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	f, unit := float64(n), 0
+	for f >= 1024 && unit < 5 {
+		f /= 1024
+		unit++
+	}
+	return strconv.FormatFloat(f, 'f', 1, 64) + " " + []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}[unit]
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+// ago is a short age: "never", "12 s ago", "5 min ago", "3 h ago", "2 d ago".
+func (w *web) ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := w.now().Sub(t)
+	switch {
+	case d < 0:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%d s ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%d min ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d h ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d d ago", int(d.Hours()/24))
+}
