@@ -132,6 +132,7 @@ func Sync(ctx context.Context, srv *proxy.Server, v Verifier, channels []string,
 		next    atomic.Int64
 		wg      sync.WaitGroup
 		fetched atomic.Int64
+		present atomic.Int64
 		bytes   atomic.Int64
 	)
 	for w := 0; w < o.Jobs; w++ {
@@ -145,12 +146,15 @@ func Sync(ctx context.Context, srv *proxy.Server, v Verifier, channels []string,
 				}
 				j := todo[i]
 				got, err := srv.Prefetch(ctx, j.channel, j.file.Subdir, j.file.Filename)
-				if err == nil {
+				switch {
+				case err == nil && got:
 					fetched.Add(1)
-					if got {
-						bytes.Add(max(j.file.Size, 0))
-					}
-				} else {
+					bytes.Add(max(j.file.Size, 0))
+				case err == nil:
+					// The bytes were there (a blob committed just before a kill, or
+					// held by another channel): only the index entry was written.
+					present.Add(1)
+				default:
 					mu.Lock()
 					rep.Failures = append(rep.Failures, Failure{j.channel, j.file.Subdir, j.file.Filename, reason(err)})
 					mu.Unlock()
@@ -163,6 +167,7 @@ func Sync(ctx context.Context, srv *proxy.Server, v Verifier, channels []string,
 	}
 	wg.Wait()
 	rep.Fetched = int(fetched.Load())
+	rep.Present += int(present.Load())
 	rep.FetchedBytes = bytes.Load()
 	sort.Slice(rep.Failures, func(i, j int) bool {
 		a, b := rep.Failures[i], rep.Failures[j]

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,6 +70,30 @@ func apiGet(base, path string, q url.Values, token string, out any) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("server %s: %s: %s", base, resp.Status, e.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// apiPost calls POST base+path with a JSON body and decodes the JSON answer.
+func apiPost(base, path string, body any, token string, out any) error {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequest(http.MethodPost, base+path, bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("--server %q: %w", base, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		return fmt.Errorf("server %s: %w", base, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
 		var e struct{ Error string }
 		json.NewDecoder(resp.Body).Decode(&e)
 		return fmt.Errorf("server %s: %s: %s", base, resp.Status, e.Error)

@@ -14,6 +14,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/condaproxy/condaproxy/admin"
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/mirror"
@@ -62,12 +63,18 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *jobs < 1 || *jobs > 64 {
 		return usageErr("sync: --jobs %d: want 1 to 64", *jobs)
 	}
-	if *server != "" {
-		return &exitError{1, fmt.Errorf("sync --server: pre-warming through a running server comes with the admin API's sync jobs; stop the server, or run sync on a data directory of its own")}
-	}
 	cfg, err := loadMirrorConfig(*file, *mirrorCfg, stderr)
 	if err != nil {
 		return err
+	}
+	remote := func(base string) error {
+		if *dryRun || *reset || *mirrorCfg != "" {
+			return &exitError{1, fmt.Errorf("sync: the server at %s holds the data directory; --dry-run, --reset and --mirror-config work on a data directory of their own: stop the server, or drop the flag to sync through it", base)}
+		}
+		return remoteSync(ctx, base, cfg.Auth.AdminToken, channels, stdout)
+	}
+	if *server != "" {
+		return remote(strings.TrimRight(*server, "/"))
 	}
 	conda, err := condaChannels(cfg, nil)
 	if err != nil {
@@ -75,6 +82,11 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if _, err := condaChannels(cfg, channels); err != nil {
 		return err // an unknown --channel is a usage error (exit 2)
+	}
+	if url := findServer(cfg.Data); url != "" {
+		if _, err := newStoreProbe(cfg); errors.Is(err, cache.ErrLocked) {
+			return remote(url) // a server holds the data directory: sync through it
+		}
 	}
 	a, err := openLocal(cfg, "sync", stderr)
 	if err != nil {
@@ -303,4 +315,51 @@ func loadMirrorConfig(file, mirrorFile string, stderr io.Writer) (*config.Config
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// newStoreProbe tries to open the data directory, to learn whether a server
+// holds it; it closes what it opened.
+func newStoreProbe(cfg *config.Config) (struct{}, error) {
+	st, err := cache.Open(cfg.Data, cache.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil {
+		st.Close()
+	}
+	return struct{}{}, err
+}
+
+// remoteSync runs a sync as a job of the server at base (POST /api/v1/sync) and
+// follows its progress until it ends; exit 1 if any file failed.
+func remoteSync(ctx context.Context, base, adminToken string, channels []string, stdout io.Writer) error {
+	var job admin.Job
+	if err := apiPost(base, "/api/v1/sync", map[string]any{"channels": channels}, adminToken, &job); err != nil {
+		return &exitError{1, fmt.Errorf("sync through %s: %w", base, err)}
+	}
+	fmt.Fprintf(stdout, "sync: through the server at %s, job %s\n", base, job.ID)
+	last := time.Time{}
+	for job.State == "running" {
+		select {
+		case <-ctx.Done():
+			return &exitError{1, fmt.Errorf("sync: stopped following job %s (it goes on in the server)", job.ID)}
+		case <-time.After(500 * time.Millisecond):
+		}
+		if err := apiGet(base, "/api/v1/jobs/"+job.ID, nil, adminToken, &job); err != nil {
+			return &exitError{1, err}
+		}
+		if time.Since(last) >= 5*time.Second {
+			last = time.Now()
+			fmt.Fprintf(stdout, "sync: %d/%d files, %s/%s\n", job.Done, job.Files, human(job.BytesDone), human(job.Bytes))
+		}
+	}
+	fmt.Fprintf(stdout, "sync: fetched %d files, %d already there, %d failed (job %s, %s)\n",
+		job.Fetched, job.Present, len(job.Failed), job.ID, job.State)
+	for _, f := range job.Failed {
+		fmt.Fprintf(stdout, "  failed: %s\n", f)
+	}
+	if job.Error != "" {
+		return &exitError{1, fmt.Errorf("sync job %s: %s", job.ID, job.Error)}
+	}
+	if len(job.Failed) > 0 {
+		return &exitError{1, fmt.Errorf("sync: %d files failed", len(job.Failed))}
+	}
+	return nil
 }
