@@ -165,7 +165,7 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) error {
 	}
 	if reflect.PointerTo(t).Implements(scalarType) {
 		if n.Kind != yaml.ScalarNode {
-			return l.errAt(path, n.Line, "want a single value, not a %s", kindName(n))
+			return l.errAt(path, n.Line, "want a single value, not a %s", KindName(n))
 		}
 		if err := reflect.New(t).Interface().(scalar).parse(n.Value); err != nil {
 			return l.errAt(path, n.Line, "%v", err)
@@ -177,7 +177,7 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) error {
 		return l.check(n, t.Elem(), path)
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			return l.errAt(path, n.Line, "want a mapping of keys, not a %s", kindName(n))
+			return l.errAt(path, n.Line, "want a mapping of keys, not a %s", KindName(n))
 		}
 		fields := yamlFields(t)
 		seen := map[string]bool{}
@@ -199,7 +199,7 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) error {
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			return l.errAt(path, n.Line, "want a list, not a %s", kindName(n))
+			return l.errAt(path, n.Line, "want a list, not a %s", KindName(n))
 		}
 		for i, c := range n.Content {
 			key := fmt.Sprintf("%s[%d]", path, i)
@@ -210,11 +210,11 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) error {
 		}
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			return l.errAt(path, n.Line, "want a single value, not a %s", kindName(n))
+			return l.errAt(path, n.Line, "want a single value, not a %s", KindName(n))
 		}
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode {
-			return l.errAt(path, n.Line, "want true or false, not a %s", kindName(n))
+			return l.errAt(path, n.Line, "want true or false, not a %s", KindName(n))
 		}
 		switch strings.ToLower(n.Value) {
 		case "true", "false", "yes", "no", "on", "off":
@@ -225,7 +225,9 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) error {
 	return nil
 }
 
-func kindName(n *yaml.Node) string {
+// KindName names the shape of a YAML node for messages: "mapping", "list" or
+// "single value". Shared with the mirror-config reader.
+func KindName(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "mapping"

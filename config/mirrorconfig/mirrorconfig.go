@@ -184,7 +184,7 @@ func Parse(name string, data []byte) (chs []config.Channel, mirrorDir string, wa
 	}
 	root := deref(doc.Content[0])
 	if root.Kind != yaml.MappingNode {
-		return nil, "", nil, p.errAt("", root.Line, "want a mapping of keys (channels, platforms, …), not a %s", kindName(root))
+		return nil, "", nil, p.errAt("", root.Line, "want a mapping of keys (channels, platforms, …), not a %s", config.KindName(root))
 	}
 	if err := p.readKeys(root); err != nil {
 		return nil, "", nil, err
@@ -269,7 +269,7 @@ func (p *parser) readAccountMapping(v *yaml.Node) error {
 		return nil
 	}
 	if v.Kind != yaml.MappingNode {
-		return p.errAt("account_mapping", v.Line, "want a mapping of account: new name, not a %s", kindName(v))
+		return p.errAt("account_mapping", v.Line, "want a mapping of account: new name, not a %s", config.KindName(v))
 	}
 	p.accountMapping = map[string]string{}
 	for i := 0; i+1 < len(v.Content); i += 2 {
@@ -295,7 +295,7 @@ func (p *parser) stringList(key string, v *yaml.Node) ([]string, error) {
 		if v.Kind == yaml.ScalarNode {
 			return nil, p.errAt(key, v.Line, "want a list, not the single value %q: write it as a list, one entry a line (- %s) or [%s]", v.Value, v.Value, v.Value)
 		}
-		return nil, p.errAt(key, v.Line, "want a list, not a %s", kindName(v))
+		return nil, p.errAt(key, v.Line, "want a list, not a %s", config.KindName(v))
 	}
 	out := make([]string, 0, len(v.Content))
 	for i, c := range v.Content {
@@ -305,7 +305,7 @@ func (p *parser) stringList(key string, v *yaml.Node) ([]string, error) {
 		if c.Kind != yaml.ScalarNode || isNull(c) || strings.TrimSpace(c.Value) == "" {
 			what := "an empty entry"
 			if c.Kind != yaml.ScalarNode {
-				what = "a " + kindName(c)
+				what = "a " + config.KindName(c)
 			}
 			return nil, p.errAt(ik, c.Line, "want a single value, not %s", what)
 		}
@@ -319,7 +319,7 @@ func (p *parser) scalar(key string, v *yaml.Node) (string, error) {
 		return "", nil
 	}
 	if v.Kind != yaml.ScalarNode {
-		return "", p.errAt(key, v.Line, "want a single value, not a %s", kindName(v))
+		return "", p.errAt(key, v.Line, "want a single value, not a %s", config.KindName(v))
 	}
 	return strings.TrimSpace(v.Value), nil
 }
@@ -337,7 +337,7 @@ func (p *parser) boolean(key string, v *yaml.Node) (bool, error) {
 		}
 		return false, p.errAt(key, v.Line, "want true or false, not %q", v.Value)
 	}
-	return false, p.errAt(key, v.Line, "want true or false, not a %s", kindName(v))
+	return false, p.errAt(key, v.Line, "want true or false, not a %s", config.KindName(v))
 }
 
 // build turns the collected keys into channels and checks them by condaproxy's rules.
@@ -566,16 +566,6 @@ func isNull(n *yaml.Node) bool {
 	return n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
 }
 
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "list"
-	default:
-		return "single value"
-	}
-}
 
 // Apply merges the channels into base (a loaded condaproxy config): a channel of
 // the same name is replaced in place, the others are appended in order; mirrorDir,
