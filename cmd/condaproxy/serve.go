@@ -102,6 +102,9 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 			store.Close()
 			return nil, &config.Error{File: cfg.Source, Key: "redis", Msg: "bad URL: " + config.RedactURL(cfg.Redis)}
 		}
+		// go-redis logs through a package-level logger: route it to ours, so its
+		// connection errors are structured lines like every other.
+		redis.SetLogger(redisLogger{log})
 		a.redis = redis.NewClient(opt)
 		ready = append(ready, admin.Check{Name: "redis", Fn: func(ctx context.Context) error {
 			return a.redis.Ping(ctx).Err()
@@ -199,4 +202,11 @@ func (a *app) Close() {
 		a.redis.Close()
 	}
 	a.store.Close()
+}
+
+// redisLogger adapts slog to go-redis's logger.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "redis")
 }

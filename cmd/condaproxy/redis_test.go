@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/condaproxy/condaproxy/config"
+)
+
+// startRedis runs a real redis-server on a free loopback port, with no
+// persistence, stopped at cleanup. Outside CI a machine without it skips; in CI
+// (.ci/run installs it) its absence fails.
+func startRedis(t *testing.T) (addr string, stop func()) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server is not installed; .ci/run installs it (apt-get install redis-server)")
+		}
+		t.Skip("redis-server is not installed")
+	}
+	addr = freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	stop = func() {
+		cmd.Process.Kill()
+		<-done
+	}
+	t.Cleanup(stop)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr, stop
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("redis-server did not start")
+		}
+	}
+}
+
+// /readyz follows Redis when one is configured: ready while it answers, not ready
+// (naming it) once it is gone. The channels go on being served either way.
+func TestReadyzFollowsRedis(t *testing.T) {
+	addr, stopRedis := startRedis(t)
+	yaml := fmt.Sprintf("data: %s\nredis: redis://%s/0\nchannels: []\n", t.TempDir(), addr)
+	cfg, err := config.Parse("redis.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer a.proxy.Shutdown(context.Background())
+	srv := httptest.NewServer(a.handler)
+	defer srv.Close()
+	ready := func() (int, map[string]any) {
+		r, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		var body map[string]any
+		json.NewDecoder(r.Body).Decode(&body)
+		return r.StatusCode, body
+	}
+	if code, body := ready(); code != 200 || body["ready"] != true {
+		t.Fatalf("with redis up: /readyz %d %v", code, body)
+	}
+	stopRedis()
+	code, body := ready()
+	failed, _ := body["failed"].(map[string]any)
+	if code != http.StatusServiceUnavailable || failed["redis"] == nil {
+		t.Fatalf("with redis gone: /readyz %d %v, want 503 naming redis", code, body)
+	}
+	if _, ok := failed["storage"]; ok {
+		t.Errorf("storage reported not ready: %v", failed)
+	}
+	if strings.Contains(fmt.Sprint(body), "password") {
+		t.Errorf("readyz leaks connection details: %v", body)
+	}
+	if r, err := http.Get(srv.URL + "/healthz"); err != nil || r.StatusCode != 200 {
+		t.Errorf("/healthz with redis gone: %v %v", r, err)
+	}
+}
