@@ -208,7 +208,9 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, cond Condi
 	if cond.LastModified != "" {
 		req.Header.Set("If-Modified-Since", cond.LastModified)
 	}
-	if src.Username != "" {
+	// Credentials go to the upstream's own host only, never to a CEP-15 base_url
+	// elsewhere (a CDN, or a host a hostile repodata names).
+	if src.Username != "" && u.Host == src.Base.Host {
 		req.SetBasicAuth(src.Username, src.Password)
 	}
 	start := time.Now()
