@@ -49,7 +49,7 @@ func requireChromium(t *testing.T) {
 // context; everything ends with ctx or at cleanup.
 func newBrowser(t *testing.T, ctx context.Context) context.Context {
 	t.Helper()
-	var out syncBuffer
+	var out testdata.Buffer
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(chromiumPath),
 		chromedp.Headless,

@@ -159,24 +159,7 @@ func (u *upstream) repodataRequests() int {
 
 type proxyProc struct {
 	base   string // http://127.0.0.1:PORT
-	stderr *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	stderr *testdata.Buffer
 }
 
 func freePort(t *testing.T) int {
@@ -214,7 +197,7 @@ channels:
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		p := &proxyProc{base: fmt.Sprintf("http://127.0.0.1:%d", port), stderr: &syncBuffer{}}
+		p := &proxyProc{base: fmt.Sprintf("http://127.0.0.1:%d", port), stderr: &testdata.Buffer{}}
 		cmd := exec.Command(proxyBin, "serve", "-c", cfgPath)
 		cmd.Stdout = p.stderr
 		cmd.Stderr = p.stderr

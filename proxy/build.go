@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
@@ -361,18 +360,10 @@ func (s *Server) removedButCached(ch *channel, sub string, docs []*upDoc) []*rep
 			return nil
 		}
 		var e pkgEntry
-		if err := json.Unmarshal(val, &e); err != nil || len(e.Record) == 0 || !s.store.Has(e.SHA256) {
+		if err := json.Unmarshal(val, &e); err != nil || !s.store.Has(e.SHA256) {
 			return nil
 		}
-		section := "packages"
-		if strings.HasSuffix(fn, ".conda") {
-			section = "packages.conda"
-		}
-		one := []byte(`{"` + section + `":{` + strconv.Quote(fn) + `:`)
-		one = append(append(one, e.Record...), "}}"...)
-		if d, err := repodata.Parse(one); err == nil && len(d.Records) == 1 {
-			r := d.Records[0]
-			r.Upstream = e.Upstream
+		if r := entryRecord(fn, e); r != nil {
 			out = append(out, r)
 		}
 		return nil

@@ -173,32 +173,15 @@ type harness struct {
 	http    *httptest.Server
 	reg     *prometheus.Registry
 	clock   *clock
-	logs    *syncBuffer
+	logs    *testdata.Buffer
 	storeOp cache.Options
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newHarness starts a proxy for the configuration yaml (data and listen are set by
 // the harness).
 func newHarness(t *testing.T, yaml string) *harness {
 	t.Helper()
-	h := &harness{t: t, yaml: yaml, data: t.TempDir(), clock: &clock{}, logs: &syncBuffer{}}
+	h := &harness{t: t, yaml: yaml, data: t.TempDir(), clock: &clock{}, logs: &testdata.Buffer{}}
 	h.start()
 	t.Cleanup(h.stop)
 	return h

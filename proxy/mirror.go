@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 
 	"github.com/condaproxy/condaproxy/config"
@@ -225,32 +224,52 @@ func (s *Server) CachedHidden(ctx context.Context, channel string) ([]CachedFile
 // Uncache removes channel/subdir/filename from the cache: its index entry, and its
 // blob unless another channel path holds the same bytes.
 func (s *Server) Uncache(channel, subdir, filename string) error {
+	return s.UncacheFiles(channel, []CachedFile{{Subdir: subdir, Filename: filename}})
+}
+
+// UncacheFiles removes several files of channel: their index entries, then the
+// blobs no remaining entry holds. The package index is scanned once for all of
+// them, not once a file (clean removes thousands).
+func (s *Server) UncacheFiles(channel string, files []CachedFile) error {
 	ch, err := s.condaChannel(channel)
 	if err != nil {
 		return err
 	}
-	key := stateKey("p", ch.cfg.Name, subdir, filename)
-	var e pkgEntry
-	ok, err := s.store.Meta.Get(key, &e)
-	if err != nil || !ok {
-		return err
+	dropped := map[string]bool{}
+	for _, f := range files {
+		key := stateKey("p", ch.cfg.Name, f.Subdir, f.Filename)
+		var e pkgEntry
+		ok, err := s.store.Meta.Get(key, &e)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if err := s.store.Meta.Delete(key); err != nil {
+			return err
+		}
+		dropped[e.SHA256] = true
 	}
-	if err := s.store.Meta.Delete(key); err != nil {
-		return err
+	if len(dropped) == 0 {
+		return nil
 	}
-	shared := false
-	s.store.Meta.Scan("p/", func(_ string, val []byte) error {
+	err = s.store.Meta.Scan("p/", func(_ string, val []byte) error {
 		var other pkgEntry
-		if json.Unmarshal(val, &other) == nil && other.SHA256 == e.SHA256 {
-			shared = true
-			return io.EOF // stop
+		if json.Unmarshal(val, &other) == nil {
+			delete(dropped, other.SHA256) // still held under another path
 		}
 		return nil
 	})
-	if shared {
-		return nil
+	if err != nil {
+		return err
 	}
-	return s.store.RemoveBlob(e.SHA256)
+	for sha := range dropped {
+		if err := s.store.RemoveBlob(sha); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // IsNotFound reports whether err is an upstream 404 (a record whose file upstream

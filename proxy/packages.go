@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -89,15 +90,8 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) 
 // repodata could be loaded) one is prepared from no other records: every rule but
 // the dependency closure still applies.
 func (s *Server) decideCached(rt route, e pkgEntry, d policy.Decider) string {
-	if len(e.Record) == 0 {
-		return ""
-	}
-	section := "packages"
-	if strings.HasSuffix(rt.file, ".conda") {
-		section = "packages.conda"
-	}
-	doc, err := repodata.Parse([]byte(`{"` + section + `":{` + strconv.Quote(rt.file) + `:` + string(e.Record) + `}}`))
-	if err != nil || len(doc.Records) != 1 {
+	r := entryRecord(rt.file, e)
+	if r == nil {
 		return ""
 	}
 	if d == nil {
@@ -107,8 +101,28 @@ func (s *Server) decideCached(rt route, e pkgEntry, d policy.Decider) string {
 			return ""
 		}
 	}
-	rule, _ := d.Decide(doc.Records[0])
+	rule, _ := d.Decide(r)
 	return rule
+}
+
+// entryRecord is the repodata record kept in a package index entry, read back
+// as a Record (nil when the entry kept none, or it does not parse).
+func entryRecord(filename string, e pkgEntry) *repodata.Record {
+	if len(e.Record) == 0 {
+		return nil
+	}
+	section := "packages"
+	if strings.HasSuffix(filename, ".conda") {
+		section = "packages.conda"
+	}
+	key, _ := json.Marshal(filename)
+	doc, err := repodata.Parse([]byte(`{"` + section + `":{` + string(key) + `:` + string(e.Record) + `}}`))
+	if err != nil || len(doc.Records) != 1 {
+		return nil
+	}
+	r := doc.Records[0]
+	r.Upstream = e.Upstream
+	return r
 }
 
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, blob *cache.Blob, sha string) error {
@@ -150,7 +164,7 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 		return &httpError{status: http.StatusBadGateway, msg: "the repodata record has no checksum to verify the file against"}
 	}
 	f := s.startPackageFill(r.Context(), rt.channel, rt.subdir, rt.file, sv, ref)
-	return s.serveFill(w, r, f, func(h http.Header, sha, _ string) { packageHeaders(cmpOr(refSHA, sha))(h) })
+	return s.serveFill(w, r, f, func(h http.Header, sha, _ string) { packageHeaders(cmp.Or(refSHA, sha))(h) })
 }
 
 // startPackageFill starts (or joins) the one fill of channel/subdir/fn, verified
@@ -222,12 +236,4 @@ func setSource(w http.ResponseWriter, src string) {
 	if s, ok := w.(sourceSetter); ok {
 		s.setSource(src)
 	}
-}
-
-// cmpOr returns a if it is not empty, else b.
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

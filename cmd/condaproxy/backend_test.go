@@ -95,7 +95,7 @@ type testApp struct {
 	*app
 	srv     *httptest.Server
 	up      *countingUpstream
-	logs    *syncBuffer
+	logs    *testdata.Buffer
 	cfgPath string
 }
 
@@ -114,7 +114,7 @@ func startTestApp(t *testing.T) *testApp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testdata.Buffer{}
 	a, err := newApp(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

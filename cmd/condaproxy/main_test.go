@@ -12,30 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/condaproxy/condaproxy/internal/testdata"
 )
-
-// syncBuffer is written by a serve running in another goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // runCmd runs the command line and returns its exit status and output.
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -296,14 +277,14 @@ type serving struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run returned
 	code   int           // run's exit status, once done is closed
-	stderr *syncBuffer
+	stderr *testdata.Buffer
 }
 
 // startServe runs serve with args plus --listen on a free port, and waits until
 // /healthz answers.
 func startServe(t *testing.T, args ...string) *serving {
 	t.Helper()
-	s := &serving{addr: freeAddr(t), done: make(chan struct{}), stderr: &syncBuffer{}}
+	s := &serving{addr: freeAddr(t), done: make(chan struct{}), stderr: &testdata.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	args = append(append([]string{"serve"}, args...), "--listen", s.addr)

@@ -365,31 +365,13 @@ func mxTmpFiles(t *testing.T, data string) []string {
 	return out
 }
 
-// mxBuf is a writer shared with a serve goroutine.
-type mxBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *mxBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *mxBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // mxServer is `condaproxy serve` running in a goroutine on a free loopback port.
 type mxServer struct {
 	base   string
 	cancel context.CancelFunc
 	done   chan struct{}
 	code   int
-	stderr *mxBuf
+	stderr *testdata.Buffer
 }
 
 func mxServe(t *testing.T, cfg string) *mxServer {
@@ -401,7 +383,7 @@ func mxServe(t *testing.T, cfg string) *mxServer {
 	addr := ln.Addr().String()
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &mxServer{base: "http://" + addr, cancel: cancel, done: make(chan struct{}), stderr: &mxBuf{}}
+	s := &mxServer{base: "http://" + addr, cancel: cancel, done: make(chan struct{}), stderr: &testdata.Buffer{}}
 	go func() {
 		s.code = run(ctx, []string{"serve", "-c", cfg, "--listen", addr}, io.Discard, s.stderr)
 		close(s.done)
@@ -769,7 +751,7 @@ func TestMirrorSyncKilledResumes(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
 	cfg := mxConfig(t, data, mxChan{name: "zlib", urls: []string{up.url()}})
 
-	var childOut mxBuf
+	var childOut testdata.Buffer
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMirrorSyncKillChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), mxKillChildEnv+"="+cfg)
 	cmd.Stdout, cmd.Stderr = &childOut, &childOut

@@ -279,13 +279,14 @@ func cmdClean(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		for _, f := range files {
-			verb := "removed"
-			if *dryRun {
-				verb = "would remove"
-			} else if err := a.proxy.Uncache(ch, f.Subdir, f.Filename); err != nil {
-				return fmt.Errorf("clean %s/%s/%s: %w", ch, f.Subdir, f.Filename, err)
+		verb := "would remove"
+		if !*dryRun {
+			verb = "removed"
+			if err := a.proxy.UncacheFiles(ch, files); err != nil {
+				return fmt.Errorf("clean %s: %w", ch, err)
 			}
+		}
+		for _, f := range files {
 			fmt.Fprintf(stdout, "%s %s/%s/%s (%s), hidden by %s\n", verb, ch, f.Subdir, f.Filename, human(f.Size), f.Rule)
 			count++
 			total += f.Size
