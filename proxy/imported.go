@@ -225,4 +225,3 @@ func (s *Server) Exported(channel, subdir, filename string) bool {
 func (s *Server) MarkExported(channel, subdir, filename string) error {
 	return s.store.Meta.Put(stateKey("x", channel, subdir, filename), exportState{At: s.now().UTC()})
 }
-

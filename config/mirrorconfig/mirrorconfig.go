@@ -566,7 +566,6 @@ func isNull(n *yaml.Node) bool {
 	return n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
 }
 
-
 // Apply merges the channels into base (a loaded condaproxy config): a channel of
 // the same name is replaced in place, the others are appended in order; mirrorDir,
 // if set and base.Data is the default, becomes base.Data. It re-validates the result
