@@ -22,6 +22,7 @@ type Config struct {
 	// repodata freshness and purge events.
 	Redis    string    `yaml:"redis" secret:"url"`
 	Auth     Auth      `yaml:"auth"`
+	Limits   Limits    `yaml:"limits"`
 	Log      Log       `yaml:"log"`
 	Channels []Channel `yaml:"channels"`
 	// ForwardProxy is the optional HTTPS_PROXY-style listener.
@@ -58,8 +59,46 @@ type Cache struct {
 
 // Auth holds client and admin tokens.
 type Auth struct {
-	Tokens     []string `yaml:"tokens" secret:"all"`
-	AdminToken string   `yaml:"admin_token" secret:"all"`
+	Tokens     []Token `yaml:"tokens"`
+	AdminToken string  `yaml:"admin_token" secret:"all"`
+}
+
+// Token is one client token. Written as a plain string it opens every channel;
+// written as {token, channels} it opens only the channels it names.
+type Token struct {
+	Token    string   `yaml:"token" secret:"all"`
+	Channels []string `yaml:"channels,omitempty"`
+}
+
+// Opens reports whether the token may read channel.
+func (t Token) Opens(channel string) bool {
+	if len(t.Channels) == 0 {
+		return true
+	}
+	for _, c := range t.Channels {
+		if c == channel {
+			return true
+		}
+	}
+	return false
+}
+
+// Limits bound what untrusted peers can make the proxy hold or wait for. Each
+// has a default well above what real channels and conda clients need.
+type Limits struct {
+	// UpstreamIdleTimeout fails an upstream transfer that sends nothing for this
+	// long: a stalled upstream must not hold a fill, and every client joined to it.
+	UpstreamIdleTimeout Duration `yaml:"upstream_idle_timeout"`
+	// MaxRepodata bounds one upstream repodata document once decoded (json, zst,
+	// bz2), in the proxy and in imported tars.
+	MaxRepodata Size `yaml:"max_repodata"`
+	// MaxMetadata bounds the other metadata files: run_exports.json,
+	// channeldata.json, notices.json, patch_instructions.json.
+	MaxMetadata Size `yaml:"max_metadata"`
+	// MaxRequestHeader bounds a client request's header lines (431 past it).
+	MaxRequestHeader Size `yaml:"max_request_header"`
+	// MaxURL bounds a client request's target (414 past it).
+	MaxURL Size `yaml:"max_url"`
 }
 
 // Log sets the structured log output.
@@ -103,6 +142,10 @@ type Upstream struct {
 	URL      string `yaml:"url" secret:"url"`
 	Username string `yaml:"username,omitempty"`
 	Password string `yaml:"password,omitempty" secret:"all"`
+	// Hosts are other hosts this upstream's repodata may send package downloads
+	// to through a CEP-15 base_url (a CDN). Any other host a document names is
+	// refused: a hostile repodata must not steer the proxy.
+	Hosts []string `yaml:"hosts,omitempty"`
 }
 
 // ForwardProxy configures the HTTPS_PROXY-style listener.
@@ -121,6 +164,12 @@ const (
 	DefaultMemory      = 256 << 20
 	DefaultMetadataTTL = 10 * time.Minute
 	DefaultNegativeTTL = time.Minute
+
+	DefaultUpstreamIdleTimeout = 30 * time.Second
+	DefaultMaxRepodata         = 2 << 30
+	DefaultMaxMetadata         = 256 << 20
+	DefaultMaxRequestHeader    = 16 << 10
+	DefaultMaxURL              = 8 << 10
 )
 
 func (c *Config) fillDefaults() {
@@ -141,6 +190,21 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Cache.NegativeTTL == 0 {
 		c.Cache.NegativeTTL = Duration(DefaultNegativeTTL)
+	}
+	if c.Limits.UpstreamIdleTimeout == 0 {
+		c.Limits.UpstreamIdleTimeout = Duration(DefaultUpstreamIdleTimeout)
+	}
+	if c.Limits.MaxRepodata == 0 {
+		c.Limits.MaxRepodata = DefaultMaxRepodata
+	}
+	if c.Limits.MaxMetadata == 0 {
+		c.Limits.MaxMetadata = DefaultMaxMetadata
+	}
+	if c.Limits.MaxRequestHeader == 0 {
+		c.Limits.MaxRequestHeader = DefaultMaxRequestHeader
+	}
+	if c.Limits.MaxURL == 0 {
+		c.Limits.MaxURL = DefaultMaxURL
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

@@ -152,7 +152,10 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-var scalarType = reflect.TypeOf((*scalar)(nil)).Elem()
+var (
+	scalarType = reflect.TypeOf((*scalar)(nil)).Elem()
+	tokenType  = reflect.TypeOf(Token{})
+)
 
 // check walks the document beside the Go type it must fill: it rejects unknown keys
 // and wrongly shaped values, parses sizes and durations, and records each key's line.
@@ -171,6 +174,9 @@ func (l *loader) check(n *yaml.Node, t reflect.Type, path string) error {
 			return l.errAt(path, n.Line, "%v", err)
 		}
 		return nil
+	}
+	if t == tokenType && n.Kind == yaml.ScalarNode {
+		return nil // a plain token string: it opens every channel
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

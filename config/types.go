@@ -97,3 +97,22 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return d.parse(n.Value) }
 
 // MarshalYAML prints Go's duration form.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// UnmarshalYAML reads a token written as a plain string or as {token, channels}.
+func (t *Token) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*t = Token{Token: n.Value}
+		return nil
+	}
+	type plain Token // without this method
+	return n.Decode((*plain)(t))
+}
+
+// MarshalYAML writes a token that opens every channel as the plain string.
+func (t Token) MarshalYAML() (any, error) {
+	if len(t.Channels) == 0 {
+		return t.Token, nil
+	}
+	type plain Token
+	return plain(t), nil
+}

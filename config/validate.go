@@ -44,10 +44,36 @@ func (l *loader) validate(c *Config) error {
 			return l.errKey("redis", "bad URL %q: want redis://host:port/db", RedactURL(c.Redis))
 		}
 	}
+	seenTokens := map[string]bool{}
 	for i, t := range c.Auth.Tokens {
-		if t == "" || strings.ContainsAny(t, "/ \t\r\n?#%") {
-			return l.errKey(fmt.Sprintf("auth.tokens[%d]", i), "a token must be non-empty, without '/', '%%', '?', '#' or spaces (it goes in /t/<token>/ paths)")
+		key := fmt.Sprintf("auth.tokens[%d]", i)
+		if t.Token == "" || strings.ContainsAny(t.Token, "/ \t\r\n?#%") {
+			return l.errKey(key, "a token must be non-empty, without '/', '%%', '?', '#' or spaces (it goes in /t/<token>/ paths)")
 		}
+		if seenTokens[t.Token] {
+			return l.errKey(key, "the same token is given twice: give it once, with every channel it opens")
+		}
+		seenTokens[t.Token] = true
+		for j, name := range t.Channels {
+			if c.Channel(name) == nil {
+				return l.errKey(fmt.Sprintf("%s.channels[%d]", key, j), "no channel %q is configured", name)
+			}
+		}
+	}
+	if c.Limits.MaxRequestHeader < 4<<10 {
+		return l.errKey("limits.max_request_header", "%s is too small: conda clients send up to a few KiB; at least 4KiB", c.Limits.MaxRequestHeader)
+	}
+	if c.Limits.MaxURL < 1<<10 {
+		return l.errKey("limits.max_url", "%s is too small: at least 1KiB", c.Limits.MaxURL)
+	}
+	if c.Limits.MaxRepodata < 1<<20 {
+		return l.errKey("limits.max_repodata", "%s is too small: at least 1MiB", c.Limits.MaxRepodata)
+	}
+	if c.Limits.MaxMetadata < 64<<10 {
+		return l.errKey("limits.max_metadata", "%s is too small: at least 64KiB", c.Limits.MaxMetadata)
+	}
+	if c.Limits.UpstreamIdleTimeout.D() < time.Second {
+		return l.errKey("limits.upstream_idle_timeout", "%s is too short: at least 1s", c.Limits.UpstreamIdleTimeout)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -192,6 +218,11 @@ func (l *loader) validateUpstream(key string, up Upstream) error {
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return l.errKey(key+".url", "bad URL %q: a channel URL has no query or fragment", RedactURL(up.URL))
+	}
+	for j, h := range up.Hosts {
+		if h == "" || strings.ContainsAny(h, "/@ \t?#") {
+			return l.errKey(fmt.Sprintf("%s.hosts[%d]", key, j), "bad host %q: want a host name, or host:port", h)
+		}
 	}
 	if up.Password != "" && up.Username == "" {
 		return l.errKey(key+".password", "a password needs a username")

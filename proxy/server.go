@@ -63,7 +63,7 @@ type Server struct {
 	fillTTL  time.Duration
 
 	channels map[string]*channel
-	tokens   [][]byte
+	tokens   []config.Token
 
 	// loads merges concurrent repodata loads of one subdir.
 	loads singleflight.Group
@@ -123,9 +123,7 @@ func New(o Options) (*Server, error) {
 	s.base, s.cancel = context.WithCancel(context.Background())
 	// Request numbers start at the clock, so they do not repeat across restarts.
 	s.reqSeq.Store(uint64(time.Now().UnixNano()) &^ 0xffffffff)
-	for _, t := range o.Config.Auth.Tokens {
-		s.tokens = append(s.tokens, []byte(t))
-	}
+	s.tokens = o.Config.Auth.Tokens
 	for i := range o.Config.Channels {
 		cc := &o.Config.Channels[i]
 		ch := &channel{cfg: cc, policy: o.Policies[cc.Name], subdirs: map[string]*subdir{}}
@@ -272,7 +270,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if err == nil {
-		err = s.authorize(r, rt.token)
+		err = s.authorize(r, rt.token, rt.channel)
 	}
 	if err == nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		err = errMethod
@@ -319,13 +317,16 @@ func redactTokenPath(p string) string {
 	return p
 }
 
-// CanRead reports whether r carries what a channel read needs (a client token,
-// when auth.tokens is set), for the admin API's read calls.
-func (s *Server) CanRead(r *http.Request) bool { return s.authorize(r, "") == nil }
+// CanRead reports whether r carries what every channel's read needs (a client
+// token that opens every channel, when auth.tokens is set), for the admin API's
+// read calls: they list all channels, so a token scoped to some may not use them.
+func (s *Server) CanRead(r *http.Request) bool { return s.authorize(r, "", nil) == nil }
 
-// authorize checks the client token when auth.tokens is set. Comparison is
-// constant-time over every configured token.
-func (s *Server) authorize(r *http.Request, pathToken string) error {
+// authorize checks the client token when auth.tokens is set: it must be one of
+// them and open ch (every channel when ch is nil). Comparison is constant-time
+// over every configured token, and a token refused for its scope gets the same
+// answer as an unknown one, so a 401 says nothing of which channels exist.
+func (s *Server) authorize(r *http.Request, pathToken string, ch *channel) error {
 	if len(s.tokens) == 0 {
 		return nil
 	}
@@ -338,11 +339,23 @@ func (s *Server) authorize(r *http.Request, pathToken string) error {
 	if tok == "" {
 		return errUnauthorized
 	}
-	match := 0
-	for _, t := range s.tokens {
-		match |= subtle.ConstantTimeCompare([]byte(tok), t)
+	found := -1
+	for i, t := range s.tokens {
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(t.Token)) == 1 {
+			found = i
+		}
 	}
-	if match != 1 {
+	if found < 0 {
+		return errUnauthorized
+	}
+	t := s.tokens[found]
+	if ch == nil {
+		if len(t.Channels) > 0 {
+			return errUnauthorized
+		}
+		return nil
+	}
+	if !t.Opens(ch.cfg.Name) {
 		return errUnauthorized
 	}
 	return nil

@@ -64,9 +64,13 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	if base != "" {
+		// The admin API's reads need a token that opens every channel.
 		token := ""
-		if len(cfg.Auth.Tokens) > 0 {
-			token = cfg.Auth.Tokens[0]
+		for _, t := range cfg.Auth.Tokens {
+			if len(t.Channels) == 0 {
+				token = t.Token
+				break
+			}
 		}
 		q := url.Values{"channel": {channel}, "subdir": {subdir}, "package": {query}}
 		if err := apiGet(strings.TrimRight(base, "/"), "/api/v1/explain", q, token, &out); err != nil {
