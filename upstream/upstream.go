@@ -19,7 +19,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/condaproxy/condaproxy/config"
@@ -43,37 +42,6 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
-
-// Source is one upstream of a channel.
-type Source struct {
-	Base     *url.URL
-	Username string
-	Password string
-}
-
-// NewSource parses a configured upstream.
-func NewSource(u config.Upstream) (Source, error) {
-	base, err := url.Parse(strings.TrimRight(u.URL, "/"))
-	if err != nil {
-		return Source{}, fmt.Errorf("upstream %s: %w", config.RedactURL(u.URL), err)
-	}
-	return Source{Base: base, Username: u.Username, Password: u.Password}, nil
-}
-
-// String is the redacted base URL.
-func (s Source) String() string { return config.RedactURL(s.Base.String()) }
-
-// Resolve returns the URL of rel (a slash-separated path below the base, already
-// validated by the caller, or an absolute URL such as a CEP-15 base_url).
-func (s Source) Resolve(rel string) *url.URL {
-	if u, err := url.Parse(rel); err == nil && u.IsAbs() {
-		return u
-	}
-	u := *s.Base
-	u.Path = strings.TrimRight(u.Path, "/") + "/" + rel
-	u.RawPath = ""
-	return &u
-}
 
 // Conditional carries the validators of a cached copy.
 type Conditional struct {
@@ -159,10 +127,25 @@ func New(o Options) *Client {
 	}
 }
 
-// Get fetches rel from src. A 404 or 410 is ErrNotFound (not retried); 5xx, 429 and
-// network errors are retried with backoff, then returned as *Error.
+// Get fetches rel, a slash path below src's base (see Source.Resolve). A 404 or 410
+// is ErrNotFound (not retried); 5xx, 429 and network errors are retried with
+// backoff, then returned as *Error. A path that is not plainly below the base is
+// ErrBadPath, and nothing is fetched.
 func (c *Client) Get(ctx context.Context, src Source, rel string, cond Conditional) (*Response, error) {
-	u := src.Resolve(rel)
+	u, err := src.Resolve(rel)
+	if err != nil {
+		return nil, err
+	}
+	return c.GetURL(ctx, src, u, cond)
+}
+
+// GetURL fetches u, a URL under one of src's PackageBase directories, as Get does.
+// It checks src.Allows(u) first, so no URL from a repodata document reaches another
+// host or a local file whatever the caller did with it.
+func (c *Client) GetURL(ctx context.Context, src Source, u *url.URL, cond Conditional) (*Response, error) {
+	if err := src.Allows(u); err != nil {
+		return nil, err
+	}
 	if u.Scheme == "file" {
 		return getFile(u, cond)
 	}
@@ -210,7 +193,7 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, cond Condi
 	}
 	// Credentials go to the upstream's own host only, never to a CEP-15 base_url
 	// elsewhere (a CDN, or a host a hostile repodata names).
-	if src.Username != "" && u.Host == src.Base.Host {
+	if src.Username != "" && src.ownHost(u) {
 		req.SetBasicAuth(src.Username, src.Password)
 	}
 	start := time.Now()
@@ -260,15 +243,17 @@ func drain(body io.ReadCloser) {
 }
 
 // getFile serves a file:// upstream: a local channel tree (an untarred export, a USB
-// disk). Its validator is the modification time.
+// disk). Its validator is the modification time. u has passed Source.Allows: its
+// cleaned path is below the upstream's directory, and that cleaned path is opened.
 func getFile(u *url.URL, cond Conditional) (*Response, error) {
-	path := filepath.FromSlash(u.Path)
-	f, err := os.Open(path)
+	redacted := config.RedactURL(u.String())
+	f, err := os.Open(filepath.Clean(filepath.FromSlash(u.Path)))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, &Error{URL: u.String(), Err: errors.Unwrap(err)}
+		// The *PathError would repeat the path; the URL already names it.
+		return nil, &Error{URL: redacted, Err: errors.Unwrap(err)}
 	}
 	info, err := f.Stat()
 	if err != nil || info.IsDir() {
@@ -276,7 +261,7 @@ func getFile(u *url.URL, cond Conditional) (*Response, error) {
 		if err == nil {
 			return nil, ErrNotFound
 		}
-		return nil, &Error{URL: u.String(), Err: err}
+		return nil, &Error{URL: redacted, Err: errors.Unwrap(err)}
 	}
 	lm := info.ModTime().UTC().Format(http.TimeFormat)
 	if cond.LastModified != "" && cond.LastModified == lm {

@@ -144,20 +144,26 @@ func TestBasicAuthOnlyToItsHost(t *testing.T) {
 		io.WriteString(w, "x")
 	}))
 	defer own.Close()
-	src, _ := NewSource(config.Upstream{URL: own.URL, Username: "bob", Password: "pw"})
+	otherURL, _ := url.Parse(other.URL)
+	src, _ := NewSource(config.Upstream{URL: own.URL, Username: "bob", Password: "pw", Hosts: []string{otherURL.Host}})
 	c := New(Options{})
 	if resp, err := c.Get(context.Background(), src, "f", Conditional{}); err != nil {
 		t.Fatalf("own host: %v", err)
 	} else {
 		resp.Body.Close()
 	}
-	resp, err := c.Get(context.Background(), src, other.URL+"/f", Conditional{})
+	base, err := src.PackageBase("noarch", other.URL+"/pkgs/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := Join(base, "f")
+	resp, err := c.GetURL(context.Background(), src, u, Conditional{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if a, _ := gotAuth.Load().(string); a != "" {
-		t.Errorf("credentials sent to another host: %q", a)
+	if a, ok := gotAuth.Load().(string); !ok || a != "" {
+		t.Errorf("credentials sent to a base_url host: %q (asked: %v)", a, ok)
 	}
 }
 
