@@ -51,6 +51,19 @@ func NewSource(u config.Upstream) (Source, error) {
 		Hosts: append([]string(nil), u.Hosts...)}, nil
 }
 
+// credentials are the configured username and password, else those of the URL's
+// user:password@.
+func (s Source) credentials() (user, pass string, ok bool) {
+	if s.Username != "" {
+		return s.Username, s.Password, true
+	}
+	if s.Base != nil && s.Base.User != nil {
+		pass, _ := s.Base.User.Password()
+		return s.Base.User.Username(), pass, true
+	}
+	return "", "", false
+}
+
 // String is the redacted base URL.
 func (s Source) String() string {
 	if s.Base == nil {
@@ -217,15 +230,19 @@ func (s Source) Allows(u *url.URL) error {
 }
 
 // ownHost says whether u is on the upstream's own host, the only one that gets its
-// credentials. A base without an explicit port matches the default port of u's
-// scheme, so an http upstream may move to https on the same host.
-func (s Source) ownHost(u *url.URL) bool {
-	if s.Base == nil || s.Base.Host == "" {
+// credentials.
+func (s Source) ownHost(u *url.URL) bool { return s.Base != nil && onHostOf(u, s.Base) }
+
+// onHostOf says whether u is on base's host. A base on its scheme's default port
+// matches the default port of u's scheme, so an http upstream may move to https on
+// the same host.
+func onHostOf(u, base *url.URL) bool {
+	if base.Host == "" {
 		return false
 	}
-	host := s.Base.Host
-	if p := s.Base.Port(); p != "" && p == defaultPort(s.Base.Scheme) {
-		host = s.Base.Hostname()
+	host := base.Host
+	if p := base.Port(); p != "" && p == defaultPort(base.Scheme) {
+		host = base.Hostname()
 		if strings.Contains(host, ":") {
 			host = "[" + host + "]"
 		}

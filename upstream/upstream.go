@@ -114,18 +114,40 @@ func New(o Options) *Client {
 	return &Client{
 		http: &http.Client{
 			Transport: tr,
-			// A redirect is followed, but never to a non-HTTP scheme, and credentials
-			// are not forwarded to another host (net/http's own rule).
-			CheckRedirect: func(req *http.Request, via []*http.Request) error {
-				if len(via) >= 10 {
-					return errors.New("too many redirects")
-				}
-				return nil
-			},
+			CheckRedirect: checkRedirect,
 		},
 		retries: o.Retries, backoff: o.Backoff, log: o.Logger, agent: o.UserAgent,
 	}
 }
+
+// checkRedirect follows a redirect (a CDN, a moved channel) but not to another
+// scheme, nor from https down to http, nor in a loop. The target learns nothing the
+// upstream's own host was told: no Referer (it would carry a /t/<token>/ path) and
+// no Authorization off that host. net/http keeps Authorization for a subdomain or
+// another port of the same name; this does not.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	req.Header.Del("Referer")
+	if !onHostOf(req.URL, via[0].URL) {
+		req.Header.Del("Authorization")
+	}
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	switch req.URL.Scheme {
+	case "https":
+	case "http":
+		for _, r := range via {
+			if r.URL.Scheme == "https" {
+				return errors.New("refused a redirect from https down to http")
+			}
+		}
+	default:
+		return errors.New("refused a redirect to a scheme other than http or https")
+	}
+	return nil
+}
+
+const maxRedirects = 10
 
 // Get fetches rel, a slash path below src's base (see Source.Resolve). A 404 or 410
 // is ErrNotFound (not retried); 5xx, 429 and network errors are retried with
@@ -180,7 +202,12 @@ func retryable(err error) bool {
 
 func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, cond Conditional) (*Response, error) {
 	redacted := config.RedactURL(u.String())
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	// The credentials travel in the Authorization header, set here for the
+	// upstream's own host only, and never in the request URL: net/http would quote
+	// a URL's user:password in its errors, and send it wherever that URL goes.
+	target := *u
+	target.User = nil
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {
 		return nil, &Error{URL: redacted, Err: errors.New("bad request URL")}
 	}
@@ -191,10 +218,10 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, cond Condi
 	if cond.LastModified != "" {
 		req.Header.Set("If-Modified-Since", cond.LastModified)
 	}
-	// Credentials go to the upstream's own host only, never to a CEP-15 base_url
-	// elsewhere (a CDN, or a host a hostile repodata names).
-	if src.Username != "" && src.ownHost(u) {
-		req.SetBasicAuth(src.Username, src.Password)
+	// Not to a CEP-15 base_url elsewhere either (a CDN, or a host a hostile
+	// repodata names).
+	if user, pass, ok := src.credentials(); ok && src.ownHost(u) {
+		req.SetBasicAuth(user, pass)
 	}
 	start := time.Now()
 	resp, err := c.http.Do(req)

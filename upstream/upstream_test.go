@@ -188,3 +188,91 @@ func TestFileUpstream(t *testing.T) {
 		}
 	}
 }
+
+// A redirect target (a CDN) is told nothing the upstream's own host was: no
+// Referer, which would carry the /t/<token>/ path, and no credentials, even on the
+// same host name at another port (net/http would forward them there).
+func TestRedirectLeaksNothing(t *testing.T) {
+	type seen struct{ referer, auth string }
+	var got atomic.Pointer[seen]
+	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(&seen{r.Header.Get("Referer"), r.Header.Get("Authorization")})
+		io.WriteString(w, "pkg")
+	}))
+	defer cdn.Close()
+	own := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "bob" || p != "pw" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		switch r.URL.Path {
+		case "/t/SEKRET/chan/moved":
+			http.Redirect(w, r, "/t/SEKRET/chan/here", http.StatusFound)
+		case "/t/SEKRET/chan/here":
+			io.WriteString(w, "here")
+		default:
+			http.Redirect(w, r, cdn.URL+"/pkg", http.StatusFound)
+		}
+	}))
+	defer own.Close()
+	c := New(Options{Retries: -1})
+	for _, src := range []Source{
+		func() Source {
+			s, _ := NewSource(config.Upstream{URL: own.URL + "/t/SEKRET/chan", Username: "bob", Password: "pw"})
+			return s
+		}(),
+		source(t, strings.Replace(own.URL, "http://", "http://bob:pw@", 1)+"/t/SEKRET/chan"),
+	} {
+		got.Store(nil)
+		resp, err := c.Get(context.Background(), src, "noarch/x.conda", Conditional{})
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		s := got.Load()
+		if string(b) != "pkg" || s == nil {
+			t.Fatalf("%s: %q, the redirect target was not asked", src, b)
+		}
+		if s.referer != "" || s.auth != "" {
+			t.Errorf("%s: the redirect target got Referer %q, Authorization %q", src, s.referer, s.auth)
+		}
+		// A redirect on the upstream's own host keeps the credentials.
+		resp, err = c.Get(context.Background(), src, "moved", Conditional{})
+		if err != nil {
+			t.Fatalf("%s, redirect on its own host: %v", src, err)
+		}
+		resp.Body.Close()
+	}
+}
+
+// Redirects go to http(s) only, never from https down to http.
+func TestRedirectRefusals(t *testing.T) {
+	var plainAsked atomic.Int32
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		plainAsked.Add(1)
+		io.WriteString(w, "x")
+	}))
+	defer plain.Close()
+	tls := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/down":
+			http.Redirect(w, r, plain.URL+"/x", http.StatusFound)
+		case "/file":
+			http.Redirect(w, r, "file:///etc/hostname", http.StatusFound)
+		}
+	}))
+	defer tls.Close()
+	c := New(Options{Retries: -1, Transport: tls.Client().Transport})
+	src := source(t, tls.URL)
+	for _, rel := range []string{"down", "file"} {
+		resp, err := c.Get(context.Background(), src, rel, Conditional{})
+		var ue *Error
+		if !errors.As(err, &ue) || resp != nil {
+			t.Errorf("%s: %+v %v, want *Error", rel, resp, err)
+		}
+	}
+	if plainAsked.Load() != 0 {
+		t.Error("followed a redirect from https down to http")
+	}
+}
