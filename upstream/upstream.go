@@ -113,7 +113,7 @@ func New(o Options) *Client {
 	}
 	return &Client{
 		http: &http.Client{
-			Transport: tr,
+			Transport:     tr,
 			CheckRedirect: checkRedirect,
 		},
 		retries: o.Retries, backoff: o.Backoff, log: o.Logger, agent: o.UserAgent,
