@@ -17,7 +17,18 @@ type scanner struct {
 	// view makes str return strings that alias data instead of copies. Only for
 	// callers that keep data alive and unchanged while they use the strings.
 	view bool
+	// depth is how many objects and arrays enclose the cursor.
+	depth int
 }
+
+// MaxDepth bounds how deeply objects and arrays may nest in a document, counted
+// from its top. Every walk recurses once per level (skip through object and
+// array), so without a bound a few megabytes of "[[[[" from a hostile upstream
+// cost hundreds of megabytes of stack, and tens of megabytes overflow it and kill
+// the process. Real repodata nests 5 levels at most (document, "packages",
+// record, run_exports, its list); 64 leaves room for any extension upstream may
+// add and keeps the worst case a few kilobytes of stack.
+const MaxDepth = 64
 
 // SyntaxError says where a repodata document stops being what it must be.
 type SyntaxError struct {
@@ -62,14 +73,31 @@ func (s *scanner) expect(c byte) error {
 	return nil
 }
 
+// enter moves into one more level of nesting, just past its opening bracket,
+// refusing to go past MaxDepth. object and array call it, and every walk nests
+// through them: this is the one place the bound is kept. They leave the level
+// where they consume the closing bracket; after an error the scanner is not used
+// again, so its depth no longer matters.
+func (s *scanner) enter() error {
+	if s.depth >= MaxDepth {
+		return &SyntaxError{Offset: s.pos - 1, Msg: fmt.Sprintf("nested deeper than %d", MaxDepth)}
+	}
+	s.depth++
+	return nil
+}
+
 // object calls member for each key of the object at the cursor; member must consume
 // the value.
 func (s *scanner) object(member func(key string) error) error {
 	if err := s.expect('{'); err != nil {
 		return err
 	}
+	if err := s.enter(); err != nil {
+		return err
+	}
 	if s.peek() == '}' {
 		s.pos++
+		s.depth--
 		return nil
 	}
 	for {
@@ -88,6 +116,7 @@ func (s *scanner) object(member func(key string) error) error {
 			s.pos++
 		case '}':
 			s.pos++
+			s.depth--
 			return nil
 		case 0:
 			return s.errorf("unexpected end of document")
@@ -102,8 +131,12 @@ func (s *scanner) array(elem func() error) error {
 	if err := s.expect('['); err != nil {
 		return err
 	}
+	if err := s.enter(); err != nil {
+		return err
+	}
 	if s.peek() == ']' {
 		s.pos++
+		s.depth--
 		return nil
 	}
 	for {
@@ -115,6 +148,7 @@ func (s *scanner) array(elem func() error) error {
 			s.pos++
 		case ']':
 			s.pos++
+			s.depth--
 			return nil
 		case 0:
 			return s.errorf("unexpected end of document")

@@ -1,0 +1,126 @@
+package repodata
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// deep returns n opening brackets then n closing ones: well-formed JSON nested n
+// levels deep, 2n bytes.
+func deep(n int) []byte {
+	return append(bytes.Repeat([]byte("["), n), bytes.Repeat([]byte("]"), n)...)
+}
+
+// deepDocs are documents that put a deep value everywhere a walk can meet one.
+func deepDocs(n int) map[string][]byte {
+	v := string(deep(n))
+	return map[string][]byte{
+		"top-level key":  []byte(`{"signatures":` + v + `}`),
+		"info member":    []byte(`{"info":{"subdir":"noarch","x":` + v + `}}`),
+		"record value":   []byte(`{"packages":{"a-1-0.tar.bz2":{"name":"a","version":"1","build":"0","x":` + v + `}}}`),
+		"skipped record": []byte(`{"packages":{"a-1-0.tar.bz2":{"run_exports":` + v + `}}}`),
+	}
+}
+
+// entryPoints are the functions that read untrusted JSON in this package.
+var entryPoints = map[string]func(data []byte) error{
+	"Parse": func(data []byte) error { _, err := Parse(data); return err },
+	"Scan":  func(data []byte) error { _, err := Scan(data, func(*Record) error { return nil }); return err },
+	"Scan head": func(data []byte) error {
+		_, err := Scan(data, nil)
+		return err
+	},
+	"ScanSection": func(data []byte) error {
+		_, err := ScanSection(data, true, func(*Record) error { return nil })
+		return err
+	},
+	"FilterPackages": func(data []byte) error {
+		return FilterPackages(io.Discard, data, func(string) bool { return true })
+	},
+	// The walk itself, on a document that is nothing but nesting.
+	"skip": func(data []byte) error {
+		s := &scanner{data: data}
+		return s.skip()
+	},
+}
+
+func wantDepthError(t *testing.T, err error) {
+	t.Helper()
+	var se *SyntaxError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "nested deeper than 64") {
+		t.Fatalf("error = %v, want a *SyntaxError saying nested deeper than 64", err)
+	}
+}
+
+// TestDepthLimit: a document nested a million or ten million levels deep (a few
+// megabytes a hostile upstream can send) is refused at level 65, whichever entry
+// point reads it, without the stack or heap growing with the depth. Before the
+// limit, a million levels took ~500 MB and ten million overflowed the stack.
+func TestDepthLimit(t *testing.T) {
+	for _, n := range []int{1_000_000, 10_000_000} {
+		docs := deepDocs(n)
+		docs["bare"] = deep(n)
+		for doc, data := range docs {
+			for name, read := range entryPoints {
+				// A bare array is no repodata (refused at its first byte) but
+				// is what the walk itself must survive.
+				if (doc == "bare") != (name == "skip") {
+					continue
+				}
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				err := read(data)
+				runtime.ReadMemStats(&after)
+				wantDepthError(t, err)
+				// A refused document costs what refusing it at level 65 costs:
+				// nothing like the size of the document, let alone its depth.
+				if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+					t.Errorf("%d levels, %s, %s: %d bytes allocated", n, doc, name, grew)
+				}
+				if after.StackInuse > before.StackInuse+1<<20 {
+					t.Errorf("%d levels, %s, %s: stack grew from %d to %d bytes", n, doc, name, before.StackInuse, after.StackInuse)
+				}
+			}
+		}
+	}
+	data := deepDocs(1_000_000)["record value"]
+	allocs := testing.AllocsPerRun(10, func() { Parse(data) })
+	if allocs > 50 {
+		t.Errorf("refusing a deep document takes %.0f allocations", allocs)
+	}
+}
+
+// TestDepthLimitBoundary: 64 levels, the whole document counted, are accepted;
+// 65 are refused, with the offset of the bracket that went too deep.
+func TestDepthLimitBoundary(t *testing.T) {
+	// The top-level object is level 1, so the value of its key may nest 63 more.
+	ok := []byte(`{"x":` + string(deep(MaxDepth-1)) + `}`)
+	if _, err := Parse(ok); err != nil {
+		t.Fatalf("%d levels refused: %v", MaxDepth, err)
+	}
+	if err := FilterPackages(io.Discard, ok, func(string) bool { return true }); err != nil {
+		t.Fatalf("FilterPackages: %d levels refused: %v", MaxDepth, err)
+	}
+	tooDeep := []byte(`{"x":` + string(deep(MaxDepth)) + `}`)
+	_, err := Parse(tooDeep)
+	wantDepthError(t, err)
+	var se *SyntaxError
+	errors.As(err, &se)
+	if want := len(`{"x":`) + MaxDepth - 1; se.Offset != want || tooDeep[se.Offset] != '[' {
+		t.Errorf("offset %d, want %d (the 65th bracket)", se.Offset, want)
+	}
+	// Siblings do not add up: depth is nesting, not count.
+	wide := []byte(`{"x":[` + strings.Repeat(string(deep(MaxDepth-2))+",", 1000) + `[]]}`)
+	if _, err := Parse(wide); err != nil {
+		t.Fatalf("1000 siblings %d levels deep refused: %v", MaxDepth, err)
+	}
+	// Records nest as deep as the limit allows too: the run_exports.json shape.
+	runExports := []byte(`{"packages":{"a-1-0.tar.bz2":{"run_exports":{"weak":["a"]},"x":` + string(deep(MaxDepth-3)) + `}}}`)
+	if err := FilterPackages(io.Discard, runExports, func(string) bool { return true }); err != nil {
+		t.Fatalf("FilterPackages: %v", err)
+	}
+}
