@@ -1,9 +1,21 @@
 // Package upstream fetches files from the channels the proxy mirrors, over HTTP(S)
 // or from file:// trees, with conditional requests and bounded retries.
 //
+// Every fetch stays inside its upstream: Source.Resolve joins a plain relative path
+// below the base (a client path is never parsed as a URL), and GetURL, the one way
+// every request goes out, refuses any URL Source.Allows does not (another host than
+// the upstream's own and its configured Hosts, an https→http downgrade, a file://
+// path outside the tree). Redirects tell their target nothing: no Referer, and no
+// credentials off the upstream's own host.
+//
+// An upstream that stalls fails the transfer after Options.IdleTimeout without a
+// byte. One that pushes back (429 or 503 with Retry-After) is not asked again, by
+// any request, until the time it named.
+//
 // It never logs or returns a secret: every URL in an error or log line goes through
-// config.RedactURL, so a /t/<token>/ path or a password stays out of logs. It does
-// not cache, verify or interpret what it fetches; the caller does.
+// config.RedactURL, and net/http's error texts, which quote the URL, are replaced
+// by their cause. It does not cache, verify or interpret what it fetches; the
+// caller does.
 package upstream
 
 import (
@@ -11,14 +23,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/condaproxy/condaproxy/config"
@@ -27,21 +38,48 @@ import (
 // ErrNotFound is an upstream 404 or 410, or a missing file:// path.
 var ErrNotFound = errors.New("not found upstream")
 
+// ErrThrottled is the cause of an *Error for a request that was not sent because
+// its host asked, with Retry-After, to be left alone until later.
+var ErrThrottled = errors.New("not asked: the host said to retry later")
+
 // Error is an upstream failure other than not-found, after retries.
 type Error struct {
 	URL    string // redacted
 	Status int    // 0 when no HTTP answer came (network error, timeout)
-	Err    error
+	// RetryAfter is set when the host answered 429 or 503 with Retry-After, or is
+	// still within such a wait (then Err is ErrThrottled): no request to it goes out
+	// before then.
+	RetryAfter time.Duration
+	Err        error
 }
 
 func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("upstream " + e.URL + ": ")
 	if e.Status != 0 {
-		return fmt.Sprintf("upstream %s: HTTP %d", e.URL, e.Status)
+		fmt.Fprintf(&b, "HTTP %d", e.Status)
+		if e.RetryAfter > 0 {
+			fmt.Fprintf(&b, ", retry after %v", roundUp(e.RetryAfter))
+		}
+		if e.Err != nil {
+			b.WriteString(": ")
+		}
 	}
-	return fmt.Sprintf("upstream %s: %v", e.URL, e.Err)
+	if e.Err != nil {
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// roundUp gives whole seconds, up: "retry after 0s" would read as "now".
+func roundUp(d time.Duration) time.Duration {
+	if r := d.Truncate(time.Second); r != d {
+		return r + time.Second
+	}
+	return d
+}
 
 // Conditional carries the validators of a cached copy.
 type Conditional struct {
@@ -52,7 +90,7 @@ type Conditional struct {
 // Response is a successful answer: 200 with a body, or 304 without.
 type Response struct {
 	Status       int
-	Body         io.ReadCloser // nil on 304
+	Body         io.ReadCloser // nil on 304; Close it, even after an error
 	Size         int64         // -1 when unknown
 	ETag         string
 	LastModified string
@@ -60,28 +98,45 @@ type Response struct {
 
 // Client fetches from upstreams. The zero value is not usable; use New.
 type Client struct {
-	http    *http.Client
-	retries int
-	backoff time.Duration
-	log     *slog.Logger
-	agent   string
-	// Observe, if set, is called after every attempt, for metrics.
+	http          *http.Client
+	retries       int
+	backoff       time.Duration
+	headerTimeout time.Duration
+	idleTimeout   time.Duration
+	log           *slog.Logger
+	agent         string
+	throttles     throttles
+	// Observe, if set, is called after every attempt, for metrics. err is the
+	// redacted *Error, or nil for any HTTP answer.
 	Observe func(host string, status int, d time.Duration, err error)
+	// Throttled, if set, is called with the host (lower case, port only when not
+	// the default) for every 429/503 with Retry-After received, and for every
+	// request not sent because of one.
+	Throttled func(host string)
 }
 
 // Options configure a Client; zero values take the documented defaults.
 type Options struct {
 	// Retries after the first attempt on 5xx, 429 and network errors; default 3.
+	// A 429 or 503 with Retry-After is not retried.
 	Retries int
 	// Backoff is the first wait; it doubles each retry, with jitter. Default 250ms.
 	Backoff time.Duration
-	// HeaderTimeout bounds the wait for response headers; default 30s.
+	// HeaderTimeout bounds the wait for response headers, from dialling on
+	// (redirects included); default 30s.
 	HeaderTimeout time.Duration
+	// IdleTimeout fails a body read that gets no byte for this long; default 30s
+	// (config limits.upstream_idle_timeout).
+	IdleTimeout time.Duration
 	// Transport replaces the default transport (tests).
 	Transport http.RoundTripper
 	Logger    *slog.Logger
 	UserAgent string
 }
+
+// maxResponseHeaderBytes bounds an upstream's response headers: a hostile or broken
+// upstream must not make the proxy buffer megabytes before a single body byte.
+const maxResponseHeaderBytes = 256 << 10
 
 // New returns a Client.
 func New(o Options) *Client {
@@ -97,6 +152,9 @@ func New(o Options) *Client {
 	if o.HeaderTimeout == 0 {
 		o.HeaderTimeout = 30 * time.Second
 	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = config.DefaultUpstreamIdleTimeout
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -107,25 +165,28 @@ func New(o Options) *Client {
 	if tr == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.ResponseHeaderTimeout = o.HeaderTimeout
+		t.MaxResponseHeaderBytes = maxResponseHeaderBytes
 		t.MaxIdleConnsPerHost = 32
 		t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 		tr = t
 	}
-	return &Client{
-		http: &http.Client{
-			Transport:     tr,
-			CheckRedirect: checkRedirect,
-		},
+	c := &Client{
 		retries: o.Retries, backoff: o.Backoff, log: o.Logger, agent: o.UserAgent,
+		headerTimeout: o.HeaderTimeout, idleTimeout: o.IdleTimeout,
 	}
+	c.http = &http.Client{Transport: tr, CheckRedirect: c.checkRedirect}
+	return c
 }
 
+const maxRedirects = 10
+
 // checkRedirect follows a redirect (a CDN, a moved channel) but not to another
-// scheme, nor from https down to http, nor in a loop. The target learns nothing the
-// upstream's own host was told: no Referer (it would carry a /t/<token>/ path) and
-// no Authorization off that host. net/http keeps Authorization for a subdomain or
-// another port of the same name; this does not.
-func checkRedirect(req *http.Request, via []*http.Request) error {
+// scheme, nor from https down to http, nor in a loop, nor to a host that asked to be
+// left alone. The target learns nothing the upstream's own host was told: no
+// Referer (it would carry a /t/<token>/ path) and no Authorization off that host.
+// net/http keeps Authorization for a subdomain or another port of the same name;
+// this does not.
+func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	req.Header.Del("Referer")
 	if !onHostOf(req.URL, via[0].URL) {
 		req.Header.Del("Authorization")
@@ -144,10 +205,9 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 	default:
 		return errors.New("refused a redirect to a scheme other than http or https")
 	}
-	return nil
+	// The URL is filled in by attempt, which knows the one it may print.
+	return c.throttledError(req.URL, "")
 }
-
-const maxRedirects = 10
 
 // Get fetches rel, a slash path below src's base (see Source.Resolve). A 404 or 410
 // is ErrNotFound (not retried); 5xx, 429 and network errors are retried with
@@ -163,7 +223,7 @@ func (c *Client) Get(ctx context.Context, src Source, rel string, cond Condition
 
 // GetURL fetches u, a URL under one of src's PackageBase directories, as Get does.
 // It checks src.Allows(u) first, so no URL from a repodata document reaches another
-// host or a local file whatever the caller did with it.
+// host or a local file whatever the caller did with it (ErrRefused).
 func (c *Client) GetURL(ctx context.Context, src Source, u *url.URL, cond Conditional) (*Response, error) {
 	if err := src.Allows(u); err != nil {
 		return nil, err
@@ -171,6 +231,8 @@ func (c *Client) GetURL(ctx context.Context, src Source, u *url.URL, cond Condit
 	if u.Scheme == "file" {
 		return getFile(u, cond)
 	}
+	redacted := config.RedactURL(u.String())
+	secrets := secretsOf(src, u)
 	var lastErr error
 	for attempt := 0; attempt <= c.retries; attempt++ {
 		if attempt > 0 {
@@ -178,37 +240,43 @@ func (c *Client) GetURL(ctx context.Context, src Source, u *url.URL, cond Condit
 			wait += time.Duration(rand.Int64N(int64(wait)/2 + 1))
 			select {
 			case <-ctx.Done():
-				return nil, &Error{URL: config.RedactURL(u.String()), Err: ctx.Err()}
+				return nil, &Error{URL: redacted, Err: ctx.Err()}
 			case <-time.After(wait):
 			}
 		}
-		resp, err := c.attempt(ctx, src, u, cond)
+		// Checked before every attempt: another request may have been told to wait
+		// while this one backed off.
+		if err := c.throttledError(u, redacted); err != nil {
+			return nil, err
+		}
+		resp, err := c.attempt(ctx, src, u, redacted, secrets, cond)
 		if err == nil || !retryable(err) || ctx.Err() != nil {
 			return resp, err
 		}
 		lastErr = err
-		c.log.Warn("upstream attempt failed", "url", config.RedactURL(u.String()), "attempt", attempt+1, "err", err)
+		c.log.Warn("upstream attempt failed", "url", redacted, "attempt", attempt+1, "err", err)
 	}
 	return nil, lastErr
 }
 
 func retryable(err error) bool {
 	var ue *Error
-	if !errors.As(err, &ue) {
+	if !errors.As(err, &ue) || ue.RetryAfter > 0 {
 		return false
 	}
 	return ue.Status == 0 || ue.Status == http.StatusTooManyRequests || ue.Status >= 500
 }
 
-func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, cond Conditional) (*Response, error) {
-	redacted := config.RedactURL(u.String())
+func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, redacted string, secrets []string, cond Conditional) (*Response, error) {
 	// The credentials travel in the Authorization header, set here for the
 	// upstream's own host only, and never in the request URL: net/http would quote
 	// a URL's user:password in its errors, and send it wherever that URL goes.
 	target := *u
 	target.User = nil
+	ctx, wd := watch(ctx, c.headerTimeout)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {
+		wd.release()
 		return nil, &Error{URL: redacted, Err: errors.New("bad request URL")}
 	}
 	req.Header.Set("User-Agent", c.agent)
@@ -225,75 +293,114 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, cond Condi
 	}
 	start := time.Now()
 	resp, err := c.http.Do(req)
-	status := 0
-	if resp != nil {
-		status = resp.StatusCode
-	}
-	if c.Observe != nil {
-		c.Observe(u.Host, status, time.Since(start), err)
-	}
 	if err != nil {
-		// net/http's error text contains the URL, token and all: replace it.
-		return nil, &Error{URL: redacted, Err: scrub(err)}
+		wd.release()
+		var throttled *Error
+		switch {
+		case errors.As(err, &throttled) && throttled.RetryAfter > 0:
+			// A redirect into a host that is still throttled.
+			throttled.URL = redacted
+			err = throttled
+		case wd.fired.Load():
+			err = &Error{URL: redacted, Err: &IdleError{Idle: c.headerTimeout, Headers: true}}
+		default:
+			err = &Error{URL: redacted, Err: scrub(err, secrets)}
+		}
+		c.observe(u, 0, time.Since(start), err)
+		return nil, err
 	}
-	switch {
-	case resp.StatusCode == http.StatusOK:
-		return &Response{Status: 200, Body: resp.Body, Size: resp.ContentLength,
+	c.observe(u, resp.StatusCode, time.Since(start), nil)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		wd.disarm() // re-armed for each read of the body
+		body := &idleBody{body: resp.Body, w: wd, idle: c.idleTimeout, redacted: redacted, secrets: secrets}
+		return &Response{Status: 200, Body: body, Size: resp.ContentLength,
 			ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, nil
-	case resp.StatusCode == http.StatusNotModified:
-		resp.Body.Close()
+	case http.StatusNotModified:
+		c.drain(resp.Body, wd)
 		return &Response{Status: 304, Size: -1, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, nil
-	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
-		drain(resp.Body)
+	case http.StatusNotFound, http.StatusGone:
+		c.drain(resp.Body, wd)
 		return nil, ErrNotFound
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		c.drain(resp.Body, wd)
+		if d := retryAfter(resp.Header.Get("Retry-After"), time.Now()); d > 0 {
+			// The host that answered is the one that asked for the wait, a redirect
+			// target (a CDN) included.
+			host := hostKey(resp.Request.URL)
+			c.throttles.set(host, resp.StatusCode, time.Now().Add(d))
+			c.throttled(host)
+			c.log.Warn("upstream asked to retry later; not asking it again before then",
+				"url", redacted, "host", host, "status", resp.StatusCode, "retry_after", d)
+			return nil, &Error{URL: redacted, Status: resp.StatusCode, RetryAfter: d}
+		}
+		return nil, &Error{URL: redacted, Status: resp.StatusCode}
 	default:
-		drain(resp.Body)
+		c.drain(resp.Body, wd)
 		return nil, &Error{URL: redacted, Status: resp.StatusCode}
 	}
 }
 
-// scrub keeps the cause of a transport error but not the URL it quotes.
-func scrub(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		if ue.Timeout() {
-			return errors.New("timeout")
-		}
-		return errors.New(ue.Err.Error())
+func (c *Client) observe(u *url.URL, status int, d time.Duration, err error) {
+	if c.Observe != nil {
+		c.Observe(u.Host, status, d, err)
 	}
-	return err
 }
 
-func drain(body io.ReadCloser) {
+// drain reads a little of a body nobody wants, so that its connection can be
+// reused, without waiting on a stalled upstream for longer than the idle timeout.
+func (c *Client) drain(body io.ReadCloser, wd *watchdog) {
+	wd.arm(c.idleTimeout)
 	io.CopyN(io.Discard, body, 64<<10)
 	body.Close()
+	wd.release()
 }
 
-// getFile serves a file:// upstream: a local channel tree (an untarred export, a USB
-// disk). Its validator is the modification time. u has passed Source.Allows: its
-// cleaned path is below the upstream's directory, and that cleaned path is opened.
-func getFile(u *url.URL, cond Conditional) (*Response, error) {
-	redacted := config.RedactURL(u.String())
-	f, err := os.Open(filepath.Clean(filepath.FromSlash(u.Path)))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ErrNotFound
+// scrub keeps the cause of a transport error but not the URL net/http quotes in it,
+// nor any secret of the request that may still show.
+func scrub(err error, secrets []string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
 	}
-	if err != nil {
-		// The *PathError would repeat the path; the URL already names it.
-		return nil, &Error{URL: redacted, Err: errors.Unwrap(err)}
+	msg := err.Error()
+	clean := tokenSegment.ReplaceAllString(msg, "/t/"+config.Mask)
+	for _, s := range secrets {
+		clean = strings.ReplaceAll(clean, s, config.Mask)
 	}
-	info, err := f.Stat()
-	if err != nil || info.IsDir() {
-		f.Close()
-		if err == nil {
-			return nil, ErrNotFound
+	if clean == msg {
+		return err
+	}
+	// Not wrapped: unwrapping would give the secret back.
+	return errors.New(clean)
+}
+
+// tokenSegment finds an anaconda.org /t/<token>/ segment.
+var tokenSegment = regexp.MustCompile(`/t/([^/]+)`)
+
+// secretsOf lists what must never show in an error about fetching u from src: its
+// password, the password of a user:password@ in either URL, and their tokens.
+// Values shorter than 3 characters are left out; masking them would garble every
+// message and hide nothing worth hiding.
+func secretsOf(src Source, u *url.URL) []string {
+	var out []string
+	add := func(s string) {
+		if len(s) >= 3 {
+			out = append(out, s, url.PathEscape(s), url.QueryEscape(s))
 		}
-		return nil, &Error{URL: redacted, Err: errors.Unwrap(err)}
 	}
-	lm := info.ModTime().UTC().Format(http.TimeFormat)
-	if cond.LastModified != "" && cond.LastModified == lm {
-		f.Close()
-		return &Response{Status: 304, Size: -1, LastModified: lm}, nil
+	add(src.Password)
+	for _, v := range []*url.URL{src.Base, u} {
+		if v == nil {
+			continue
+		}
+		if v.User != nil {
+			p, _ := v.User.Password()
+			add(p)
+		}
+		for _, m := range tokenSegment.FindAllStringSubmatch(v.Path, -1) {
+			add(m[1])
+		}
 	}
-	return &Response{Status: 200, Body: f, Size: info.Size(), LastModified: lm}, nil
+	return out
 }
