@@ -82,8 +82,9 @@ func retryAfter(h string, now time.Time) time.Duration {
 	if h == "" {
 		return 0
 	}
-	if n, err := strconv.ParseUint(h, 10, 64); err == nil {
-		if n > uint64(maxRetryAfter/time.Second) {
+	if strings.Trim(h, "0123456789") == "" {
+		n, err := strconv.ParseUint(h, 10, 64)
+		if err != nil || n > uint64(maxRetryAfter/time.Second) { // err: too many digits
 			return maxRetryAfter
 		}
 		return time.Duration(n) * time.Second
