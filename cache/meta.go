@@ -92,6 +92,68 @@ func (m *Meta) putBatch(kv map[string]any) error {
 	return b.Commit(pebble.NoSync)
 }
 
+// Batch is a set of writes that reach the store together: after a crash, all of
+// them or none. Readers see none of them until Commit returns.
+type Batch struct {
+	b         *pebble.Batch
+	committed bool // Commit was called, whatever it returned
+	closed    bool
+	// Hooks of what joined the batch from outside Pebble (blobs placed for it):
+	// onCommit runs once the batch is durable; onAbort when it is closed without
+	// Commit ever being called.
+	onCommit, onAbort []func()
+}
+
+// NewBatch starts a batch. Close it when done, committed or not.
+func (m *Meta) NewBatch() *Batch { return &Batch{b: m.db.NewBatch()} }
+
+// Put adds v at key to the batch.
+func (b *Batch) Put(key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.b.Set([]byte(key), raw, nil)
+}
+
+// Delete adds the removal of key to the batch.
+func (b *Batch) Delete(key string) error { return b.b.Delete([]byte(key), nil) }
+
+// Len is the batch's size in bytes, as Pebble holds it in memory.
+func (b *Batch) Len() int { return b.b.Len() }
+
+// Commit applies the batch atomically and durably (fsync).
+func (b *Batch) Commit() error {
+	if b.committed || b.closed {
+		return errors.New("cache: batch already committed or closed")
+	}
+	b.committed = true
+	if err := b.b.Commit(pebble.Sync); err != nil {
+		// Whether it reached the disk is unknown: the abort hooks (which undo
+		// what the batch would have referenced) must not run.
+		return err
+	}
+	for _, fn := range b.onCommit {
+		fn()
+	}
+	return nil
+}
+
+// Close releases the batch. A batch never committed is dropped, and what was
+// placed for it is undone.
+func (b *Batch) Close() {
+	if b.closed {
+		return
+	}
+	b.closed = true
+	if !b.committed {
+		for _, fn := range b.onAbort {
+			fn()
+		}
+	}
+	b.b.Close()
+}
+
 func (m *Meta) close() error { return m.db.Close() }
 
 // pebbleLogger sends Pebble's own messages to slog instead of stderr.
