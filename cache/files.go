@@ -160,3 +160,28 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// HasFile reports whether a named file exists.
+func (s *Store) HasFile(name string) bool {
+	path, err := s.filePath(name)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(path)
+	return err == nil
+}
+
+// ListFiles returns the names of every named file.
+func (s *Store) ListFiles() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "files"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if e.Type().IsRegular() && validFileName(e.Name()) {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}

@@ -1,9 +1,14 @@
 package config
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"net/url"
 	"reflect"
 	"regexp"
+	"slices"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -95,4 +100,131 @@ func maskAll(f reflect.Value) {
 		}
 		f.Set(cp)
 	}
+}
+
+// Secrets lists every secret value the configuration holds: client and admin
+// tokens, upstream passwords, the tokens and passwords inside upstream and Redis
+// URLs. A log handler masks them wherever they would appear.
+func (c *Config) Secrets() []string {
+	var out []string
+	add := func(s string) {
+		// A secret of one or two characters would mask half of every line; such a
+		// value is no secret worth the name, and validation refuses empty ones.
+		if len(s) >= 3 {
+			out = append(out, s)
+		}
+	}
+	addURL := func(raw string) {
+		if m := tokenPath.FindStringSubmatch(raw); m != nil {
+			add(strings.TrimSuffix(strings.TrimPrefix(m[0], "/t/"), "/"))
+		}
+		if u, err := url.Parse(raw); err == nil && u.User != nil {
+			if p, ok := u.User.Password(); ok {
+				add(p)
+			}
+		}
+	}
+	for _, t := range c.Auth.Tokens {
+		add(t.Token)
+	}
+	add(c.Auth.AdminToken)
+	addURL(c.Redis)
+	for _, ch := range c.Channels {
+		for _, up := range ch.Upstreams {
+			addURL(up.URL)
+			add(up.Password)
+		}
+	}
+	// Longest first: a token that contains another is masked whole.
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return slices.Compact(out)
+}
+
+// Redactor masks secrets in text: the configured values, and any /t/<token>/
+// path segment, configured or guessed (a 401 for a guessed token must not log it).
+type Redactor struct{ secrets []string }
+
+// NewRedactor masks the given secrets (usually Config.Secrets).
+func NewRedactor(secrets []string) *Redactor { return &Redactor{secrets: secrets} }
+
+// String returns s with every secret masked.
+func (r *Redactor) String(s string) string {
+	if r != nil {
+		for _, sec := range r.secrets {
+			if strings.Contains(s, sec) {
+				s = strings.ReplaceAll(s, sec, Mask)
+			}
+		}
+	}
+	if strings.Contains(s, "/t/") {
+		s = tokenPath.ReplaceAllString(s, "/t/"+Mask+"$1")
+	}
+	return s
+}
+
+// Handler wraps h so that no record it writes holds a secret: the message and
+// every attribute (errors and Stringers included) pass through r. It is the one
+// place every log line of the process goes through, so a call site that forgets
+// to redact still leaks nothing.
+func (r *Redactor) Handler(h slog.Handler) slog.Handler { return &redactingHandler{h: h, r: r} }
+
+type redactingHandler struct {
+	h slog.Handler
+	r *Redactor
+}
+
+func (h *redactingHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.h.Enabled(ctx, l)
+}
+
+func (h *redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, rec.Level, h.r.String(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(h.attr(a))
+		return true
+	})
+	return h.h.Handle(ctx, out)
+}
+
+func (h *redactingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	red := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		red[i] = h.attr(a)
+	}
+	return &redactingHandler{h: h.h.WithAttrs(red), r: h.r}
+}
+
+func (h *redactingHandler) WithGroup(name string) slog.Handler {
+	return &redactingHandler{h: h.h.WithGroup(name), r: h.r}
+}
+
+func (h *redactingHandler) attr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, h.r.String(v.String()))
+	case slog.KindGroup:
+		g := v.Group()
+		red := make([]any, len(g))
+		for i, ga := range g {
+			red[i] = h.attr(ga)
+		}
+		return slog.Group(a.Key, red...)
+	case slog.KindAny:
+		switch x := v.Any().(type) {
+		case error:
+			return slog.String(a.Key, h.r.String(x.Error()))
+		case fmt.Stringer:
+			return slog.String(a.Key, h.r.String(x.String()))
+		case []string:
+			red := make([]string, len(x))
+			for i, s := range x {
+				red[i] = h.r.String(s)
+			}
+			return slog.Any(a.Key, red)
+		case []byte:
+			return slog.String(a.Key, h.r.String(string(x)))
+		}
+	}
+	return slog.Attr{Key: a.Key, Value: v}
 }

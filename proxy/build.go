@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"github.com/condaproxy/condaproxy/cache"
 	"io"
+	"maps"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -19,7 +23,6 @@ import (
 type upDoc struct {
 	data []byte        // the raw JSON; every record string of a scan aliases it
 	head *repodata.Doc // info, removed, version, extra keys
-	base string        // where this upstream keeps the subdir's packages
 }
 
 // build makes and publishes sd's answer. With refresh, every upstream is
@@ -101,11 +104,7 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 			if st == nil || !st.Found {
 				continue
 			}
-			var src upstream.Source
-			if i < len(ch.sources) {
-				src = ch.sources[i]
-			}
-			d, err := s.readUpstream(st, src, sub)
+			d, err := s.readUpstream(ctx, ch, sub, i, st)
 			if err != nil {
 				return nil, err
 			}
@@ -133,7 +132,7 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 		if sd.name != "noarch" {
 			sv := &served{notFound: true}
 			sv.checkedNS.Store(checkedAt.UnixNano())
-			sd.cur.Store(sv)
+			s.replace(sd, sv)
 			return sv, nil
 		}
 		// Conda clients refuse a channel without noarch: serve an empty one.
@@ -156,16 +155,15 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	if err != nil {
 		return nil, err
 	}
-	pkgBase := make([]string, nsrc)
+	pkgBase := make([]*url.URL, nsrc)
 	for i := range pkgBase {
-		pkgBase[i] = sd.name + "/"
-		if own[i] != nil && own[i].base != "" {
-			pkgBase[i] = own[i].base
+		if i < len(ch.sources) {
+			pkgBase[i] = s.packageBase(ch.sources[i], sd.name, own[i])
 		}
 	}
 	pkgs := map[string]pkgRef{}
 	hidden := map[string]string{}
-	tmpName := "served-" + shortHash(ch.cfg.Name, sd.name) + "-json-tmp"
+	tmpName := uniqueName("served-"+shortHash(ch.cfg.Name, sd.name)+"-tmp", ".json")
 	size, sha, err := s.store.WriteFile(tmpName, func(w io.Writer) error {
 		enc := repodata.NewEncoder(w, head)
 		for _, conda := range []bool{false, true} {
@@ -298,11 +296,35 @@ func mergeHeads(docs []*upDoc) *repodata.Doc {
 	return out
 }
 
-func (s *Server) readUpstream(st *upState, src upstream.Source, sub string) (*upDoc, error) {
+// readUpstream reads the stored upstream document st names. Another subdir's
+// copy (include_dependencies reads them all) may be replaced by that subdir's own
+// refresh meanwhile, which removes the old file once the new state is recorded:
+// then the state is read again and names the new file.
+func (s *Server) readUpstream(ctx context.Context, ch *channel, sub string, i int, st *upState) (*upDoc, error) {
+	for attempt := 0; ; attempt++ {
+		d, err := readStored(s.store, st)
+		if !errors.Is(err, cache.ErrNotFound) || attempt == 3 {
+			return d, err
+		}
+		if i < len(ch.sources) {
+			st, err = s.upstreamState(ctx, ch, sub, i, false)
+		} else {
+			st, err = s.importState(ch, sub)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if st == nil || !st.Found {
+			return nil, fmt.Errorf("stored repodata of %s/%s went away during the build: %w", ch.cfg.Name, sub, cache.ErrNotFound)
+		}
+	}
+}
+
+func readStored(store *cache.Store, st *upState) (*upDoc, error) {
 	data := st.data
 	if data == nil {
 		var err error
-		if data, err = s.store.ReadFile(st.File); err != nil {
+		if data, err = store.ReadFile(st.File); err != nil {
 			return nil, fmt.Errorf("read stored repodata %s: %w", st.File, err)
 		}
 	}
@@ -313,31 +335,29 @@ func (s *Server) readUpstream(st *upState, src upstream.Source, sub string) (*up
 			return nil, fmt.Errorf("stored repodata %s: %w", st.File, err)
 		}
 	}
-	return &upDoc{data: data, head: head, base: packageBase(src, sub, head.BaseURL)}, nil
+	return &upDoc{data: data, head: head}, nil
 }
 
-// packageBase returns where upstream src keeps subdir's packages. A CEP-15 base_url
-// is honoured only when it stays on the upstream's kind of scheme: a hostile
-// repodata must not send the proxy to file:///etc.
-func packageBase(src upstream.Source, subdir, baseURL string) string {
-	if baseURL == "" || src.Base == nil {
-		return ""
+// packageBase returns where upstream src keeps subdir's packages: the CEP-15
+// base_url of its repodata d when it names a place the upstream may fetch from
+// (its own host, or a host the config lists), else <upstream>/<subdir>/. A
+// hostile repodata cannot send the proxy to file:///etc or to any host it names.
+func (s *Server) packageBase(src upstream.Source, subdir string, d *upDoc) *url.URL {
+	var baseURL string
+	if d != nil {
+		baseURL = d.head.BaseURL
 	}
-	u, err := src.Resolve(subdir + "/repodata.json").Parse(baseURL)
-	if err != nil {
-		return ""
+	u, err := src.PackageBase(subdir, baseURL)
+	if err == nil {
+		return u
 	}
-	switch {
-	case u.Scheme == "https", u.Scheme == "http" && src.Base.Scheme == "http":
-	case u.Scheme == "file" && src.Base.Scheme == "file":
-	default:
-		return ""
+	if baseURL != "" {
+		s.log.Warn("repodata base_url refused; packages are fetched below the upstream", "upstream", src.String(), "subdir", subdir, "err", err)
+		if u, err = src.PackageBase(subdir, ""); err == nil {
+			return u
+		}
 	}
-	out := u.String()
-	if !strings.HasSuffix(out, "/") {
-		out += "/"
-	}
-	return out
+	return nil
 }
 
 // removedButCached returns the records upstream no longer lists whose package is
@@ -371,35 +391,46 @@ func (s *Server) removedButCached(ch *channel, sub string, docs []*upDoc) []*rep
 	return out
 }
 
-// publish gives the served JSON written to tmpName its final name and swaps sv in.
+// publish gives the served JSON written to tmpName its final name and makes sv
+// the published generation. The one it replaces keeps its files until its last
+// reader is done (generation.go).
 func (s *Server) publish(sd *subdir, tmpName string, size int64, sha string, sv *served) (*served, error) {
 	ch := sd.ch
 	key := stateKey("s", ch.cfg.Name, sd.name)
 	var prev servedState
 	hadPrev, _ := s.store.Meta.Get(key, &prev)
-	final := "served-" + shortHash(ch.cfg.Name, sd.name) + "-" + sha[:16] + ".json"
-	st := servedState{JSON: variantFile{Name: final, SHA: sha, Size: size}, LastModified: s.now().UTC().Truncate(time.Second)}
-	if hadPrev && prev.JSON.SHA == sha {
-		// Same answer as before (a 304, a restart): keep its Last-Modified and the
-		// compressed forms already made.
+	st := servedState{LastModified: s.now().UTC().Truncate(time.Second)}
+	if hadPrev && prev.JSON.SHA == sha && s.store.HasFile(prev.JSON.Name) {
+		// Same answer as before (a 304, a restart): keep its files, its
+		// Last-Modified and the compressed forms already made.
 		st = prev
 		s.store.RemoveFile(tmpName)
-	} else if err := s.store.RenameFile(tmpName, final); err != nil {
-		return nil, err
+	} else {
+		// A name of its own, never reused: a retired generation's files are
+		// removed by name, and must not be a newer one's.
+		st.JSON = variantFile{Name: uniqueName("served-"+shortHash(ch.cfg.Name, sd.name)+"-"+sha[:16], ".json"), SHA: sha, Size: size}
+		if err := s.store.RenameFile(tmpName, st.JSON.Name); err != nil {
+			s.store.RemoveFile(tmpName)
+			return nil, err
+		}
 	}
 	if err := s.store.Meta.Put(key, st); err != nil {
 		return nil, err
 	}
-	if hadPrev && prev.JSON.SHA != sha {
-		s.store.RemoveFile(prev.JSON.Name)
-		for _, v := range prev.Variants {
-			s.store.RemoveFile(v.Name)
-		}
-	}
-	sv.json, sv.lastModified, sv.variants = st.JSON, st.LastModified, st.Variants
+	sv.json, sv.lastModified, sv.variants = st.JSON, st.LastModified, maps.Clone(st.Variants)
 	if sv.variants == nil {
 		sv.variants = map[string]variantFile{}
 	}
-	sd.cur.Store(sv)
+	old := sd.cur.Load()
+	s.replace(sd, sv)
+	if hadPrev && prev.JSON.Name != st.JSON.Name && (old == nil || old.json.Name != prev.JSON.Name) {
+		// The previous answer's files, published before a restart: no generation
+		// in memory owns them.
+		names := []string{prev.JSON.Name}
+		for _, v := range prev.Variants {
+			names = append(names, v.Name)
+		}
+		s.retireFiles(sd, names...)
+	}
 	return sv, nil
 }

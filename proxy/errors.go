@@ -37,11 +37,12 @@ func (e *hiddenError) Error() string { return "hidden by the channel's filter: "
 // writeError answers err. Expected outcomes (404, 403) log at Info; failures at Warn.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	status, msg := classify(err)
+	// The path may hold a client token (/t/<token>/...), valid or guessed.
 	switch {
 	case status >= 500:
-		log.Warn("request failed", "path", r.URL.Path, "status", status, "err", err)
+		log.Warn("request failed", "path", redactTokenPath(r.URL.Path), "status", status, "err", err)
 	case status != http.StatusNotFound:
-		log.Info("request refused", "path", r.URL.Path, "status", status, "err", err)
+		log.Info("request refused", "path", redactTokenPath(r.URL.Path), "status", status, "err", err)
 	}
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="condaproxy"`)

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/condaproxy/condaproxy/repodata"
-	"github.com/condaproxy/condaproxy/upstream"
 )
 
 // Explanation says what the channel does with one record.
@@ -43,10 +42,8 @@ func (s *Server) Explain(ctx context.Context, channel, subdir, query string) ([]
 	var docs []*upDoc
 	for i := 0; i <= len(ch.sources); i++ { // the upstreams, then what imports brought
 		var st *upState
-		var src upstream.Source
 		if i < len(ch.sources) {
 			st, err = s.upstreamState(ctx, ch, subdir, i, false)
-			src = ch.sources[i]
 		} else {
 			st, err = s.importState(ch, subdir)
 		}
@@ -54,7 +51,7 @@ func (s *Server) Explain(ctx context.Context, channel, subdir, query string) ([]
 			docs = append(docs, nil)
 			continue
 		}
-		d, err := s.readUpstream(st, src, subdir)
+		d, err := s.readUpstream(ctx, ch, subdir, i, st)
 		if err != nil {
 			return nil, err
 		}

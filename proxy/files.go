@@ -119,10 +119,11 @@ func (s *Server) mutableSHA(ctx context.Context, ch *channel, rel string) (strin
 
 // serveRunExports answers <subdir>/run_exports.json cut to the served records.
 func (s *Server) serveRunExports(w http.ResponseWriter, r *http.Request, rt route) error {
-	sd, sv, err := s.servedSubdir(r.Context(), rt)
+	sd, sv, done, err := s.servedSubdir(r.Context(), rt)
 	if err != nil {
 		return err
 	}
+	defer done()
 	sha, err := s.mutableSHA(r.Context(), rt.channel, rt.subdir+"/run_exports.json")
 	if err != nil {
 		return err
@@ -172,6 +173,11 @@ func (s *Server) fetchMutable(ctx context.Context, f *fill, ch *channel, rel, ke
 			continue
 		}
 		if resp.Status == http.StatusNotModified {
+			if prev == nil || cond == (upstream.Conditional{}) {
+				// A 304 to a request that named no validator: there is nothing it
+				// could mean "not modified" against.
+				return "", unasked304(src, rel)
+			}
 			e := *prev
 			e.CheckedAt = s.now()
 			return e.SHA256, s.store.Meta.Put(key, e)
@@ -199,4 +205,10 @@ func (s *Server) fetchMutable(ctx context.Context, f *fill, ch *channel, rel, ke
 		return "", err
 	}
 	return "", upstream.ErrNotFound
+}
+
+// unasked304 is an upstream that answered 304 to a request without validators.
+func unasked304(src upstream.Source, rel string) error {
+	return &upstream.Error{URL: src.String() + "/" + rel, Status: http.StatusNotModified,
+		Err: errors.New("304 Not Modified to a request without validators")}
 }

@@ -92,7 +92,8 @@ func (s *Server) startFill(ctx context.Context, key string, run func(ctx context
 			cancel()
 			s.metrics.FillsInFlight.Dec()
 		}()
-		sha, err := run(fctx, f)
+		var sha string
+		err := s.guard("fill", func() (err error) { sha, err = run(fctx, f); return err })
 		// Remove from the table before waking waiters: a request that comes after
 		// this sees the committed blob, or starts a fresh attempt after a failure.
 		s.fillsMu.Lock()

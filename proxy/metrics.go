@@ -21,6 +21,8 @@ type Metrics struct {
 	ChecksumFailures *prometheus.CounterVec   // channel
 	StaleAnswers     *prometheus.CounterVec   // channel
 	FillsInFlight    prometheus.Gauge
+	Panics           *prometheus.CounterVec // unit: fill, build, variant, background
+	Throttled        *prometheus.CounterVec // host
 
 	// Children of the per-request vectors, looked up once: a label lookup hashes
 	// its values, which is a measurable share of a hot hit.
@@ -81,9 +83,15 @@ func NewMetrics(reg prometheus.Registerer, store *cache.Store) *Metrics {
 		FillsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "condaproxy_fills_in_flight", Help: "Upstream downloads in progress.",
 		}),
+		Panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "condaproxy_panics_total", Help: "Units of work (fill, build, variant, background, job) that panicked; each failed alone, the process went on.",
+		}, []string{"unit"}),
+		Throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "condaproxy_upstream_throttled_total", Help: "Upstream answers 429/503 with Retry-After, and requests not sent while one holds, by host.",
+		}, []string{"host"}),
 	}
 	reg.MustRegister(m.Requests, m.CacheLookups, m.BytesServed, m.UpstreamLatency, m.UpstreamErrors,
-		m.ChecksumFailures, m.StaleAnswers, m.FillsInFlight)
+		m.ChecksumFailures, m.StaleAnswers, m.FillsInFlight, m.Panics, m.Throttled)
 	if store != nil {
 		reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -89,7 +89,7 @@ func (s *Server) ServedFiles(ctx context.Context, channel, subdir string, refres
 	var sv *served
 	if refresh {
 		v, err, _ := s.loads.Do(stateKey("load", ch.cfg.Name, subdir), func() (any, error) {
-			return s.build(ctx, sd, true)
+			return s.guardedBuild(ctx, sd, true)
 		})
 		if err != nil && sd.cur.Load() == nil {
 			return nil, err
@@ -131,10 +131,11 @@ func (s *Server) Prefetch(ctx context.Context, channel, subdir, filename string)
 		return false, err
 	}
 	sd := ch.subdir(subdir)
-	sv, err := s.load(ctx, sd)
+	sv, done, err := s.use(ctx, sd)
 	if err != nil {
 		return false, err
 	}
+	defer done()
 	ref, ok := sv.packages[filename]
 	if !ok {
 		return false, fmt.Errorf("%s/%s/%s: %w", channel, subdir, filename, ErrNotServed)

@@ -53,8 +53,9 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) 
 		return err
 	}
 	sd := rt.channel.subdir(rt.subdir)
-	sv, loadErr := s.load(r.Context(), sd)
+	sv, done, loadErr := s.use(r.Context(), sd)
 	if loadErr == nil {
+		defer done()
 		if ref, ok := sv.packages[rt.file]; ok {
 			return s.serveRecord(w, r, rt, sv, ref)
 		}
@@ -175,10 +176,12 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 	key := stateKey("fill", ch.cfg.Name, subdir, fn)
 	want := cache.Digest{Size: ref.size, SHA256: refSHA, MD5: refMD5}
 	log := s.logger(ctx)
+	// Read now, while the caller holds sv: the fill may end after sv is retired.
+	recordJSON := s.recordBytes(sv, ref)
 	return s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
 		record := func(sha string) (string, error) {
 			e := pkgEntry{SHA256: sha, MD5: refMD5, Size: ref.size, Upstream: int(ref.upstream),
-				Record: s.recordBytes(sv, ref), CachedAt: s.now()}
+				Record: recordJSON, CachedAt: s.now()}
 			return sha, s.store.Meta.Put(stateKey("p", ch.cfg.Name, subdir, fn), e)
 		}
 		// Look again inside: another fill may have committed it since our miss.
@@ -191,11 +194,18 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 				ch.cfg.Name, subdir, fn, upstream.ErrNotFound)
 		}
 		src := ch.sources[ref.upstream]
-		resp, err := s.up.Get(ctx, src, sv.pkgBase[ref.upstream]+fn, upstream.Conditional{})
+		u, err := upstream.Join(sv.pkgBase[ref.upstream], fn)
+		if err != nil {
+			return "", err
+		}
+		resp, err := s.up.GetURL(ctx, src, u, upstream.Conditional{})
 		if err != nil {
 			log.Warn("package fetch failed", "channel", ch.cfg.Name, "subdir", subdir, "file", fn,
 				"upstream", src.String(), "err", err)
 			return "", err
+		}
+		if resp.Status != http.StatusOK {
+			return "", unasked304(src, fn)
 		}
 		sha, err := s.download(ctx, f, resp, want, ch.cfg.Name)
 		if err != nil {

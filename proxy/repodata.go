@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
-	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/upstream"
@@ -109,15 +109,21 @@ type served struct {
 	packages     map[string]pkgRef
 	hidden       map[string]string // filename -> the rule that hid it
 	decider      policy.Decider    // for explaining a hidden record's detail
-	// pkgBase[i] is where upstream i keeps this subdir's packages: a path below the
-	// upstream, or an absolute URL from CEP-15 base_url.
-	pkgBase []string
+	// pkgBase[i] is the directory where upstream i keeps this subdir's packages
+	// (nil for the imported source), checked by upstream.Source.PackageBase.
+	pkgBase []*url.URL
 
 	mu       sync.Mutex
 	variants map[string]variantFile
 
 	// search is the sorted filenames the admin API searches, made on first ask.
 	search searchIndex
+
+	// gen counts readers and says retired/dead: see generation.go.
+	gen atomic.Int64
+	// orphanFiles, set only on a placeholder generation, are files of an answer
+	// published before a restart, handed to the collector.
+	orphanFiles []string
 }
 
 func (sv *served) checked() time.Time { return time.Unix(0, sv.checkedNS.Load()) }
@@ -132,6 +138,11 @@ type subdir struct {
 	mu         sync.Mutex
 	lastErr    error // of the latest revalidation; nil after a success
 	failedAt   time.Time
+
+	// gcMu guards retired: generations no longer published whose files wait
+	// for their last reader.
+	gcMu    sync.Mutex
+	retired []*served
 }
 
 func (c *channel) subdir(name string) *subdir {
@@ -170,7 +181,7 @@ func (s *Server) load(ctx context.Context, sd *subdir) (*served, error) {
 			defer cancel()
 			stop := context.AfterFunc(s.base, cancel)
 			defer stop()
-			return s.build(bctx, sd, refresh)
+			return s.guardedBuild(bctx, sd, refresh)
 		})
 		if err != nil {
 			return nil, err
@@ -192,6 +203,17 @@ func (s *Server) load(ctx context.Context, sd *subdir) (*served, error) {
 	return sv, nil
 }
 
+// guardedBuild is build under guard: a panic fails this build, and the last good
+// answer stays published. It runs inside singleflight, whose callers would all
+// re-panic otherwise.
+func (s *Server) guardedBuild(ctx context.Context, sd *subdir, refresh bool) (sv *served, err error) {
+	err = s.guard("build", func() (err error) { sv, err = s.build(ctx, sd, refresh); return err })
+	if err != nil {
+		return nil, err
+	}
+	return sv, nil
+}
+
 // revalidate starts one background refresh of sd, unless one is running or the
 // last one failed less than failureBackoff ago.
 func (s *Server) revalidate(ctx context.Context, sd *subdir) {
@@ -207,7 +229,7 @@ func (s *Server) revalidate(ctx context.Context, sd *subdir) {
 		bctx, cancel := context.WithTimeout(s.base, buildTimeout)
 		defer cancel()
 		_, err, _ := s.loads.Do(stateKey("load", sd.ch.cfg.Name, sd.name), func() (any, error) {
-			return s.build(bctx, sd, true)
+			return s.guardedBuild(bctx, sd, true)
 		})
 		if err != nil {
 			log.Warn("repodata revalidation failed; serving the last good copy",
@@ -257,19 +279,30 @@ func (s *Server) upstreamState(ctx context.Context, ch *channel, sub string, i i
 	if found {
 		prevp = &prev
 	}
-	st, err := s.fetchRepodata(ctx, ch, sub, i, prevp)
+	// One fetch per upstream copy at a time: the subdir's own build and another
+	// subdir's build (include_dependencies) may both want it.
+	v, err, _ := s.loads.Do("fetch|"+key, func() (any, error) {
+		st, err := s.fetchRepodata(ctx, ch, sub, i, prevp)
+		if err != nil {
+			return nil, err
+		}
+		st.URL = id
+		if err := s.store.Meta.Put(key, st); err != nil {
+			return nil, err
+		}
+		// Recorded first, removed after: a reader of the old state that finds its
+		// file gone reads the state again (readUpstream).
+		if prevp != nil && prevp.File != "" && prevp.File != st.File {
+			s.store.RemoveFile(prevp.File)
+		}
+		return st, nil
+	})
 	if err != nil {
 		s.logger(ctx).Warn("upstream repodata fetch failed", "channel", ch.cfg.Name, "subdir", sub,
 			"upstream", src.String(), "err", err)
 		return prevp, err
 	}
-	st.URL = id
-	if err := s.store.Meta.Put(key, st); err != nil {
-		return prevp, err
-	}
-	if prevp != nil && prevp.File != "" && prevp.File != st.File {
-		s.store.RemoveFile(prevp.File)
-	}
+	st := v.(*upState)
 	return st, nil
 }
 
@@ -299,6 +332,9 @@ func (s *Server) fetchRepodata(ctx context.Context, ch *channel, sub string, i i
 			return nil, err
 		}
 		if resp.Status == http.StatusNotModified {
+			if prev == nil || cond == (upstream.Conditional{}) {
+				return nil, unasked304(src, name)
+			}
 			st := *prev
 			st.CheckedAt = s.now()
 			return &st, nil
@@ -307,7 +343,7 @@ func (s *Server) fetchRepodata(ctx context.Context, ch *channel, sub string, i i
 		if err != nil {
 			// Unusable bytes are an upstream failure (502), like a 5xx: the last
 			// good copy stays in service.
-			return nil, &upstream.Error{URL: config.RedactURL(src.Resolve(name).String()), Err: err}
+			return nil, &upstream.Error{URL: src.String() + "/" + name, Err: err}
 		}
 		return st, nil
 	}
@@ -324,7 +360,7 @@ func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp 
 	// To disk first, then read back at its exact size: a growing buffer would
 	// hold up to twice a 300 MB document while it doubles.
 	prefix := "raw-" + shortHash(ch.cfg.Name, sub, strconv.Itoa(i))
-	incoming := prefix + "-incoming"
+	incoming := uniqueName(prefix+"-incoming", "")
 	_, sha, err := s.store.WriteFile(incoming, func(w io.Writer) error { _, err := io.Copy(w, dec); return err })
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
@@ -338,7 +374,7 @@ func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp 
 		s.store.RemoveFile(incoming)
 		return nil, err
 	}
-	name := prefix + "-" + sha[:16] + ".json"
+	name := uniqueName(prefix+"-"+sha[:16], ".json")
 	if err := s.store.RenameFile(incoming, name); err != nil {
 		return nil, err
 	}
@@ -365,28 +401,31 @@ var variantTypes = map[string]string{
 	"zst": "application/zstd", "bz2": "application/x-bzip2",
 }
 
-// servedSubdir returns rt's subdir and its current answer; a subdir that no
-// upstream has, or that the policy does not serve, is errNotFound.
-func (s *Server) servedSubdir(ctx context.Context, rt route) (*subdir, *served, error) {
+// servedSubdir returns rt's subdir and its current answer, with a reader counted
+// in until done is called; a subdir that no upstream has, or that the policy does
+// not serve, is errNotFound.
+func (s *Server) servedSubdir(ctx context.Context, rt route) (sd *subdir, sv *served, done func(), err error) {
 	if err := s.checkSubdir(rt); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	sd := rt.channel.subdir(rt.subdir)
-	sv, err := s.load(ctx, sd)
+	sd = rt.channel.subdir(rt.subdir)
+	sv, done, err = s.use(ctx, sd)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if sv.notFound {
-		return nil, nil, errNotFound
+		done()
+		return nil, nil, nil, errNotFound
 	}
-	return sd, sv, nil
+	return sd, sv, done, nil
 }
 
 func (s *Server) serveRepodata(w http.ResponseWriter, r *http.Request, rt route) error {
-	sd, sv, err := s.servedSubdir(r.Context(), rt)
+	sd, sv, done, err := s.servedSubdir(r.Context(), rt)
 	if err != nil {
 		return err
 	}
+	defer done()
 	variant := rt.variant
 	if variant == "json" && acceptsGzip(r) {
 		variant = "gz"
@@ -456,7 +495,7 @@ func (s *Server) variant(ctx context.Context, sd *subdir, sv *served, name strin
 		if ok {
 			return vf, nil
 		}
-		vf, err := s.makeVariant(sd, sv, name)
+		err := s.guard("variant", func() (err error) { vf, err = s.makeVariant(sd, sv, name); return err })
 		if err != nil {
 			return nil, err
 		}

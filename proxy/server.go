@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,6 +140,9 @@ func New(o Options) (*Server, error) {
 		}
 		s.channels[cc.Name] = ch
 	}
+	if err := s.sweepOrphans(); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
 	return s, nil
 }
 
@@ -174,9 +178,37 @@ func (s *Server) background(fn func()) bool {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		fn()
+		s.guard("background", func() error { fn(); return nil })
 	}()
 	return true
+}
+
+// PanicError is a unit of work that panicked: it failed alone, with its stack in
+// the log, and the process went on.
+type PanicError struct {
+	Unit  string
+	Value any
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("internal error: %s panicked: %v", e.Unit, e.Value)
+}
+
+// guard runs fn, turning a panic into a *PanicError: nothing a hostile upstream
+// sends may take the process (and every other client) down with one fill, build
+// or revalidation. The stack goes to the log, the count to condaproxy_panics_total.
+func (s *Server) guard(unit string, fn func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v) // net/http's own signal to break a connection, not a fault
+			}
+			s.metrics.Panics.WithLabelValues(unit).Inc()
+			s.log.Error("panic recovered; the unit of work failed", "unit", unit, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			err = &PanicError{Unit: unit, Value: v}
+		}
+	}()
+	return fn()
 }
 
 type ctxKey int

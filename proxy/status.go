@@ -340,7 +340,7 @@ func (s *Server) PurgeRepodata(channel, sub string) error {
 		// that expired long ago makes the next load build afresh; the served
 		// file's state ("s/") stays, so an unchanged answer keeps its Last-Modified.
 		gone := &served{notFound: true, variants: map[string]variantFile{}}
-		sd.cur.Store(gone)
+		s.replace(sd, gone)
 		sd.mu.Lock()
 		sd.lastErr = nil
 		sd.mu.Unlock()

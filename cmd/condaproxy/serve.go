@@ -59,14 +59,20 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	return app.Serve(ctx, ln)
 }
 
+// newLogger is the process's one logger. Every line goes through a redactor of
+// the configuration's secrets and of /t/<token>/ paths, so no log line holds a
+// client token, an upstream token or a password, whatever the call site wrote.
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.Log.Level))
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
 	if cfg.Log.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		h = slog.NewTextHandler(w, opts)
+	} else {
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(config.NewRedactor(cfg.Secrets()).Handler(h))
 }
 
 // app is a running condaproxy: store, request path, admin, listener.

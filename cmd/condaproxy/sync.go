@@ -32,8 +32,8 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // server, and how to proceed.
 func openLocal(cfg *config.Config, cmd string, stderr io.Writer) (*app, error) {
 	// Errors only: what failed is in the command's own summary.
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	a, err := newApp(cfg, log)
+	h := slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})
+	a, err := newApp(cfg, slog.New(config.NewRedactor(cfg.Secrets()).Handler(h)))
 	if errors.Is(err, cache.ErrLocked) {
 		if url := findServer(cfg.Data); url != "" {
 			return nil, fmt.Errorf("%s: the data directory %s is in use by the condaproxy server at %s; stop it first (%s never works on a live cache behind its back)", cmd, cfg.Data, url, cmd)
