@@ -375,7 +375,7 @@ func scrub(err error, secrets []string) error {
 	return errors.New(clean)
 }
 
-// tokenSegment finds an anaconda.org /t/<token>/ segment.
+// tokenSegment finds a /t/<token>/ path segment, the way a channel URL carries a token.
 var tokenSegment = regexp.MustCompile(`/t/([^/]+)`)
 
 // secretsOf lists what must never show in an error about fetching u from src: its
