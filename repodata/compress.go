@@ -2,6 +2,7 @@ package repodata
 
 import (
 	"compress/bzip2"
+	"errors"
 	"fmt"
 	"io"
 
@@ -14,16 +15,45 @@ import (
 // rather than allowed to fill memory (a decompression bomb from a hostile upstream).
 const MaxDecoded = 2 << 30
 
-// Decompress returns a reader of the JSON inside a body compressed as encoding
-// ("zst", "bz2" or "" for none). The reader fails once MaxDecoded is passed.
+// ErrTooLarge is what the reader of DecompressLimit fails with, wrapped, once the
+// body decodes to more than its limit or declares that it will (a zstd frame whose
+// content size or window passes it). errors.Is tells a bomb, or a repodata past
+// limits.max_repodata, from a network or format error.
+var ErrTooLarge = errors.New("repodata: decoded size passes the limit")
+
+// Decompress is DecompressLimit with the limit MaxDecoded.
 func Decompress(r io.Reader, encoding string) (io.ReadCloser, error) {
+	return DecompressLimit(r, encoding, MaxDecoded)
+}
+
+// DecompressLimit returns a reader of the JSON inside a body compressed as
+// encoding ("zst", "bz2" or "" for none). The reader fails with ErrTooLarge once
+// the body decodes to more than limit bytes; a body of exactly limit bytes reads
+// whole. The decoder's own memory is bounded too: zstd keeps at most a window of
+// min(limit, 512 MiB) and refuses a frame that asks for more, bzip2 keeps one
+// block (at most 900 kB, 4 bytes a byte) whatever the body.
+func DecompressLimit(r io.Reader, encoding string, limit int64) (io.ReadCloser, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("repodata: decompression limit %d is not positive", limit)
+	}
 	var dec io.Reader
 	closer := func() {}
 	switch encoding {
 	case "":
 		dec = r
 	case "zst":
-		zr, err := zstd.NewReader(r, zstd.WithDecoderMaxMemory(MaxDecoded), zstd.WithDecoderConcurrency(1))
+		// The window is what the decoder allocates ahead of the output: a window
+		// past limit could only serve output past limit, so a frame declaring one
+		// is refused at its header instead of costing the memory it asks for.
+		// (The library also caps the window at MaxMemory; saying so here keeps it
+		// true if that changes.) Bodies that offer Bytes() are otherwise decoded
+		// whole into memory; 0 keeps every body streamed.
+		window := uint64(min(max(limit, zstd.MinWindowSize), zstd.MaxWindowSize))
+		zr, err := zstd.NewReader(r,
+			zstd.WithDecoderMaxMemory(uint64(limit)),
+			zstd.WithDecoderMaxWindow(window),
+			zstd.WithDecoderConcurrency(1),
+			zstd.WithDecodeBuffersBelow(0))
 		if err != nil {
 			return nil, err
 		}
@@ -33,25 +63,49 @@ func Decompress(r io.Reader, encoding string) (io.ReadCloser, error) {
 	default:
 		return nil, fmt.Errorf("repodata: unknown encoding %q", encoding)
 	}
-	return &boundedReader{r: dec, left: MaxDecoded, close: closer}, nil
+	return &boundedReader{r: dec, left: limit, limit: limit, close: closer}, nil
 }
 
 type boundedReader struct {
 	r     io.Reader
 	left  int64
+	limit int64
 	close func()
+	probe [1]byte
 }
 
 func (b *boundedReader) Read(p []byte) (int, error) {
 	if b.left <= 0 {
-		return 0, fmt.Errorf("repodata: decoded size passes %d bytes", int64(MaxDecoded))
+		// limit bytes are read: the body may end exactly here, so look one byte
+		// further before calling it too large.
+		n, err := io.ReadFull(b.r, b.probe[:])
+		if n == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
+			return 0, io.EOF
+		}
+		if n == 0 {
+			return 0, b.wrap(err)
+		}
+		return 0, b.tooLarge()
 	}
 	if int64(len(p)) > b.left {
 		p = p[:b.left]
 	}
 	n, err := b.r.Read(p)
 	b.left -= int64(n)
-	return n, err
+	return n, b.wrap(err)
+}
+
+func (b *boundedReader) tooLarge() error {
+	return fmt.Errorf("%w of %d bytes", ErrTooLarge, b.limit)
+}
+
+// wrap turns the zstd decoder's own refusals of a frame too large for its
+// limits into ErrTooLarge.
+func (b *boundedReader) wrap(err error) error {
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		return fmt.Errorf("%w of %d bytes (zstd: %v)", ErrTooLarge, b.limit, err)
+	}
+	return err
 }
 
 func (b *boundedReader) Close() error { b.close(); return nil }

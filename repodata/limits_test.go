@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // deep returns n opening brackets then n closing ones: well-formed JSON nested n
@@ -122,5 +124,108 @@ func TestDepthLimitBoundary(t *testing.T) {
 	runExports := []byte(`{"packages":{"a-1-0.tar.bz2":{"run_exports":{"weak":["a"]},"x":` + string(deep(MaxDepth-3)) + `}}}`)
 	if err := FilterPackages(io.Discard, runExports, func(string) bool { return true }); err != nil {
 		t.Fatalf("FilterPackages: %v", err)
+	}
+}
+
+// bomb compresses n zero bytes as encoding: the shape of a decompression bomb.
+// zstd is written as a stream (no content size in the header) with a window of
+// window bytes, or, when window is 0, in one frame that declares its size, or,
+// when window is -1, by Compress.
+func bomb(t *testing.T, encoding string, n int64, window int) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	switch {
+	case encoding == "zst" && window < 0:
+		if err := Compress(&out, io.LimitReader(zeros{}, n), encoding); err != nil {
+			t.Fatal(err)
+		}
+	case encoding == "zst" && window == 0:
+		enc, _ := zstd.NewWriter(nil)
+		return enc.EncodeAll(make([]byte, n), nil)
+	case encoding == "zst":
+		enc, err := zstd.NewWriter(&out, zstd.WithWindowSize(window))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.CopyN(enc, zeros{}, n); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Close(); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		if err := Compress(&out, io.LimitReader(zeros{}, n), encoding); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out.Bytes()
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestDecompressLimit: a body that decodes to more than the limit fails with
+// ErrTooLarge, whether the decoder notices from a header or the bytes are
+// counted, and decoding it costs about the same memory however large it claims
+// or turns out to be. A body of exactly the limit reads whole.
+func TestDecompressLimit(t *testing.T) {
+	const limit = 1 << 20
+	tests := []struct {
+		name     string
+		encoding string
+		body     []byte
+		wantErr  bool
+	}{
+		{"plain at the limit", "", make([]byte, limit), false},
+		{"plain past the limit", "", make([]byte, limit+1), true},
+		{"zstd at the limit, size declared", "zst", bomb(t, "zst", limit, 0), false},
+		{"zstd at the limit, streamed", "zst", bomb(t, "zst", limit, limit), false},
+		{"zstd past the limit, size declared", "zst", bomb(t, "zst", limit+1, 0), true},
+		{"zstd past the limit, streamed", "zst", bomb(t, "zst", limit+1, limit), true},
+		{"zstd 256 MiB, streamed", "zst", bomb(t, "zst", 256<<20, limit), true},
+		// A frame that asks for a 64 MiB window to decode 5 bytes: its header
+		// alone is refused, before the decoder sets aside what it asks for.
+		{"zstd window past the limit", "zst", []byte{
+			0x28, 0xb5, 0x2f, 0xfd, // magic
+			0x00,             // frame header: no content size, not single segment, no checksum
+			16 << 3,          // window 2^(10+16) = 64 MiB
+			0x29, 0x00, 0x00, // last block, raw, 5 bytes
+			'h', 'e', 'l', 'l', 'o'}, true},
+		{"zstd as Compress writes it", "zst", bomb(t, "zst", limit+1, -1), true},
+		{"bz2 at the limit", "bz2", bomb(t, "bz2", limit, 0), false},
+		{"bz2 past the limit", "bz2", bomb(t, "bz2", limit+1, 0), true},
+		{"bz2 16 MiB", "bz2", bomb(t, "bz2", 16<<20, 0), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			r, err := DecompressLimit(bytes.NewReader(tt.body), tt.encoding, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, r)
+			r.Close()
+			runtime.ReadMemStats(&after)
+			if !tt.wantErr {
+				if err != nil || n != limit {
+					t.Fatalf("read %d bytes, error %v; want %d bytes", n, err, limit)
+				}
+				return
+			}
+			if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "passes the limit of 1048576 bytes") {
+				t.Fatalf("read %d bytes, error %v; want ErrTooLarge naming the limit", n, err)
+			}
+			if n > limit {
+				t.Errorf("read %d bytes past the limit", n)
+			}
+			// Flat: the decoder's window (at most the limit) and bzip2's one
+			// block, not the size of the output.
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
+				t.Errorf("refusing it allocated %d bytes", grew)
+			}
+		})
 	}
 }

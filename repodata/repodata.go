@@ -6,6 +6,11 @@
 // valid JSON, or whose records lack a name, version or build, is an error, because a
 // half-read repodata is worse than the last good one. The package does no I/O beyond
 // the readers and writers it is given.
+//
+// Upstream bytes are untrusted: every function that reads JSON here refuses
+// nesting past MaxDepth, and DecompressLimit refuses a body that decodes past its
+// limit, so neither a deep nor a compressed "repodata" can exhaust the stack or
+// memory of the proxy.
 package repodata
 
 import (
