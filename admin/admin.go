@@ -3,16 +3,19 @@
 // page at /. It is built on gin; the channel-serving path does not depend on it
 // and hands it only the paths outside every channel.
 //
-// It never shows a secret: upstream URLs come redacted from the Backend, tokens
-// are compared in constant time and never logged or put in a URL.
+// It never shows a secret: upstream URLs come redacted from the Backend and every
+// text of the Backend's is masked once more on the way out (redact.go); tokens
+// are compared in constant time and never logged, echoed or put in a URL. Who
+// may write is guard.go's.
 package admin
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
-	"net"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -39,11 +42,19 @@ type Options struct {
 	// channels (nil: everyone).
 	CanRead func(r *http.Request) bool
 	// AdminToken guards the writes (POST, DELETE): "Authorization: Bearer <it>".
-	// Empty: writes are allowed from loopback only.
+	// Empty: writes are allowed from a client on the proxy's own host only (see
+	// guard.go for what that takes).
 	AdminToken string
 	// ClientTokens are auth.tokens, for the page's .condarc snippets (shown
 	// masked, never in full).
 	ClientTokens bool
+	// PublicURL is the configuration's public_url, the address clients use. Its
+	// host counts as one of this proxy's own names for loopback trust, and its
+	// origin as this proxy's own for browser writes (behind a reverse proxy that
+	// rewrites Host).
+	PublicURL string
+	// Logger receives refused writes and recovered panics; nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // ErrNotFound marks an error an API call answers with 404 (wrap it).
@@ -56,7 +67,7 @@ var ErrBusy = errors.New("a sync is running")
 func New(o Options) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(gin.Recovery())
+	r.Use(recovery(o.logger()))
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
 	r.HEAD("/healthz", func(c *gin.Context) { c.Status(http.StatusOK) })
 	ready := func(c *gin.Context) {
@@ -78,6 +89,7 @@ func New(o Options) http.Handler {
 	r.HEAD("/readyz", ready)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})))
 	if o.Backend != nil {
+		o.Backend = redacting{o.Backend, o.AdminToken}
 		mountAPI(r, o)
 		mountWeb(r, o)
 	}
@@ -90,20 +102,27 @@ func apiError(c *gin.Context, status int, msg string) {
 	c.AbortWithStatusJSON(status, gin.H{"error": msg})
 }
 
-// canWrite: the admin token as a bearer token (constant-time), or, with no admin
-// token configured, a request from loopback.
-func (o Options) canWrite(r *http.Request) bool {
-	if o.AdminToken != "" {
-		h := r.Header.Get("Authorization")
-		if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
-			return false
-		}
-		return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(h[7:])), []byte(o.AdminToken)) == 1
+// recovery answers 500 when a handler panics and logs the panic with the
+// request's method and path only: its headers, query and form may carry tokens
+// (gin's own Recovery dumps the headers when the client has gone).
+func recovery(log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			rec := recover()
+			if rec == nil {
+				return
+			}
+			if rec == http.ErrAbortHandler {
+				panic(rec) // net/http's way to drop a connection: not a failure
+			}
+			log.Error("admin: panic", "method", c.Request.Method, "path", redactText(c.Request.URL.Path, ""),
+				"panic", fmt.Sprint(rec), "stack", string(debug.Stack()))
+			if strings.HasPrefix(c.Request.URL.Path, "/api/") {
+				apiError(c, http.StatusInternalServerError, "internal error (logged by the server)")
+				return
+			}
+			c.AbortWithStatus(http.StatusInternalServerError)
+		}()
+		c.Next()
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -39,8 +38,8 @@ var apiCalls = map[string]string{
 }
 
 // mountAPI adds the JSON API under /api/v1. Reads are open to whoever may read the
-// channels (Options.CanRead) and to the admin token; writes need the admin token,
-// or loopback when none is set. Every error is {"error": "..."}.
+// channels (Options.CanRead) and to the admin token; writes need what
+// Options.writeDenial asks (guard.go). Every error is {"error": "..."}.
 func mountAPI(r *gin.Engine, o Options) {
 	b := o.Backend
 	// A path under /api/ that no route takes answers JSON too, not the text 404.
@@ -76,21 +75,12 @@ func mountAPI(r *gin.Engine, o Options) {
 				return
 			}
 		default:
-			if !o.canWrite(c.Request) {
-				msg := "the admin token is required: Authorization: Bearer <admin_token>"
-				if o.AdminToken == "" {
-					msg = "no admin_token is configured: writes are accepted from loopback only"
-				} else {
+			if d := o.writeDenial(c.Request); d != nil {
+				o.logDenial(c.Request, d)
+				if d.status == http.StatusUnauthorized {
 					c.Header("WWW-Authenticate", `Bearer realm="condaproxy admin"`)
 				}
-				apiError(c, http.StatusUnauthorized, msg)
-				return
-			}
-			// A page of another site must not drive a browser on the operator's
-			// machine into writes (loopback needs no token): browsers mark such
-			// requests, and they are refused.
-			if crossSite(c.Request, o.AdminToken == "") {
-				apiError(c, http.StatusForbidden, "a write from another site's page is refused")
+				apiError(c, d.status, d.reason)
 				return
 			}
 		}
@@ -226,30 +216,7 @@ func mountAPI(r *gin.Engine, o Options) {
 
 // mayRead: whoever may read the channels, and the admin.
 func (o Options) mayRead(r *http.Request) bool {
-	if o.CanRead == nil || o.CanRead(r) {
-		return true
-	}
-	return o.AdminToken != "" && o.canWrite(r)
-}
-
-// crossSite reports a browser request made by another site's page: Sec-Fetch-Site
-// says so, or, with checkOrigin, from an older browser that does not send it, an
-// Origin other than the Host asked. The Origin test is for the loopback rule only
-// (no reverse proxy rewrites Host there); with an admin token, a page cannot send
-// the token's header in the first place.
-func crossSite(r *http.Request, checkOrigin bool) bool {
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "cross-site":
-		return true
-	case "":
-		origin := r.Header.Get("Origin")
-		if !checkOrigin || origin == "" {
-			return false
-		}
-		u, err := url.Parse(origin)
-		return err != nil || !strings.EqualFold(u.Host, r.Host)
-	}
-	return false
+	return o.CanRead == nil || o.CanRead(r) || o.hasAdminToken(r)
 }
 
 // intParam reads a non-negative integer query parameter; on a bad one it answers

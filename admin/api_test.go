@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -37,6 +38,8 @@ func (f *fakeBackend) Packages(_ context.Context, ch, sub, q string, offset, lim
 		return PackagePage{}, fmt.Errorf("%w: subdir", ErrInvalid)
 	case "down":
 		return PackagePage{}, fmt.Errorf("upstream https://x/fmt: HTTP 503")
+	case "panic":
+		panic("the backend failed")
 	}
 	return PackagePage{Total: 1, Offset: offset, Limit: limit,
 		Packages: []Package{{Filename: "a-1-0.conda", Name: "a", Version: "1", Build: "0", Size: 3, Served: true}}}, nil
@@ -98,7 +101,7 @@ const (
 func newAPI(t *testing.T, adminToken string, clientTokens bool) (http.Handler, *fakeBackend) {
 	t.Helper()
 	fb := &fakeBackend{running: map[string]bool{}}
-	o := Options{Gatherer: prometheus.NewRegistry(), Backend: fb, AdminToken: adminToken}
+	o := Options{Gatherer: prometheus.NewRegistry(), Backend: fb, AdminToken: adminToken, Logger: slog.New(slog.DiscardHandler)}
 	if clientTokens {
 		o.CanRead = func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+clientTok }
 	}
@@ -108,6 +111,7 @@ func newAPI(t *testing.T, adminToken string, clientTokens bool) (http.Handler, *
 type call struct {
 	method, path, body string
 	remote             string // default: a non-loopback address
+	host               string // default: httptest's example.com
 	token              string
 	header             map[string]string
 }
@@ -124,6 +128,9 @@ func do(t *testing.T, h http.Handler, c call) (int, any) {
 	}
 	r := httptest.NewRequest(c.method, c.path, body)
 	r.RemoteAddr = c.remote
+	if c.host != "" {
+		r.Host = c.host
+	}
 	if r.RemoteAddr == "" {
 		r.RemoteAddr = "192.0.2.7:40000"
 	}
@@ -309,41 +316,50 @@ func TestAPIWrites(t *testing.T) {
 	}
 }
 
-// With no admin token, writes come from loopback only, and never from another
-// site's page in the operator's browser.
+// With no admin token, writes come from loopback only, asked for by a loopback
+// name, and never from another site's page in the operator's browser.
+// (writeguard_test.go has the whole matrix over real TCP.)
 func TestAPILoopbackRule(t *testing.T) {
 	h, _ := newAPI(t, "", false)
-	for remote, want := range map[string]int{
-		"127.0.0.1:5000":   200,
-		"[::1]:5000":       200,
-		"192.0.2.7:5000":   401,
-		"[2001:db8::1]:80": 401,
-		"bogus":            401,
+	for _, tc := range []struct {
+		remote, host string
+		want         int
+		says         string
+	}{
+		{"127.0.0.1:5000", "127.0.0.1:8080", 200, ""},
+		{"[::1]:5000", "localhost:8080", 200, ""},
+		{"[::1]:5000", "[::1]:8080", 200, ""},
+		{"192.0.2.7:5000", "127.0.0.1:8080", 401, "loopback"},
+		{"[2001:db8::1]:80", "localhost", 401, "loopback"},
+		{"bogus", "localhost", 401, "loopback"},
+		// Loopback peer, but a name only a DNS-rebinding page would use.
+		{"127.0.0.1:5000", "example.com", 403, "Host"},
 	} {
-		code, v := do(t, h, call{method: "POST", path: "/api/v1/purge", body: `{"channel":"fmt"}`, remote: remote})
-		if code != want {
-			t.Errorf("purge from %s: %d %v, want %d", remote, code, v, want)
+		code, v := do(t, h, call{method: "POST", path: "/api/v1/purge", body: `{"channel":"fmt"}`, remote: tc.remote, host: tc.host})
+		if code != tc.want {
+			t.Errorf("purge from %s to %s: %d %v, want %d", tc.remote, tc.host, code, v, tc.want)
 		}
-		if want == 401 && !strings.Contains(errText(v), "loopback") {
-			t.Errorf("purge from %s: %q does not say writes need loopback", remote, errText(v))
+		if !strings.Contains(errText(v), tc.says) {
+			t.Errorf("purge from %s to %s: %q does not say %q", tc.remote, tc.host, errText(v), tc.says)
 		}
 	}
 	for _, hdr := range []map[string]string{
 		{"Sec-Fetch-Site": "cross-site"},
 		{"Origin": "https://evil.example"},
 		{"Origin": "null"},
+		{"X-Forwarded-For": "192.0.2.7"},
 	} {
-		code, v := do(t, h, call{method: "POST", path: "/api/v1/purge", body: `{"channel":"fmt"}`, remote: "127.0.0.1:5000", header: hdr})
+		code, v := do(t, h, call{method: "POST", path: "/api/v1/purge", body: `{"channel":"fmt"}`, remote: "127.0.0.1:5000", host: "localhost:8080", header: hdr})
 		if code != 403 {
 			t.Errorf("purge from loopback with %v: %d %v, want 403", hdr, code, v)
 		}
 	}
 	// The page itself (same origin) writes.
 	for _, hdr := range []map[string]string{
-		{"Sec-Fetch-Site": "same-origin", "Origin": "http://example.com"},
-		{"Origin": "http://example.com"}, // httptest's Host
+		{"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost:8080"},
+		{"Origin": "http://localhost:8080"},
 	} {
-		if code, v := do(t, h, call{method: "POST", path: "/api/v1/purge", body: `{"channel":"fmt"}`, remote: "127.0.0.1:5000", header: hdr}); code != 200 {
+		if code, v := do(t, h, call{method: "POST", path: "/api/v1/purge", body: `{"channel":"fmt"}`, remote: "127.0.0.1:5000", host: "localhost:8080", header: hdr}); code != 200 {
 			t.Errorf("purge from the page with %v: %d %v, want 200", hdr, code, v)
 		}
 	}

@@ -34,10 +34,13 @@ package admin
 // the page. Tokens never go in a URL, a log line or a page: the .condarc snippets
 // carry the literal placeholder <token>.
 //
-// Writes (POST /ui/sync) need Options.canWrite: the admin token, typed into the
-// form's password field and sent in the POST body, or, with no admin token set, a
-// browser on the proxy's own host. A POST whose Origin is another site is refused
-// (403), so a page elsewhere cannot start syncs from an operator's browser.
+// Writes (POST /ui/sync) pass Options.writeDenial (guard.go), as the API's do:
+// they come from this page (Origin and Sec-Fetch-Site say so; 403 otherwise), and
+// carry the admin token, typed into the form's password field and sent in the
+// POST body, or, with no admin token set, come from a browser on the proxy's own
+// host that asked for it by a loopback name (http://localhost:PORT/). The pages
+// are served with Referrer-Policy: same-origin, so that the browser's form posts
+// carry the page's real Origin (under no-referrer they say "null").
 //
 // Note: /ui is the first path segment of these pages, so a channel named "ui"
 // would shadow them (the proxy answers channel paths first).
@@ -174,7 +177,10 @@ func (w *web) secureHeaders(c *gin.Context) {
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	// Not no-referrer: under it a browser sends "Origin: null" on the page's own
+	// form posts, and the write guard could not tell them from a sandboxed
+	// frame's. same-origin sends nothing to any other site.
+	h.Set("Referrer-Policy", "same-origin")
 	c.Next()
 }
 
@@ -197,7 +203,7 @@ func (w *web) canRead(r *http.Request) bool {
 		return true
 	}
 	br := withBearer(r, basicToken(r))
-	return w.o.CanRead(br) || (w.o.AdminToken != "" && w.o.canWrite(br))
+	return w.o.CanRead(br) || w.o.hasAdminToken(br)
 }
 
 // basicToken is the token of "Authorization: Basic": the password, or the user
@@ -326,7 +332,7 @@ func (w *web) overview(c *gin.Context) {
 		}
 	}
 	p.NeedsToken = w.o.AdminToken != ""
-	p.SyncForm = p.NeedsToken || w.o.canWrite(c.Request)
+	p.SyncForm = w.o.writeFormShown(c.Request)
 	w.render(c, http.StatusOK, "overview", p)
 }
 
@@ -384,7 +390,7 @@ func (w *web) channel(c *gin.Context) {
 		p.TokenRC = "channels:\n  - " + base + "/t/<token>/" + info.Name + "\n"
 	}
 	p.NeedsTok = w.o.AdminToken != ""
-	p.SyncForm = info.Kind != "files" && (p.NeedsTok || w.o.canWrite(c.Request))
+	p.SyncForm = info.Kind != "files" && w.o.writeFormShown(c.Request)
 
 	p.Subdir, p.Q = c.Query("subdir"), strings.TrimSpace(c.Query("q"))
 	if p.Subdir == "" || info.Kind == "files" {
@@ -492,15 +498,9 @@ func (w *web) job(c *gin.Context) {
 }
 
 // sync starts a sync job from the form. The admin token comes from the POST body
-// only (PostFormValue never reads the URL's query).
+// only (PostForm never holds the URL's query).
 func (w *web) sync(c *gin.Context) {
 	r := c.Request
-	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
-			w.fail(c, http.StatusForbidden, "Forbidden", "A sync can be started only from this proxy's own page.")
-			return
-		}
-	}
 	r.Body = http.MaxBytesReader(c.Writer, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		w.fail(c, http.StatusBadRequest, "Bad request", "The form could not be read.")
@@ -512,12 +512,26 @@ func (w *web) sync(c *gin.Context) {
 		// script may send "Authorization: Bearer <admin token>" itself.
 		wr = withBearer(r, r.PostForm.Get("admin_token"))
 	}
-	if !w.o.canWrite(wr) {
-		text := "Starting a sync needs the admin token: go back and type it into the form."
-		if w.o.AdminToken == "" {
-			text = "No admin token is configured, so syncs can be started only from the proxy's own host."
+	if d := w.o.writeDenial(wr); d != nil {
+		w.o.logDenial(r, d)
+		text := d.reason
+		if d.status == http.StatusUnauthorized {
+			// Not Basic: the browser would ask for a password the page's reads
+			// do not need. A Bearer challenge shows this page instead.
+			c.Header("WWW-Authenticate", `Bearer realm="condaproxy admin"`)
+			switch {
+			case w.o.AdminToken == "":
+			case r.PostForm.Get("admin_token") == "" && bearer(r) == "":
+				text = "Starting a sync needs the admin token: go back and type it into the form."
+			default:
+				text = "That is not the admin token: go back and type it again."
+			}
 		}
-		w.fail(c, http.StatusUnauthorized, "Not allowed", text)
+		title := "Not allowed"
+		if d.status == http.StatusForbidden {
+			title = "Forbidden"
+		}
+		w.fail(c, d.status, title, text)
 		return
 	}
 	var chans []string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -132,11 +133,12 @@ func newWebEnv(t *testing.T, o Options) webEnv {
 	t.Cleanup(func() { webClock = time.Now })
 	o.Backend = be
 	o.Gatherer = prometheus.NewRegistry()
+	o.Logger = slog.New(slog.DiscardHandler)
 	return webEnv{h: New(o), be: be}
 }
 
-// do runs one request from remote (loopback when "") and returns the response
-// and its body.
+// do runs one request from remote (loopback when "") to Host proxy.test:8080
+// (hdr["Host"] sets another) and returns the response and its body.
 func (e webEnv) do(t *testing.T, method, target string, body string, hdr map[string]string, remote string) (*http.Response, string) {
 	t.Helper()
 	var rd io.Reader
@@ -154,6 +156,10 @@ func (e webEnv) do(t *testing.T, method, target string, body string, hdr map[str
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
 	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
 		req.Header.Set(k, v)
 	}
 	rec := httptest.NewRecorder()
@@ -217,7 +223,8 @@ func webNoExternalURLs(t *testing.T, what, body string) {
 }
 
 func TestWebOverview(t *testing.T) {
-	e := newWebEnv(t, Options{})
+	// proxy.test:8080 is the proxy's public_url: a loopback browser there may write.
+	e := newWebEnv(t, Options{PublicURL: "http://proxy.test:8080/"})
 	res, body := e.do(t, http.MethodGet, "/", "", nil, "")
 	if res.StatusCode != 200 {
 		t.Fatalf("GET /: %d", res.StatusCode)
@@ -249,6 +256,15 @@ func TestWebOverview(t *testing.T) {
 	_, body = e.do(t, http.MethodGet, "/", "", nil, "192.0.2.1:4000")
 	if strings.Contains(body, `action="/ui/sync"`) {
 		t.Error("a remote browser without an admin token configured is offered the sync form")
+	}
+	// On loopback but under a name that is neither loopback nor public_url's: the
+	// form would be refused, so it is not offered.
+	_, body = e.do(t, http.MethodGet, "/", "", map[string]string{"Host": "rebound.example:8080"}, "")
+	if strings.Contains(body, `action="/ui/sync"`) {
+		t.Error("a page asked for under a foreign Host is offered the sync form")
+	}
+	if got := res.Header.Get("Referrer-Policy"); got != "same-origin" {
+		t.Errorf("Referrer-Policy %q, want same-origin: under no-referrer the form's posts say Origin: null", got)
 	}
 }
 
@@ -440,11 +456,17 @@ func TestWebSync(t *testing.T) {
 
 func TestWebSyncLoopbackOnly(t *testing.T) {
 	e := newWebEnv(t, Options{})
-	if res, _ := e.do(t, http.MethodPost, "/ui/sync", "channel=main", nil, "192.0.2.1:4000"); res.StatusCode != http.StatusUnauthorized {
+	local := map[string]string{"Host": "localhost:8080", "Origin": "http://localhost:8080", "Sec-Fetch-Site": "same-origin"}
+	if res, _ := e.do(t, http.MethodPost, "/ui/sync", "channel=main", local, "192.0.2.1:4000"); res.StatusCode != http.StatusUnauthorized {
 		t.Errorf("remote POST without an admin token configured: %d, want 401", res.StatusCode)
 	}
-	if res, _ := e.do(t, http.MethodPost, "/ui/sync", "channel=main", nil, "[::1]:4000"); res.StatusCode != http.StatusSeeOther {
-		t.Errorf("loopback POST: %d, want 303", res.StatusCode)
+	if res, _ := e.do(t, http.MethodPost, "/ui/sync", "channel=main", local, "[::1]:4000"); res.StatusCode != http.StatusSeeOther {
+		t.Errorf("loopback POST from the page at localhost: %d, want 303", res.StatusCode)
+	}
+	// proxy.test is not public_url here: a loopback peer asking for it is refused.
+	res, body := e.do(t, http.MethodPost, "/ui/sync", "channel=main", nil, "[::1]:4000")
+	if res.StatusCode != http.StatusForbidden || !strings.Contains(body, "Host") {
+		t.Errorf("loopback POST to Host proxy.test:8080: %d, want 403 naming the Host\n%s", res.StatusCode, body)
 	}
 }
 
