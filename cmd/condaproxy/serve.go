@@ -125,7 +125,8 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		Config:   cfg,
 		Policies: policies,
 		Store:    store,
-		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion()}),
+		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion(),
+			IdleTimeout: cfg.Limits.UpstreamIdleTimeout.D()}),
 		Metrics:  metrics,
 		Fallback: admin.New(admin.Options{
 			Gatherer:     reg,
@@ -133,6 +134,8 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 			CanRead:      func(r *http.Request) bool { return a.proxy.CanRead(r) },
 			AdminToken:   cfg.Auth.AdminToken,
 			ClientTokens: len(cfg.Auth.Tokens) > 0,
+			PublicURL:    cfg.PublicURL,
+			Logger:       log,
 			Backend:      a.backend, // the admin API's backend (backend.go)
 		}),
 		Logger: log,
@@ -168,6 +171,7 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           a.handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    proxy.MaxHeaderBytes(a.cfg),
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
