@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/condaproxy/condaproxy/config"
@@ -217,11 +218,18 @@ func matchesAny(specs []namedSpec, r *repodata.Record) string {
 	return ""
 }
 
+// decider is safe for concurrent use: the proxy decides concurrent package
+// requests with one decider per subdir. Everything but the python memo is set by
+// Prepare and only read after it (f, needed, youngest; the Filter and its
+// compiled specs are read-only once compiled); the memo is filled as records are
+// seen, under mu.
 type decider struct {
 	f        *Filter
 	needed   map[string]bool // include_dependencies closure
-	python   map[string]pyVerdict
-	youngest time.Time // min_age: records built after this are hidden
+	youngest time.Time       // min_age: records built after this are hidden
+
+	mu     sync.RWMutex
+	python map[string]pyVerdict // python constraints as written -> verdict
 }
 
 // Decide implements Decider, step by step in SPEC order.

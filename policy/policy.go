@@ -9,7 +9,8 @@ package policy
 
 import "github.com/condaproxy/condaproxy/repodata"
 
-// Policy is one channel's filter.
+// Policy is one channel's filter. Its methods are safe for concurrent use, and
+// Prepare may run for several subdirs at once.
 type Policy interface {
 	// Fingerprint changes whenever the rules change, so answers cut by older rules
 	// are rebuilt (from the stored upstream repodata, without refetching).
@@ -26,6 +27,11 @@ type Policy interface {
 }
 
 // Decider decides for one record at a time. It must not keep r or its strings.
+//
+// A Decider is safe for concurrent use: the proxy shares one among the requests
+// for a subdir (package downloads check their record against it) while a build
+// may be cutting the same subdir's repodata. An implementation that learns as it
+// goes (a memo) must synchronize it.
 type Decider interface {
 	// Decide returns "" for a served record, else the rule that hides it (a short
 	// shared string such as "blacklist: numpy 1.26.*", what a 403 body names) and

@@ -65,14 +65,21 @@ func (d *decider) pythonHides(r *repodata.Record) string {
 	}
 	// The record's python constraints, as written: the verdict depends on nothing
 	// else, so it is computed once per distinct set (most records share a few).
+	// The key is the one constraint itself, or the constraints joined in a
+	// buffer on the stack: a lookup that hits allocates nothing.
 	var k string
+	var buf [256]byte
+	joined := buf[:0]
 	n := 0
 	for _, dep := range r.Depends {
 		if depName(dep) == "python" {
 			if n == 0 {
 				k = dep
 			} else {
-				k += " & " + dep
+				if n == 1 {
+					joined = append(joined, k...)
+				}
+				joined = append(append(joined, " & "...), dep...)
 			}
 			n++
 		}
@@ -80,12 +87,30 @@ func (d *decider) pythonHides(r *repodata.Record) string {
 	if n == 0 {
 		return ""
 	}
-	if v, ok := d.python[k]; ok {
+	d.mu.RLock()
+	var v pyVerdict
+	var ok bool
+	if n == 1 {
+		v, ok = d.python[k]
+	} else {
+		v, ok = d.python[string(joined)] // no copy: the compiler looks up the bytes
+	}
+	d.mu.RUnlock()
+	if ok {
 		return v.detail
 	}
+	// Computed outside the lock: two goroutines that miss together both compute
+	// the same verdict, which is cheaper than making every other caller wait.
 	detail := d.pythonVerdict(r.Depends)
-	// k may alias the upstream document: the cache must not pin it.
-	d.python[strings.Clone(k)] = pyVerdict{detail}
+	if n > 1 {
+		k = string(joined)
+	} else {
+		// k may alias the upstream document: the cache must not pin it.
+		k = strings.Clone(k)
+	}
+	d.mu.Lock()
+	d.python[k] = pyVerdict{detail}
+	d.mu.Unlock()
 	return detail
 }
 
