@@ -22,11 +22,13 @@ func (e *httpError) Error() string { return e.msg }
 // to a status in writeError, and nothing else reaches a client: internal error text
 // (paths, upstream URLs with tokens) stays in the logs.
 var (
-	errNotFound     = &httpError{http.StatusNotFound, "not found"}
-	errUnauthorized = &httpError{http.StatusUnauthorized, "a token is required: use /t/<token>/ or Authorization: Bearer <token>"}
-	errMethod       = &httpError{http.StatusMethodNotAllowed, "only GET and HEAD"}
-	errUpstream     = &httpError{http.StatusBadGateway, "upstream failed and no cached copy is available"}
-	errChecksum     = &httpError{http.StatusBadGateway, "upstream sent bytes that do not match the repodata; nothing was cached"}
+	errNotFound       = &httpError{http.StatusNotFound, "not found"}
+	errUnauthorized   = &httpError{http.StatusUnauthorized, "a token is required: use /t/<token>/ or Authorization: Bearer <token>"}
+	errMethod         = &httpError{http.StatusMethodNotAllowed, "only GET and HEAD"}
+	errUpstream       = &httpError{http.StatusBadGateway, "upstream failed and no cached copy is available"}
+	errChecksum       = &httpError{http.StatusBadGateway, "upstream sent bytes that do not match the repodata; nothing was cached"}
+	errURITooLong     = &httpError{http.StatusRequestURITooLong, "request target too long (limits.max_url)"}
+	errHeaderTooLarge = &httpError{http.StatusRequestHeaderFieldsTooLarge, "request header too large (limits.max_request_header)"}
 )
 
 // hiddenError is a package the channel's filter hides.
@@ -72,10 +74,18 @@ func classify(err error) (int, string) {
 		return he.status, he.msg
 	case errors.As(err, &hidden):
 		return http.StatusForbidden, hidden.Error()
+	case errors.Is(err, upstream.ErrBadPath):
+		// A path that would not stay below the upstream (a files channel's path).
+		return http.StatusBadRequest, errBadPath.msg
+	case errors.Is(err, upstream.ErrRefused):
+		return http.StatusBadGateway, "upstream named a location the proxy may not fetch from"
 	case errors.Is(err, upstream.ErrNotFound):
 		return http.StatusNotFound, "not found upstream"
 	case errors.As(err, &ue):
 		return http.StatusBadGateway, errUpstream.msg
+	case errors.Is(err, context.Canceled):
+		// The client went away while waiting; nobody reads this answer.
+		return 499, "client closed the request"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "upstream took too long"
 	default:

@@ -105,12 +105,7 @@ func (s *Server) mutableSHA(ctx context.Context, ch *channel, rel string) (strin
 	f := s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
 		return s.fetchMutable(ctx, f, ch, rel, key, nil)
 	})
-	f.mu.Lock()
-	for !f.done {
-		f.cond.Wait()
-	}
-	sha, err := f.sha, f.err
-	f.mu.Unlock()
+	sha, _, err := f.wait(ctx)
 	if errors.Is(err, upstream.ErrNotFound) {
 		return "", errNotFound
 	}

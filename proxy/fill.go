@@ -64,6 +64,38 @@ func (f *fill) finish(sha string, err error) {
 	f.cond.Broadcast()
 }
 
+// waitLocked waits, with f.mu held, until ready holds or ctx is done: a waiter
+// whose client left stops waiting (and frees its goroutine and file) instead of
+// staying until the fill ends.
+func (f *fill) waitLocked(ctx context.Context, ready func() bool) error {
+	if ready() {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	})
+	defer stop()
+	for !ready() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		f.cond.Wait()
+	}
+	return nil
+}
+
+// wait waits for the fill to end, or ctx; it returns the committed sha256.
+func (f *fill) wait(ctx context.Context) (sha string, started bool, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.waitLocked(ctx, func() bool { return f.done }); err != nil {
+		return "", false, err
+	}
+	return f.sha, f.started, f.err
+}
+
 // startFill returns the fill for key, starting run in the background if none is in
 // progress. run gets a context that outlives the request (the fill goes on when the
 // client leaves) with the server's fill timeout, and returns the committed sha256.
@@ -188,9 +220,11 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 // sets the response headers from what the fill knows: the committed sha256 ("" while
 // it streams) and upstream's Last-Modified.
 func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, headers func(h http.Header, sha, lastModified string)) error {
+	ctx := r.Context()
 	f.mu.Lock()
-	for !f.started && !f.done {
-		f.cond.Wait()
+	if err := f.waitLocked(ctx, func() bool { return f.started || f.done }); err != nil {
+		f.mu.Unlock()
+		return err
 	}
 	var file *os.File
 	if !f.done && !f.committed && f.size >= 0 && r.Header.Get("Range") == "" && r.Method != http.MethodHead {
@@ -203,8 +237,9 @@ func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, head
 		}
 	}
 	if file == nil {
-		for !f.done && !f.committed {
-			f.cond.Wait()
+		if err := f.waitLocked(ctx, func() bool { return f.done || f.committed }); err != nil {
+			f.mu.Unlock()
+			return err
 		}
 		sha, err, lm := f.sha, f.err, f.lastModified
 		f.mu.Unlock()
@@ -234,18 +269,18 @@ func (s *Server) serveFill(w http.ResponseWriter, r *http.Request, f *fill, head
 	for pos < size {
 		f.mu.Lock()
 		var avail int64
-		for {
+		werr := f.waitLocked(ctx, func() bool {
 			avail = f.written
 			if !f.committed {
 				avail = min(avail, size-1) // the last byte waits for the digest
 			}
-			if avail > pos || f.done {
-				break
-			}
-			f.cond.Wait()
-		}
+			return avail > pos || f.done
+		})
 		err := f.err
 		f.mu.Unlock()
+		if werr != nil {
+			return nil // the client left; the fill goes on without it
+		}
 		if err != nil {
 			return fillError(err) // headers are out: ServeHTTP breaks the connection
 		}

@@ -149,12 +149,7 @@ func (s *Server) Prefetch(ctx context.Context, channel, subdir, filename string)
 		return false, fmt.Errorf("%s/%s/%s: the record has no checksum to verify against", channel, subdir, filename)
 	}
 	f := s.startPackageFill(ctx, ch, subdir, filename, sv, ref)
-	f.mu.Lock()
-	for !f.done {
-		f.cond.Wait()
-	}
-	fetched, err = f.started, f.err
-	f.mu.Unlock()
+	_, fetched, err = f.wait(ctx)
 	if err != nil {
 		return false, fillError(err)
 	}

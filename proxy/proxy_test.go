@@ -199,7 +199,10 @@ func TestBaseURLFollowedNotServed(t *testing.T) {
 	raw = bytes.Replace(raw, []byte(`"subdir": "linux-64"`), []byte(`"subdir": "linux-64", "base_url": "`+cdn.URL+`/linux-64/"`), 1)
 	os.WriteFile(filepath.Join(dir, "linux-64", "repodata.json"), raw, 0o644)
 	up := newUpstream(t, dir)
-	h := newHarness(t, channelYAML("", up.URL))
+	// The CDN is another host: the config must name it for base_url to reach it.
+	cdnHost := strings.TrimPrefix(cdn.URL, "http://")
+	yaml := "cache:\n  memory: 16MiB\nchannels:\n  - name: fmt\n    upstreams:\n      - url: " + up.URL + "\n        hosts: [\"" + cdnHost + "\"]\n"
+	h := newHarness(t, yaml)
 	r := h.get("/fmt/linux-64/repodata.json")
 	if bytes.Contains(r.body, []byte(cdn.URL)) || bytes.Contains(r.body, []byte("base_url")) {
 		t.Errorf("served repodata points past the proxy:\n%s", r.body[:200])
@@ -207,6 +210,32 @@ func TestBaseURLFollowedNotServed(t *testing.T) {
 	p := h.get("/fmt/linux-64/" + zlibLinux)
 	if p.StatusCode != 200 || cdn.count("/linux-64/"+zlibLinux) != 1 || up.count("/linux-64/"+zlibLinux) != 0 {
 		t.Errorf("package: %d; cdn asked %d, upstream asked %d", p.StatusCode, cdn.count("/linux-64/"+zlibLinux), up.count("/linux-64/"+zlibLinux))
+	}
+}
+
+// A hostile repodata's base_url naming a host the config does not list is not
+// followed: packages come from below the upstream itself, and the named host
+// never hears from the proxy.
+func TestBaseURLToUnlistedHostRefused(t *testing.T) {
+	evil := newUpstream(t, formatRepo(t))
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "linux-64"), 0o755)
+	raw, _ := os.ReadFile(filepath.Join(formatRepo(t), "linux-64", "repodata.json"))
+	for _, base := range []string{evil.URL + "/linux-64/", "file:///etc/"} {
+		t.Run(base, func(t *testing.T) {
+			doc := bytes.Replace(raw, []byte(`"subdir": "linux-64"`), []byte(`"subdir": "linux-64", "base_url": "`+base+`"`), 1)
+			os.WriteFile(filepath.Join(dir, "linux-64", "repodata.json"), doc, 0o644)
+			up := newUpstream(t, dir)
+			h := newHarness(t, channelYAML("", up.URL))
+			p := h.get("/fmt/linux-64/" + zlibLinux)
+			if evil.countPrefix("/") != 0 {
+				t.Errorf("the host base_url named was asked %d times", evil.countPrefix("/"))
+			}
+			// The upstream has no packages below it here: a 404, never the other host's bytes.
+			if p.StatusCode != 404 || up.count("/linux-64/"+zlibLinux) != 1 {
+				t.Errorf("package: %d, upstream asked %d", p.StatusCode, up.count("/linux-64/"+zlibLinux))
+			}
+		})
 	}
 }
 

@@ -99,7 +99,7 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	if o.Upstream == nil {
-		o.Upstream = upstream.New(upstream.Options{Logger: o.Logger})
+		o.Upstream = upstream.New(upstream.Options{Logger: o.Logger, IdleTimeout: o.Config.Limits.UpstreamIdleTimeout.D()})
 	}
 	if o.FillTimeout == 0 {
 		o.FillTimeout = 30 * time.Minute
@@ -115,6 +115,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Upstream.Observe == nil {
 		o.Upstream.Observe = o.Metrics.observeUpstream
+	}
+	if o.Upstream.Throttled == nil {
+		o.Upstream.Throttled = func(host string) { o.Metrics.Throttled.WithLabelValues(host).Inc() }
 	}
 	s := &Server{
 		cfg: o.Config, store: o.Store, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
@@ -268,6 +271,10 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := s.checkSize(r); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	p, err := cleanPath(r)
 	if err != nil {
 		writeError(w, r, s.log, err)
@@ -317,6 +324,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(sw, r, rl.logger(), err)
 	}
+}
+
+// checkSize bounds what a client may make the proxy read: the request target
+// (414) and the header lines (431), well above what conda clients send (a few
+// hundred bytes of URL, a few KiB of headers). net/http's own bound
+// (http.Server.MaxHeaderBytes, set from the same limits by the caller) stops a
+// larger request before it is read at all; this names the part that was too long.
+func (s *Server) checkSize(r *http.Request) error {
+	lim := s.cfg.Limits
+	if len(r.RequestURI) > int(lim.MaxURL) || (r.RequestURI == "" && len(r.URL.RequestURI()) > int(lim.MaxURL)) {
+		return errURITooLong
+	}
+	n := 0
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4 // "K: V\r\n"
+		}
+	}
+	if n > int(lim.MaxRequestHeader) {
+		return errHeaderTooLarge
+	}
+	return nil
+}
+
+// MaxHeaderBytes is what http.Server.MaxHeaderBytes must be for cfg's limits:
+// the request line and the header lines together.
+func MaxHeaderBytes(cfg *config.Config) int {
+	return int(cfg.Limits.MaxURL) + int(cfg.Limits.MaxRequestHeader) + 64
 }
 
 // reqLog is a request's logger, made when first asked for. Fills started by the

@@ -318,6 +318,11 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, redacted s
 			ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, nil
 	case http.StatusNotModified:
 		c.drain(resp.Body, wd)
+		if cond == (Conditional{}) {
+			// Nothing was asked to be compared: a 304 here has no meaning, and a
+			// caller must never be handed a bodiless "success" it did not ask for.
+			return nil, &Error{URL: redacted, Status: resp.StatusCode, Err: errors.New("304 Not Modified to a request without validators")}
+		}
 		return &Response{Status: 304, Size: -1, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, nil
 	case http.StatusNotFound, http.StatusGone:
 		c.drain(resp.Body, wd)
