@@ -127,7 +127,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		Store:    store,
 		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion(),
 			IdleTimeout: cfg.Limits.UpstreamIdleTimeout.D()}),
-		Metrics:  metrics,
+		Metrics: metrics,
 		Fallback: admin.New(admin.Options{
 			Gatherer:     reg,
 			Ready:        ready,
