@@ -2,13 +2,16 @@ package charts
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
@@ -467,7 +470,7 @@ func TestChartYAML(t *testing.T) {
 
 	values := readYAML(t, filepath.Join(chartDir, "values.yaml"))
 	for _, p := range []string{"replicas", "redis.url", "config", "persistence.enabled", "serviceMonitor.enabled",
-		"secret.existingSecret", "terminationGracePeriodSeconds", "containerPort"} {
+		"secret.existingSecret", "terminationGracePeriodSeconds", "containerPort", "adminToken"} {
 		if _, ok := lookup(values, strings.Split(p, ".")); !ok {
 			t.Errorf("values.yaml: no %s", p)
 		}
@@ -641,9 +644,54 @@ func toYAML(v any) (string, error) {
 	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
+// dig is Sprig's: dig "k1" "k2" default dict follows the keys through nested
+// maps and answers default when one is missing.
+func dig(ps ...any) (any, error) {
+	if len(ps) < 3 {
+		return nil, errors.New("dig needs at least three arguments")
+	}
+	m, ok := ps[len(ps)-1].(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("dig: %T is not a dict", ps[len(ps)-1])
+	}
+	def := ps[len(ps)-2]
+	keys := ps[:len(ps)-2]
+	for i, k := range keys {
+		v, has := m[fmt.Sprint(k)]
+		if !has {
+			return def, nil
+		}
+		if i == len(keys)-1 {
+			return v, nil
+		}
+		if m, ok = v.(map[string]any); !ok {
+			return nil, fmt.Errorf("dig: %v is a %T, not a dict", k, v)
+		}
+	}
+	return def, nil
+}
+
+// cluster stands in for the objects Helm's lookup finds in the cluster: an
+// upgrade sees what the previous release made. Keys: "apiVersion/kind/namespace/name".
+type cluster map[string]map[string]any
+
+func secretObject(data map[string]string) map[string]any {
+	d := map[string]any{}
+	for k, v := range data {
+		d[k] = base64.StdEncoding.EncodeToString([]byte(v))
+	}
+	return map[string]any{"apiVersion": "v1", "kind": "Secret", "data": d}
+}
+
 // render executes every template of the chart with values, as helm template would,
 // and returns the objects it produces.
 func render(t *testing.T, values map[string]any) ([]map[string]any, error) {
+	t.Helper()
+	return renderIn(t, values, nil)
+}
+
+// renderIn renders as helm install or upgrade would into a cluster that holds in.
+func renderIn(t *testing.T, values map[string]any, in cluster) ([]map[string]any, error) {
 	t.Helper()
 	chart := readYAML(t, filepath.Join(chartDir, "Chart.yaml"))
 	var set *template.Template
@@ -688,6 +736,46 @@ func render(t *testing.T, values map[string]any) ([]map[string]any, error) {
 		"deepCopy": deepCopy,
 		"set":      func(d map[string]any, k string, v any) map[string]any { d[k] = v; return d },
 		"fail":     func(msg string) (string, error) { return "", errors.New(msg) },
+		"dig":      dig,
+		"get": func(d map[string]any, k string) any {
+			if v, ok := d[k]; ok {
+				return v
+			}
+			return ""
+		},
+		"dict": func(kv ...any) map[string]any {
+			d := map[string]any{}
+			for i := 0; i+1 < len(kv); i += 2 {
+				d[fmt.Sprint(kv[i])] = kv[i+1]
+			}
+			return d
+		},
+		// lookup answers an empty dict for what the cluster does not hold, as Helm does.
+		"lookup": func(apiVersion, kind, namespace, name string) map[string]any {
+			if o, ok := in[apiVersion+"/"+kind+"/"+namespace+"/"+name]; ok {
+				return deepCopy(o).(map[string]any)
+			}
+			return map[string]any{}
+		},
+		"randAlphaNum": func(n int) (string, error) {
+			const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+			b := make([]byte, n)
+			if _, err := rand.Read(b); err != nil {
+				return "", err
+			}
+			for i := range b {
+				b[i] = alnum[int(b[i])%len(alnum)]
+			}
+			return string(b), nil
+		},
+		"b64enc": func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
+		"b64dec": func(s string) string {
+			b, err := base64.StdEncoding.DecodeString(s)
+			if err != nil {
+				return err.Error() // Sprig's answer to bad input
+			}
+			return string(b)
+		},
 	}
 	files := templateFiles(t)
 	set = template.New("chart").Funcs(funcs).Option("missingkey=error")
@@ -733,6 +821,8 @@ func render(t *testing.T, values map[string]any) ([]map[string]any, error) {
 	return objs, nil
 }
 
+// byKind is the last object of each kind (see secretsByName for Secrets, of which
+// the chart renders two).
 func byKind(objs []map[string]any) map[string]map[string]any {
 	out := map[string]map[string]any{}
 	for _, o := range objs {
@@ -758,6 +848,79 @@ func get(t *testing.T, v any, path string) any {
 		}
 	}
 	return v
+}
+
+func secretsByName(objs []map[string]any) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for _, o := range objs {
+		if o["kind"] == "Secret" {
+			meta, _ := o["metadata"].(map[string]any)
+			out[fmt.Sprint(meta["name"])] = o
+		}
+	}
+	return out
+}
+
+// secretData is a rendered Secret's keys and values, from data (base64) and
+// stringData.
+func secretData(t *testing.T, sec map[string]any) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	if d, ok := sec["data"].(map[string]any); ok {
+		for k, v := range d {
+			b, err := base64.StdEncoding.DecodeString(fmt.Sprint(v))
+			if err != nil {
+				t.Fatalf("Secret data.%s is not base64: %v", k, err)
+			}
+			out[k] = string(b)
+		}
+	}
+	if d, ok := sec["stringData"].(map[string]any); ok {
+		for k, v := range d {
+			out[k] = fmt.Sprint(v)
+		}
+	}
+	return out
+}
+
+// containerEnv is the environment of the Deployment's container as the kubelet
+// would set it from the rendered objects: envFrom Secrets first, then env, which
+// wins. A Secret the chart did not render (existingSecret) adds nothing.
+func containerEnv(t *testing.T, objs []map[string]any) map[string]string {
+	t.Helper()
+	secrets := secretsByName(objs)
+	c := get(t, byKind(objs)["Deployment"], "spec.template.spec.containers.0")
+	env := map[string]string{}
+	if from, ok := c.(map[string]any)["envFrom"].([]any); ok {
+		for i := range from {
+			name := fmt.Sprint(get(t, from[i], "secretRef.name"))
+			if sec, ok := secrets[name]; ok {
+				maps.Copy(env, secretData(t, sec))
+			}
+		}
+	}
+	if list, ok := c.(map[string]any)["env"].([]any); ok {
+		for _, e := range list {
+			e := e.(map[string]any)
+			name := fmt.Sprint(e["name"])
+			if v, ok := e["value"]; ok {
+				env[name] = fmt.Sprint(v)
+				continue
+			}
+			ref := fmt.Sprint(get(t, e, "valueFrom.secretKeyRef.name"))
+			key := fmt.Sprint(get(t, e, "valueFrom.secretKeyRef.key"))
+			sec, ok := secrets[ref]
+			if !ok {
+				t.Fatalf("env %s comes from Secret %s, which the chart does not render", name, ref)
+			}
+			v, ok := secretData(t, sec)[key]
+			if !ok {
+				t.Fatalf("env %s comes from key %s of Secret %s, which has no such key", name, key, ref)
+			}
+			env[name] = v
+		}
+	}
+	return env
 }
 
 // renderedConfig loads the ConfigMap's condaproxy.yaml through config.Parse.
@@ -793,10 +956,13 @@ func TestRenderDefaults(t *testing.T) {
 		kinds = append(kinds, kind)
 	}
 	sort.Strings(kinds)
-	if want := []string{"ConfigMap", "Deployment", "PersistentVolumeClaim", "Service"}; !slices.Equal(kinds, want) {
+	// The Secret is the admin token's: the chart always sets one.
+	if want := []string{"ConfigMap", "Deployment", "PersistentVolumeClaim", "Secret", "Service"}; !slices.Equal(kinds, want) {
 		t.Fatalf("default render: kinds %v, want %v", kinds, want)
 	}
-	renderedConfig(t, k["ConfigMap"], nil)
+	if cfg := renderedConfig(t, k["ConfigMap"], containerEnv(t, objs)); len(cfg.Auth.AdminToken) != 32 {
+		t.Errorf("default render: admin token %d characters, want a generated one of 32", len(cfg.Auth.AdminToken))
+	}
 
 	dep := k["Deployment"]
 	pod := get(t, dep, "spec.template.spec")
@@ -863,7 +1029,11 @@ func TestRenderReplicas(t *testing.T) {
 	if k["PersistentVolumeClaim"] != nil {
 		t.Error("a PersistentVolumeClaim with persistence disabled")
 	}
-	cfg := renderedConfig(t, k["ConfigMap"], map[string]string{"REDIS_PASSWORD": "pw", "ANACONDA_TOKEN": "tk"})
+	env := containerEnv(t, objs)
+	if env["REDIS_PASSWORD"] != "pw" || env["ANACONDA_TOKEN"] != "tk" {
+		t.Errorf("the container's environment lacks secret.env: %v", slices.Sorted(maps.Keys(env)))
+	}
+	cfg := renderedConfig(t, k["ConfigMap"], env)
 	if cfg.Redis != "redis://:pw@redis:6379/0" {
 		t.Errorf("redis %q", cfg.Redis)
 	}
@@ -875,8 +1045,8 @@ func TestRenderReplicas(t *testing.T) {
 	if s := get(t, pod, "volumes.1.emptyDir.sizeLimit"); s != "20Gi" {
 		t.Errorf("data volume emptyDir sizeLimit %v", s)
 	}
-	if s := get(t, get(t, pod, "containers.0"), "envFrom.0.secretRef.name"); s != get(t, k["Secret"], "metadata.name") {
-		t.Errorf("envFrom secret %v, the chart's Secret is %v", s, get(t, k["Secret"], "metadata.name"))
+	if s := get(t, get(t, pod, "containers.0"), "envFrom.0.secretRef.name"); secretsByName(objs)[fmt.Sprint(s)] == nil {
+		t.Errorf("envFrom secret %v is none of the chart's Secrets %v", s, slices.Sorted(maps.Keys(secretsByName(objs))))
 	}
 	if p := get(t, k["ServiceMonitor"], "spec.endpoints.0.path"); p != "/metrics" {
 		t.Errorf("ServiceMonitor path %v", p)
@@ -892,8 +1062,10 @@ func TestRenderReplicas(t *testing.T) {
 		t.Fatalf("render: %v", err)
 	}
 	k = byKind(objs)
-	if k["Secret"] != nil {
-		t.Error("a Secret is created although existingSecret is set")
+	for name := range secretsByName(objs) {
+		if name != "test-condaproxy-admin" {
+			t.Errorf("Secret %s is created although existingSecret is set (only the admin token's may be)", name)
+		}
 	}
 	if s := get(t, k["Deployment"], "spec.template.spec.containers.0.envFrom.0.secretRef.name"); s != "mine" {
 		t.Errorf("envFrom secret %v, want mine", s)
@@ -910,4 +1082,105 @@ func TestRenderRefusesBrokenScale(t *testing.T) {
 	if _, err := render(t, v); err == nil || !strings.Contains(err.Error(), "persistence.enabled") {
 		t.Errorf("replicas 2 on one volume claim: err %v, want one naming persistence.enabled", err)
 	}
+}
+
+// The chart always sets an admin token: without one the binary trusts loopback
+// for admin writes, and in a pod loopback is also a sidecar's and kubectl
+// port-forward's. Given, it is used as is; empty, one is generated, and an
+// upgrade keeps the one the release's Secret holds; a token the configuration
+// names itself is left alone.
+func TestRenderAdminToken(t *testing.T) {
+	const secretKey = "v1/Secret/default/test-condaproxy-admin"
+	// token renders v in cl and returns the admin token the binary would load,
+	// after checking how it gets there.
+	token := func(t *testing.T, v map[string]any, cl cluster) string {
+		t.Helper()
+		objs, err := renderIn(t, v, cl)
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		k := byKind(objs)
+		text := fmt.Sprint(get(t, k["ConfigMap"], "data"))
+		if !strings.Contains(text, "admin_token: ${CONDAPROXY_ADMIN_TOKEN}") {
+			t.Errorf("the ConfigMap does not take the admin token from the environment:\n%s", text)
+		}
+		sec := secretsByName(objs)["test-condaproxy-admin"]
+		if sec == nil {
+			t.Fatal("no admin token Secret")
+		}
+		tok := secretData(t, sec)["admin-token"]
+		// The token is in its Secret only: not in the ConfigMap, not in the
+		// Deployment (the pod spec is readable more widely than Secrets).
+		for _, kind := range []string{"ConfigMap", "Deployment"} {
+			if b, _ := json.Marshal(k[kind]); strings.Contains(string(b), tok) {
+				t.Errorf("the %s carries the admin token itself", kind)
+			}
+		}
+		cfg := renderedConfig(t, k["ConfigMap"], containerEnv(t, objs))
+		if cfg.Auth.AdminToken != tok {
+			t.Errorf("the binary would load admin token %q, the Secret holds %q", cfg.Auth.AdminToken, tok)
+		}
+		return cfg.Auth.AdminToken
+	}
+	alnum32 := regexp.MustCompile(`^[A-Za-z0-9]{32}$`)
+
+	t.Run("generated", func(t *testing.T) {
+		first, second := token(t, loadValues(t), nil), token(t, loadValues(t), nil)
+		if !alnum32.MatchString(first) || !alnum32.MatchString(second) {
+			t.Errorf("generated tokens %q, %q: want 32 letters and digits", first, second)
+		}
+		if first == second {
+			t.Error("two installs generated the same token: it is not random")
+		}
+	})
+	t.Run("kept across upgrades", func(t *testing.T) {
+		const kept = "Kept0123456789Kept0123456789Kept"
+		if got := token(t, loadValues(t), cluster{secretKey: secretObject(map[string]string{"admin-token": kept})}); got != kept {
+			t.Errorf("upgrade with an existing admin Secret: token %q, want the kept %q", got, kept)
+		}
+	})
+	t.Run("given", func(t *testing.T) {
+		v := loadValues(t)
+		v["adminToken"] = "given-admin-token-0123"
+		// Given wins over what the cluster holds: changing the value rotates it.
+		if got := token(t, v, cluster{secretKey: secretObject(map[string]string{"admin-token": "old"})}); got != "given-admin-token-0123" {
+			t.Errorf("adminToken given: the binary would load %q", got)
+		}
+		objs, _ := render(t, v)
+		ann := fmt.Sprint(get(t, byKind(objs)["Deployment"], "spec.template.metadata.annotations"))
+		if !strings.Contains(ann, "checksum/admin-token") {
+			t.Errorf("a given admin token has no checksum annotation, so changing it restarts nothing: %s", ann)
+		}
+	})
+	t.Run("the configuration's own", func(t *testing.T) {
+		v := loadValues(t)
+		v["secret"] = map[string]any{"existingSecret": "mine", "env": map[string]any{}}
+		v["config"].(map[string]any)["auth"] = map[string]any{"tokens": []any{}, "admin_token": "${MY_ADMIN_TOKEN}"}
+		objs, err := render(t, v)
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		if len(secretsByName(objs)) != 0 {
+			t.Errorf("Secrets %v rendered although the configuration names its own admin token", slices.Sorted(maps.Keys(secretsByName(objs))))
+		}
+		if _, ok := containerEnv(t, objs)["CONDAPROXY_ADMIN_TOKEN"]; ok {
+			t.Error("CONDAPROXY_ADMIN_TOKEN set although the configuration names its own admin token")
+		}
+		cfg := renderedConfig(t, byKind(objs)["ConfigMap"], map[string]string{"MY_ADMIN_TOKEN": "mine-0123"})
+		if cfg.Auth.AdminToken != "mine-0123" {
+			t.Errorf("admin token %q, want the configuration's own", cfg.Auth.AdminToken)
+		}
+		// Both ways at once is a mistake: refused, naming both.
+		v["adminToken"] = "given"
+		if _, err := render(t, v); err == nil || !strings.Contains(err.Error(), "adminToken") || !strings.Contains(err.Error(), "config.auth.admin_token") {
+			t.Errorf("adminToken and config.auth.admin_token both set: err %v, want a refusal naming both", err)
+		}
+	})
+	t.Run("a configuration without auth", func(t *testing.T) {
+		v := loadValues(t)
+		delete(v["config"].(map[string]any), "auth")
+		if got := token(t, v, nil); !alnum32.MatchString(got) {
+			t.Errorf("config without an auth block: admin token %q", got)
+		}
+	})
 }
