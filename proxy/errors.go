@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/upstream"
 )
 
@@ -79,6 +80,8 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, errBadPath.msg
 	case errors.Is(err, upstream.ErrRefused):
 		return http.StatusBadGateway, "upstream named a location the proxy may not fetch from"
+	case errors.As(err, new(*tooLargeError)), errors.Is(err, repodata.ErrTooLarge):
+		return http.StatusBadGateway, "upstream sent a file larger than this proxy's limits allow; nothing was cached"
 	case errors.Is(err, upstream.ErrNotFound):
 		return http.StatusNotFound, "not found upstream"
 	case errors.As(err, &ue):

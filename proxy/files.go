@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/upstream"
 )
 
@@ -177,7 +178,13 @@ func (s *Server) fetchMutable(ctx context.Context, f *fill, ch *channel, rel, ke
 			e.CheckedAt = s.now()
 			return e.SHA256, s.store.Meta.Put(key, e)
 		}
-		sha, err := s.download(ctx, f, resp, cache.Digest{Size: -1}, ch.cfg.Name)
+		// Metadata is read whole to be filtered: bound it. An installer is only
+		// streamed, and can be no larger than the cache.
+		limit := int64(s.cfg.Limits.MaxMetadata)
+		if ch.cfg.Kind == config.KindFiles {
+			limit = int64(s.cfg.Cache.MaxSize)
+		}
+		sha, err := s.download(ctx, f, resp, cache.Digest{Size: -1}, ch.cfg.Name, limit)
 		if err != nil {
 			log.Warn("file fill failed; nothing cached", "channel", ch.cfg.Name, "path", rel, "upstream", src.String(), "err", err)
 			return "", err

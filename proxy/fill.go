@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -150,8 +151,10 @@ func (s *Server) startFill(ctx context.Context, key string, run func(ctx context
 }
 
 // download streams resp into a new blob for f and commits it if it matches want.
-// want.Size < 0 takes upstream's Content-Length as the size to check.
-func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response, want cache.Digest, channel string) (sha string, err error) {
+// want.Size < 0 takes upstream's Content-Length as the size to check. limit > 0
+// bounds a file whose size no repodata states (metadata, installers): an upstream
+// that claims or sends more is refused before the disk fills.
+func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response, want cache.Digest, channel string, limit int64) (sha string, err error) {
 	defer resp.Body.Close()
 	if want.Size >= 0 && resp.Size >= 0 && resp.Size != want.Size {
 		s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
@@ -159,6 +162,9 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 	}
 	if want.Size < 0 {
 		want.Size = resp.Size
+	}
+	if limit > 0 && want.Size > limit {
+		return "", &tooLargeError{limit: limit, got: strconv.FormatInt(want.Size, 10) + " bytes (Content-Length)"}
 	}
 	tmp, err := s.store.NewTemp()
 	if err != nil {
@@ -183,6 +189,9 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 			if want.Size >= 0 && tmp.Written() > want.Size {
 				s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
 				return "", &cache.MismatchError{What: "size", Want: strconv.FormatInt(want.Size, 10), Got: "more"}
+			}
+			if limit > 0 && tmp.Written() > limit {
+				return "", &tooLargeError{limit: limit, got: "more"}
 			}
 			f.advance(tmp.Written())
 		}
@@ -299,4 +308,14 @@ func fillError(err error) error {
 		return errChecksum
 	}
 	return err
+}
+
+// tooLargeError is an upstream file past the bound set for its kind.
+type tooLargeError struct {
+	limit int64
+	got   string
+}
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("upstream file is larger than the limit of %d bytes (limits.max_metadata, or cache.max_size for a files channel): %s", e.limit, e.got)
 }

@@ -207,7 +207,7 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 		if resp.Status != http.StatusOK {
 			return "", unasked304(src, fn)
 		}
-		sha, err := s.download(ctx, f, resp, want, ch.cfg.Name)
+		sha, err := s.download(ctx, f, resp, want, ch.cfg.Name, 0)
 		if err != nil {
 			log.Error("package fill failed; nothing cached", "channel", ch.cfg.Name, "subdir", subdir,
 				"file", fn, "upstream", src.String(), "err", err)

@@ -352,7 +352,7 @@ func (s *Server) fetchRepodata(ctx context.Context, ch *channel, sub string, i i
 
 func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp *upstream.Response) (*upState, error) {
 	defer resp.Body.Close()
-	dec, err := repodata.Decompress(resp.Body, enc)
+	dec, err := repodata.DecompressLimit(resp.Body, enc, int64(s.cfg.Limits.MaxRepodata))
 	if err != nil {
 		return nil, err
 	}
