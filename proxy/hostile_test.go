@@ -61,7 +61,7 @@ func TestFilesChannelNeverReadsLocalFiles(t *testing.T) {
 func TestClientTokensNeverLogged(t *testing.T) {
 	up := newUpstream(t, formatRepo(t))
 	h := newHarness(t, channelYAML("auth:\n  tokens: [VALID-TOKEN-1]\n", up.URL))
-	h.get("/t/GUESSED-TOKEN-2/fmt/linux-64/repodata.json")                    // 401
+	h.get("/t/GUESSED-TOKEN-2/fmt/linux-64/repodata.json")                        // 401
 	h.get("/fmt/linux-64/repodata.json", "Authorization: Bearer GUESSED-TOKEN-3") // 401
 	up.status.Store(500)
 	h.get("/t/VALID-TOKEN-1/fmt/win-32/repodata.json") // 502
