@@ -219,7 +219,7 @@ func TestDeciderConcurrentUse(t *testing.T) {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
-			for i := 0; i < 20; i++ {
+			for i := 0; i < 6; i++ {
 				switch (g + i) % 3 {
 				case 0:
 					h.srv.Explain(ctx, "cf", "linux-64", names[(g*7+i)%len(names)])
