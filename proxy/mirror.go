@@ -126,6 +126,16 @@ var ErrNotServed = errors.New("not served by the channel")
 // same one-per-file fill as a client's request. fetched says whether bytes came
 // from upstream. An upstream 404 is upstream.ErrNotFound.
 func (s *Server) Prefetch(ctx context.Context, channel, subdir, filename string) (fetched bool, err error) {
+	// Sync runs it on worker goroutines of its own: a panic must fail this file,
+	// not the process.
+	err = s.guard("sync", func() (err error) {
+		fetched, err = s.prefetch(ctx, channel, subdir, filename)
+		return err
+	})
+	return fetched, err
+}
+
+func (s *Server) prefetch(ctx context.Context, channel, subdir, filename string) (fetched bool, err error) {
 	ch, err := s.condaChannel(channel)
 	if err != nil {
 		return false, err

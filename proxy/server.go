@@ -197,6 +197,10 @@ func (e *PanicError) Error() string {
 	return fmt.Sprintf("internal error: %s panicked: %v", e.Unit, e.Value)
 }
 
+// Guard runs fn as a unit of work of its own (a sync job, say): a panic in it
+// fails it alone, logged and counted, as for the proxy's own background work.
+func (s *Server) Guard(unit string, fn func() error) error { return s.guard(unit, fn) }
+
 // guard runs fn, turning a panic into a *PanicError: nothing a hostile upstream
 // sends may take the process (and every other client) down with one fill, build
 // or revalidation. The stack goes to the log, the count to condaproxy_panics_total.
@@ -348,10 +352,13 @@ func (s *Server) checkSize(r *http.Request) error {
 	return nil
 }
 
-// MaxHeaderBytes is what http.Server.MaxHeaderBytes must be for cfg's limits:
-// the request line and the header lines together.
+// MaxHeaderBytes is what http.Server.MaxHeaderBytes must be for cfg's limits: net/http
+// stops reading a request past it (431, whatever part was long). It is set above the
+// two limits together, up to 256 KiB, so that a request a little past one of them
+// still reaches checkSize and hears which (414 or 431); only a grossly large one is
+// cut off unread.
 func MaxHeaderBytes(cfg *config.Config) int {
-	return int(cfg.Limits.MaxURL) + int(cfg.Limits.MaxRequestHeader) + 64
+	return max(int(cfg.Limits.MaxURL)+int(cfg.Limits.MaxRequestHeader)+64, 256<<10)
 }
 
 // reqLog is a request's logger, made when first asked for. Fills started by the

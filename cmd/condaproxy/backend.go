@@ -375,7 +375,11 @@ func (b *backend) run(j *syncJob, names []string) {
 			errs = append(errs, name+": interrupted (server shutting down)")
 			continue
 		}
-		rep, err := mirror.Sync(b.ctx, b.a.proxy, b.a.store, []string{name}, mirror.SyncOptions{Progress: prog})
+		var rep *mirror.SyncReport
+		err := b.a.proxy.Guard("job", func() (err error) {
+			rep, err = mirror.Sync(b.ctx, b.a.proxy, b.a.store, []string{name}, mirror.SyncOptions{Progress: prog})
+			return err
+		})
 		if rep != nil {
 			j.mu.Lock()
 			j.j.Present += rep.Present

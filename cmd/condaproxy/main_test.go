@@ -403,3 +403,54 @@ func TestExplainLocal(t *testing.T) {
 		t.Errorf("explain of an unknown package: exit %d, %q; want 1 naming it", code, errOut)
 	}
 }
+
+// A real server bounds what a client may send: a long request target is 414, a
+// large header 431, a grossly large request is cut off unread, and a client that
+// sends its headers slowly is disconnected (ReadHeaderTimeout) instead of holding
+// a connection and a goroutine for ever.
+func TestServeBoundsClients(t *testing.T) {
+	good := writeFile(t, "good.yaml", goodYAML)
+	s := startServe(t, "-c", good, "--data", t.TempDir())
+	status := func(target string, hdr ...string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+s.addr+target, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if got := status("/healthz?" + strings.Repeat("u", 100<<10)); got != http.StatusRequestURITooLong {
+		t.Errorf("100 KiB URL: %d, want 414", got)
+	}
+	if got := status("/healthz", "X-Big", strings.Repeat("h", 64<<10)); got != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("64 KiB header: %d, want 431", got)
+	}
+	if got := status("/healthz", "X-Huge", strings.Repeat("h", 1<<20)); got != http.StatusRequestHeaderFieldsTooLarge && got != 0 {
+		t.Errorf("1 MiB header: %d, want 431 or a closed connection", got)
+	}
+	if got := status("/healthz"); got != 200 {
+		t.Errorf("plain request: %d", got)
+	}
+
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n") // and never the blank line
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err = io.ReadAll(conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("a client that never finished its headers was still connected after %v", time.Since(start))
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("slow client cut off after %v, want about 10 s", d)
+	}
+	s.stop(t)
+}
