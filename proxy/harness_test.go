@@ -217,7 +217,7 @@ func (h *harness) start() {
 		Config: cfg, Store: h.store, Metrics: m, Logger: log, Now: h.clock.now, Policies: policies,
 		Upstream: upstream.New(upstream.Options{Logger: log, Backoff: 5 * time.Millisecond, Retries: 2,
 			IdleTimeout: cfg.Limits.UpstreamIdleTimeout.D(),
-			Transport: &http.Transport{DialContext: loopbackOnly((&net.Dialer{}).DialContext)}}),
+			Transport:   &http.Transport{DialContext: loopbackOnly((&net.Dialer{}).DialContext)}}),
 		Fallback: admin.New(admin.Options{Gatherer: h.reg}),
 	})
 	if err != nil {
