@@ -1,7 +1,9 @@
 package config
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +145,17 @@ func TestErrors(t *testing.T) {
 		{"bad token", "auth:\n  tokens: [\"a/b\"]\n", "auth.tokens[0]: a token must be"},
 		{"other_hosts", "forward_proxy:\n  listen: :3128\n  other_hosts: allow\n", "forward_proxy.other_hosts: \"allow\""},
 		{"password without user", "channels:\n  - name: c\n    upstreams: [{url: https://x.invalid, password: p}]\n", "channels[0].upstreams[0].password: a password needs a username"},
+		{"token for no channel", ch + "auth:\n  tokens: [{token: abc, channels: [nope]}]\n", "auth.tokens[0].channels[0]: no channel \"nope\" is configured"},
+		{"token twice", "auth:\n  tokens: [abc, {token: abc, channels: []}]\n", "auth.tokens[1]: the same token is given twice"},
+		{"token unknown key", "auth:\n  tokens: [{token: abc, chanels: [c]}]\n", "auth.tokens[0].chanels: unknown key"},
+		{"scoped token bad", "auth:\n  tokens: [{token: \"a b\"}]\n", "auth.tokens[0]: a token must be"},
+		{"tiny header limit", "limits:\n  max_request_header: 100\n", "c.yaml:2: limits.max_request_header: 100B is too small"},
+		{"tiny url limit", "limits:\n  max_url: 10B\n", "limits.max_url: 10B is too small"},
+		{"tiny repodata limit", "limits:\n  max_repodata: 1KiB\n", "limits.max_repodata: 1KiB is too small"},
+		{"tiny metadata limit", "limits:\n  max_metadata: 1KiB\n", "limits.max_metadata: 1KiB is too small"},
+		{"short idle timeout", "limits:\n  upstream_idle_timeout: 10ms\n", "limits.upstream_idle_timeout: 10ms is too short"},
+		{"bad idle timeout", "limits:\n  upstream_idle_timeout: soon\n", "c.yaml:2: limits.upstream_idle_timeout: bad duration"},
+		{"bad upstream host", "channels:\n  - name: c\n    upstreams: [{url: https://x.invalid, hosts: [\"cdn/x\"]}]\n", "channels[0].upstreams[0].hosts[0]: bad host"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -194,5 +207,57 @@ func TestSize(t *testing.T) {
 		if (err == nil) != tt.ok || (tt.ok && s != tt.want) {
 			t.Errorf("Size(%q) = %d, %v; want %d ok=%v", tt.in, s, err, tt.want, tt.ok)
 		}
+	}
+}
+
+// Scoped tokens read as a plain string or {token, channels}; both print back the
+// way they were written, masked.
+func TestTokens(t *testing.T) {
+	yaml := "auth:\n  tokens: [plain-TOKEN1, {token: scoped-TOKEN2, channels: [c]}]\nchannels:\n  - name: c\n    upstreams: [{url: https://x.invalid/c}]\n  - name: d\n    upstreams: [{url: https://x.invalid/d}]\n"
+	cfg, err := Parse("c.yaml", []byte(yaml), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := cfg.Auth.Tokens
+	if len(toks) != 2 || toks[0].Token != "plain-TOKEN1" || len(toks[0].Channels) != 0 || toks[1].Token != "scoped-TOKEN2" {
+		t.Fatalf("tokens: %+v", toks)
+	}
+	if !toks[0].Opens("d") || !toks[1].Opens("c") || toks[1].Opens("d") {
+		t.Error("Opens is wrong")
+	}
+	out, err := cfg.Show()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "TOKEN") {
+		t.Errorf("config show prints a token:\n%s", out)
+	}
+	if !strings.Contains(string(out), "channels:\n            - c") && !strings.Contains(string(out), "- c") {
+		t.Errorf("config show lost the scope:\n%s", out)
+	}
+}
+
+// The log redactor masks configured secrets and any /t/<token>/ path wherever a
+// log line holds them: message, string attributes, errors, groups, WithAttrs.
+func TestRedactingHandler(t *testing.T) {
+	yaml := "auth:\n  tokens: [client-SEKRET1]\n  admin_token: admin-SEKRET2\nredis: redis://:redis-SEKRET3@127.0.0.1:6379/0\n" +
+		"channels:\n  - name: c\n    upstreams:\n      - url: https://x.invalid/t/up-SEKRET4/c\n        username: u\n        password: pw-SEKRET5\n      - url: https://u:url-SEKRET6@x.invalid/d\n"
+	cfg, err := Parse("c.yaml", []byte(yaml), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := slog.New(NewRedactor(cfg.Secrets()).Handler(slog.NewJSONHandler(&buf, nil)))
+	log = log.With("path", "/t/client-SEKRET1/c/x")
+	log.Info("got admin-SEKRET2 and pw-SEKRET5",
+		"err", errors.New("dial https://x.invalid/t/up-SEKRET4/c: refused; redis-SEKRET3"),
+		slog.Group("g", "u", "https://u:url-SEKRET6@x.invalid/d"),
+		"guessed", "/t/GUESSED-TOKEN/c/linux-64/repodata.json",
+		"list", []string{"client-SEKRET1"})
+	if strings.Contains(buf.String(), "SEKRET") || strings.Contains(buf.String(), "GUESSED") {
+		t.Errorf("a secret reached the log:\n%s", buf.String())
+	}
+	if !strings.Contains(buf.String(), Mask) {
+		t.Errorf("nothing was masked:\n%s", buf.String())
 	}
 }
