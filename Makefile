@@ -1,8 +1,9 @@
 # condaproxy: build and test. Plain POSIX make; every target is phony.
 GO ?= go
 NPM ?= npm
+FUZZTIME ?= 30s
 
-.PHONY: test deps e2e-deps bench build
+.PHONY: test deps e2e-deps bench build fuzz
 
 # The whole test suite, with the end-to-end client installed first.
 test: deps
@@ -18,6 +19,29 @@ e2e-deps:
 		echo "e2e-deps: cd e2e && $(NPM) ci --no-audit --no-fund"; \
 		cd e2e && $(NPM) ci --no-audit --no-fund; \
 	fi
+
+# Every fuzz target of the module, each for $(FUZZTIME), stopping at the first
+# failure. Targets are found, not listed: a package whose test files hold a
+# "func Fuzz..." is asked for its targets with go test -list, so a new target runs
+# with no change here. The generated corpus stays in GOCACHE; a failing input is
+# written to the package's testdata/fuzz/<Target>/, to keep as a regression seed
+# once it is fixed.
+fuzz:
+	@set -e; \
+	targets=0; \
+	entries=$$($(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}|{{.ImportPath}}{{end}}' ./...); \
+	for entry in $$entries; do \
+		dir=$${entry%%|*}; pkg=$${entry#*|}; \
+		grep -qs '^func Fuzz' "$$dir"/*_test.go || continue; \
+		listed=$$($(GO) test -list '^Fuzz' "$$pkg"); \
+		for name in $$(printf '%s\n' "$$listed" | grep '^Fuzz' || true); do \
+			echo "fuzz: $$pkg $$name for $(FUZZTIME)"; \
+			$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) "$$pkg"; \
+			targets=$$((targets + 1)); \
+		done; \
+	done; \
+	if [ "$$targets" -eq 0 ]; then echo "fuzz: no fuzz targets found" >&2; exit 1; fi; \
+	echo "fuzz: $$targets targets passed"
 
 bench:
 	$(GO) test -run=^$$ -bench=. ./bench/...
