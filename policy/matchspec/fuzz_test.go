@@ -47,7 +47,8 @@ func matchSpecSeeds() []string {
 // consistent total order: reflexive, antisymmetric, transitive, agreeing
 // with Equal and StartsWith, and stable under re-parsing the normalised form.
 func FuzzParseVersion(f *testing.F) {
-	seeds := versionSeeds()
+	_, _, real := realStrings(f)
+	seeds := append(versionSeeds(), real...)
 	for i, s := range seeds {
 		f.Add(s, seeds[(i+1)%len(seeds)], seeds[(i+7)%len(seeds)])
 	}
@@ -87,7 +88,8 @@ func FuzzParseVersion(f *testing.F) {
 // FuzzParseVersionSpec checks that parsing and matching never panic, and
 // that String() reads back as the same spec.
 func FuzzParseVersionSpec(f *testing.F) {
-	specs, versions := specSeeds(), versionSeeds()
+	_, realSpecs, realVersions := realStrings(f)
+	specs, versions := append(specSeeds(), realSpecs...), append(versionSeeds(), realVersions...)
 	for i, s := range specs {
 		f.Add(s, versions[i%len(versions)])
 	}
@@ -114,7 +116,8 @@ func FuzzParseVersionSpec(f *testing.F) {
 // FuzzParseMatchSpec checks that parsing and matching never panic, and that
 // String() parses again to an equivalent spec.
 func FuzzParseMatchSpec(f *testing.F) {
-	for _, s := range matchSpecSeeds() {
+	real, _, _ := realStrings(f)
+	for _, s := range append(matchSpecSeeds(), real...) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
