@@ -13,9 +13,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/condaproxy/condaproxy/config"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,6 +57,9 @@ type Options struct {
 	PublicURL string
 	// Logger receives refused writes and recovered panics; nil: slog.Default().
 	Logger *slog.Logger
+	// Secrets are the configuration's secrets (config.Config.Secrets): no answer
+	// of the API or the page quotes one, whatever text it passes on.
+	Secrets []string
 }
 
 // ErrNotFound marks an error an API call answers with 404 (wrap it).
@@ -89,7 +94,7 @@ func New(o Options) http.Handler {
 	r.HEAD("/readyz", ready)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})))
 	if o.Backend != nil {
-		o.Backend = redacting{o.Backend, o.AdminToken}
+		o.Backend = redacting{o.Backend, config.NewRedactor(append(slices.Clone(o.Secrets), o.AdminToken))}
 		mountAPI(r, o)
 		mountWeb(r, o)
 	}
@@ -115,7 +120,7 @@ func recovery(log *slog.Logger) gin.HandlerFunc {
 			if rec == http.ErrAbortHandler {
 				panic(rec) // net/http's way to drop a connection: not a failure
 			}
-			log.Error("admin: panic", "method", c.Request.Method, "path", redactText(c.Request.URL.Path, ""),
+			log.Error("admin: panic", "method", c.Request.Method, "path", redactText(c.Request.URL.Path, nil),
 				"panic", fmt.Sprint(rec), "stack", string(debug.Stack()))
 			if strings.HasPrefix(c.Request.URL.Path, "/api/") {
 				apiError(c, http.StatusInternalServerError, "internal error (logged by the server)")

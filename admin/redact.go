@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"regexp"
-	"strings"
 
 	"github.com/condaproxy/condaproxy/config"
 )
@@ -15,8 +14,8 @@ import (
 // Backend redacts upstream URLs already; this keeps the line for texts built
 // elsewhere (an upstream error wrapped three times), whatever built them.
 type redacting struct {
-	b          Backend
-	adminToken string
+	b   Backend
+	red *config.Redactor
 }
 
 var (
@@ -30,19 +29,17 @@ var (
 	tokenSegment = regexp.MustCompile(`/t/[^/\s"'<>]+`)
 )
 
-// redactText masks the secrets s may quote: URL passwords, /t/<token>/
-// segments, and adminToken when set.
-func redactText(s, adminToken string) string {
-	if adminToken != "" {
-		s = strings.ReplaceAll(s, adminToken, config.Mask)
-	}
+// redactText masks the secrets s may quote: the configured ones red knows (client
+// and admin tokens, upstream passwords), URL passwords and /t/<token>/ segments.
+func redactText(s string, red *config.Redactor) string {
+	s = red.String(s)
 	s = urlInText.ReplaceAllStringFunc(s, func(u string) string {
 		return config.RedactURL(urlPassword.ReplaceAllString(u, "${1}"+config.Mask+"@"))
 	})
 	return tokenSegment.ReplaceAllString(s, "/t/"+config.Mask)
 }
 
-func (x redacting) text(s string) string { return redactText(s, x.adminToken) }
+func (x redacting) text(s string) string { return redactText(s, x.red) }
 
 func (x redacting) texts(l []string) []string {
 	if l == nil {

@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/condaproxy/condaproxy/config"
 )
 
 // The secrets a careless Backend could let through: an upstream's password and
@@ -144,7 +146,7 @@ func TestRedactText(t *testing.T) {
 		"a path /t/tk/c and \"https://h/t/tk2\" quoted":        "a path /t/***/c and \"https://h/t/***\" quoted",
 		"the admin token " + adminTok + " itself":              "the admin token *** itself",
 	} {
-		if got := redactText(in, adminTok); got != want {
+		if got := redactText(in, config.NewRedactor([]string{adminTok})); got != want {
 			t.Errorf("redactText(%q) = %q, want %q", in, got, want)
 		}
 	}

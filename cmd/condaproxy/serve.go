@@ -133,6 +133,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 			Ready:        ready,
 			CanRead:      func(r *http.Request) bool { return a.proxy.CanRead(r) },
 			AdminToken:   cfg.Auth.AdminToken,
+			Secrets:      cfg.Secrets(),
 			ClientTokens: len(cfg.Auth.Tokens) > 0,
 			PublicURL:    cfg.PublicURL,
 			Logger:       log,
