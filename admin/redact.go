@@ -24,19 +24,15 @@ var (
 	// urlPassword is the password of scheme://user:password@, for a URL that
 	// url.Parse refuses (and config.RedactURL therefore leaves as it is).
 	urlPassword = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:\s]*:)[^/?#@\s]*@`)
-	// tokenSegment is anaconda.org's /t/<token>/ outside a full URL (a path in a
-	// message).
-	tokenSegment = regexp.MustCompile(`/t/[^/\s"'<>]+`)
 )
 
 // redactText masks the secrets s may quote: the configured ones red knows (client
 // and admin tokens, upstream passwords), URL passwords and /t/<token>/ segments.
 func redactText(s string, red *config.Redactor) string {
-	s = red.String(s)
-	s = urlInText.ReplaceAllStringFunc(s, func(u string) string {
+	s = red.String(s) // configured secrets, /t/<token> segments
+	return urlInText.ReplaceAllStringFunc(s, func(u string) string {
 		return config.RedactURL(urlPassword.ReplaceAllString(u, "${1}"+config.Mask+"@"))
 	})
-	return tokenSegment.ReplaceAllString(s, "/t/"+config.Mask)
 }
 
 func (x redacting) text(s string) string { return redactText(s, x.red) }

@@ -144,8 +144,23 @@ func (c *Config) Secrets() []string {
 // path segment, configured or guessed (a 401 for a guessed token must not log it).
 type Redactor struct{ secrets []string }
 
-// NewRedactor masks the given secrets (usually Config.Secrets).
-func NewRedactor(secrets []string) *Redactor { return &Redactor{secrets: secrets} }
+// NewRedactor masks the given secrets (usually Config.Secrets). Values shorter
+// than 3 characters (an unset admin token, say) are no secrets worth the name and
+// would mask half of every line: they are left out.
+func NewRedactor(secrets []string) *Redactor {
+	r := &Redactor{}
+	for _, s := range secrets {
+		if len(s) >= 3 {
+			r.secrets = append(r.secrets, s)
+		}
+	}
+	slices.SortFunc(r.secrets, func(a, b string) int { return len(b) - len(a) })
+	return r
+}
+
+// tokenInText is a /t/<token> segment inside free text: up to a '/', a space or
+// a quote.
+var tokenInText = regexp.MustCompile(`/t/[^/\s"'<>]+`)
 
 // String returns s with every secret masked.
 func (r *Redactor) String(s string) string {
@@ -157,7 +172,7 @@ func (r *Redactor) String(s string) string {
 		}
 	}
 	if strings.Contains(s, "/t/") {
-		s = tokenPath.ReplaceAllString(s, "/t/"+Mask+"$1")
+		s = tokenInText.ReplaceAllString(s, "/t/"+Mask)
 	}
 	return s
 }
