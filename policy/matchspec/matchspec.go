@@ -342,10 +342,10 @@ func (m *MatchSpec) format(forceBrackets bool) string {
 	b.WriteString(m.Name)
 
 	versionExact := false
+	positional := "" // what conda writes after the name for the version, if anything
 	if m.hasVersion {
 		v := m.version.String()
 		root := m.version.root
-		positional := "" // what conda writes after the name, if anything
 		switch root.form {
 		case formAll:
 			// conda omits "*" (conda issue 14357)
@@ -398,9 +398,12 @@ func (m *MatchSpec) format(forceBrackets bool) string {
 		switch {
 		case strings.ContainsAny(bs, "><$^|,"):
 			br = append(br, "build="+quoteValue(bs, ""))
-		case versionExact && !forceBrackets && !strings.Contains(bs, "*") && positionalSafe(strings.ReplaceAll(bs, " ", "")):
+		case versionExact && !forceBrackets && !strings.Contains(bs, "*") && positionalSafe(strings.ReplaceAll(bs, " ", "")) &&
+			!strings.HasSuffix(positional, "!"):
 			// (conda's positional build may contain spaces: the build is
-			// everything after the separator.)
+			// everything after the separator.) A version ending in '!' (the
+			// glob "*!") would join the separator into "!=" and read back as
+			// one version constraint: its build goes in brackets.
 			b.WriteString("=" + bs)
 		default:
 			br = append(br, "build="+quoteValue(bs, " ,"))

@@ -297,6 +297,8 @@ var stringCases = []struct{ in, want string }{
 	{"numpy[version='1.7']", "numpy==1.7"},
 	{"numpy[version=1.7]", "numpy==1.7"},
 	{"numpy 1.7", "numpy==1.7"},
+	// The glob "*!" ends in '!': "=0" after it would read back as "!=0" (fuzz).
+	{"0 *![build=0]", "0==*![build=0]"},
 	{"numpy[version='1.7|1.8']", "numpy[version='1.7|1.8']"},
 	{`numpy[version="1.7,1.8"]`, "numpy[version='1.7,1.8']"},
 	{"numpy >1.7", "numpy[version='>1.7']"},
