@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/proxy"
 	"github.com/condaproxy/condaproxy/repodata"
 )
@@ -225,109 +226,165 @@ type ImportReport struct {
 	Bytes    int64
 }
 
+// ImportOptions configure an import.
+type ImportOptions struct {
+	// Known says whether a channel is in the configuration: an import only fills
+	// configured channels.
+	Known func(channel string) bool
+	// MaxRepodata bounds each repodata.json and repodata.json.zst entry
+	// (limits.max_repodata): a subdir's repodata is read whole to be checked.
+	// Default config.DefaultMaxRepodata.
+	MaxRepodata int64
+	// MaxMetadata bounds each channeldata.json entry (limits.max_metadata).
+	// Default config.DefaultMaxMetadata.
+	MaxMetadata int64
+
+	// fault is handed to CommitImport: tests stop the commit between its steps.
+	fault func(step string) error
+}
+
+// maxManifest bounds manifest.json: a few hundred bytes a file, so room for a
+// million files and more.
+const maxManifest = 256 << 20
+
 // ErrRefused is an import refused as a whole; the cache is as it was.
 var ErrRefused = errors.New("import refused; nothing was imported")
 
-// Import reads an export tar from r. Every file is checked against the manifest
-// (size and sha256) and every package against its subdir's repodata before any of
-// it becomes visible; a truncated or tampered tar is refused whole, naming the first
-// bad file, and leaves the cache as it was. known says whether a channel is in the
-// configuration (an import only fills configured channels).
-func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Reader, known func(channel string) bool) (*ImportReport, error) {
-	refuse := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
+type subdirKey struct{ channel, subdir string }
+
+func (k subdirKey) String() string { return k.channel + "/" + k.subdir }
+
+// Import reads an export tar from r. It stages, verifies, then commits: every
+// entry is checked against the manifest (size and sha256) as it is streamed to a
+// closed file in the store's tmp/; then every package against its subdir's
+// repodata, one subdir's repodata in memory at a time; only then does the whole
+// import become visible, in one commit (proxy.Server.CommitImport). A truncated
+// or tampered tar is refused whole, naming the first bad entry, and leaves the
+// cache as it was; so does a crash at any point. Memory stays bounded whatever
+// the tar claims (packages go to disk, never to memory; repodata is bounded by
+// MaxRepodata), and so do open files (one entry's at a time).
+func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Reader, o ImportOptions) (*ImportReport, error) {
+	if o.MaxRepodata <= 0 {
+		o.MaxRepodata = config.DefaultMaxRepodata
 	}
+	if o.MaxMetadata <= 0 {
+		o.MaxMetadata = config.DefaultMaxMetadata
+	}
+	if o.Known == nil {
+		o.Known = func(string) bool { return false }
+	}
+	st := &importStage{store: store, opts: o,
+		docs: map[subdirKey]*cache.Staged{}, pkgs: map[subdirKey][]proxy.ImportedPackage{}}
+	// Whatever did not become part of the store goes: a refused import leaves
+	// nothing in tmp/. Placed blobs are no longer staged and are left alone.
+	defer st.discard()
+	if err := st.read(ctx, r); err != nil {
+		return nil, err
+	}
+	keys, err := st.verify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	// Verified whole: make it visible, all of it at once.
+	commit := proxy.ImportCommit{Fault: o.fault}
+	rep := &ImportReport{}
+	chans := map[string]bool{}
+	for _, k := range keys {
+		commit.Subdirs = append(commit.Subdirs, proxy.ImportedSubdir{Channel: k.channel, Subdir: k.subdir,
+			Repodata: st.docs[k], Packages: st.pkgs[k]})
+		for _, p := range st.pkgs[k] {
+			rep.Packages++
+			rep.Bytes += p.Blob.Size()
+		}
+		chans[k.channel] = true
+	}
+	if err := srv.CommitImport(commit); err != nil {
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	for c := range chans {
+		rep.Channels = append(rep.Channels, c)
+	}
+	sort.Strings(rep.Channels)
+	return rep, nil
+}
+
+// importStage is what an import has read so far: the verified entries, each in
+// a closed file in the store's tmp/.
+type importStage struct {
+	store *cache.Store
+	opts  ImportOptions
+	docs  map[subdirKey]*cache.Staged // repodata.json
+	pkgs  map[subdirKey][]proxy.ImportedPackage
+}
+
+func (st *importStage) discard() {
+	for _, d := range st.docs {
+		d.Discard()
+	}
+	for _, ps := range st.pkgs {
+		for _, p := range ps {
+			p.Blob.Discard()
+		}
+	}
+}
+
+func refuse(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
+}
+
+// read stages every entry of the tar, checking each against the manifest.
+func (st *importStage) read(ctx context.Context, r io.Reader) error {
 	tr := tar.NewReader(r)
 	hdr, err := tr.Next()
 	if err != nil {
-		return nil, refuse("not a condaproxy export: %v", err)
+		return refuse("not a condaproxy export: %v", err)
 	}
-	if hdr.Name != ManifestName || hdr.Size > 256<<20 {
-		return nil, refuse("not a condaproxy export: the first file is %q, not %s", hdr.Name, ManifestName)
+	if hdr.Name != ManifestName {
+		return refuse("not a condaproxy export: the first file is %q, not %s", hdr.Name, ManifestName)
+	}
+	if err := plainFile(hdr); err != nil {
+		return err
+	}
+	if hdr.Size > maxManifest {
+		return refuse("%s: %d bytes, more than a manifest can be (%d)", ManifestName, hdr.Size, maxManifest)
 	}
 	var m Manifest
 	if err := json.NewDecoder(io.LimitReader(tr, hdr.Size)).Decode(&m); err != nil || m.Format != manifestFormat {
-		return nil, refuse("%s is not a condaproxy export manifest", ManifestName)
+		return refuse("%s is not a condaproxy export manifest", ManifestName)
 	}
 	if m.Version > 1 {
-		return nil, refuse("export format version %d is newer than this condaproxy reads (1)", m.Version)
+		return refuse("export format version %d is newer than this condaproxy reads (1)", m.Version)
 	}
-	want := map[string]ManifestFile{}
+	want := make(map[string]ManifestFile, len(m.Files))
 	for _, f := range m.Files {
 		if !cleanTarPath(f.Path) {
-			return nil, refuse("manifest names a path outside the tree: %q", f.Path)
+			return refuse("manifest names a path outside the tree: %q", f.Path)
+		}
+		if _, dup := want[f.Path]; dup {
+			return refuse("manifest names %s twice", f.Path)
+		}
+		if f.Size < 0 {
+			return refuse("manifest gives %s a negative size", f.Path)
 		}
 		want[f.Path] = f
 	}
-	type subdirKey struct{ channel, subdir string }
-	docs := map[subdirKey][]byte{}
-	pkgs := map[subdirKey][]proxy.ImportedPackage{}
-	var temps []*cache.Temp
-	defer func() {
-		for _, t := range temps {
-			t.Abort() // no-op for the committed ones
-		}
-	}()
 	seen := map[string]bool{}
 	for {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, refuse("the tar is damaged after %d files: %v", len(seen), err)
+			return refuse("the tar is damaged after %d files: %v", len(seen), err)
 		}
-		mf, ok := want[hdr.Name]
-		if !ok || hdr.Typeflag != tar.TypeReg || seen[hdr.Name] {
-			return nil, refuse("%s: not in the manifest (or not a plain file, or twice)", hdr.Name)
-		}
-		seen[hdr.Name] = true
-		dir, base := path.Split(hdr.Name)
-		if base == "channeldata.json" {
-			// The channel's list of subdirs, for clients and syncs of the untarred
-			// tree; the import itself needs nothing from it.
-			if _, err := readVerified(tr, mf); err != nil {
-				return nil, refuse("%s: %v", hdr.Name, err)
-			}
-			continue
-		}
-		// <channel>/<subdir>/<file>; a channel name may hold '/' (pkgs/main).
-		dir = strings.TrimSuffix(dir, "/")
-		i := strings.LastIndex(dir, "/")
-		chName, sub := dir[:i], dir[i+1:]
-		key := subdirKey{chName, sub}
-		if !known(chName) {
-			return nil, refuse("%s: channel %q is not in the configuration; add it (a channel with no upstreams serves what imports bring)", hdr.Name, chName)
-		}
-		switch base {
-		case "repodata.json", "repodata.json.zst":
-			data, err := readVerified(tr, mf)
-			if err != nil {
-				return nil, refuse("%s: %v", hdr.Name, err)
-			}
-			if base == "repodata.json" {
-				if _, err := repodata.Scan(data, func(*repodata.Record) error { return nil }); err != nil {
-					return nil, refuse("%s: %v", hdr.Name, err)
-				}
-				docs[key] = data
-			}
-		default:
-			t, err := store.NewTemp()
-			if err != nil {
-				return nil, err
-			}
-			temps = append(temps, t)
-			if _, err := io.Copy(t, tr); err != nil {
-				return nil, refuse("%s: truncated: %v", hdr.Name, err)
-			}
-			d := cache.Digest{Size: mf.Size, SHA256: mf.SHA256}
-			if _, err := t.Verify(d); err != nil {
-				return nil, refuse("%s: %v", hdr.Name, err)
-			}
-			pkgs[key] = append(pkgs[key], proxy.ImportedPackage{Filename: base, Temp: t, Digest: d})
+		if err := st.entry(tr, hdr, want, seen); err != nil {
+			return err
 		}
 	}
 	var missing []string
@@ -338,73 +395,217 @@ func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Rea
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		return nil, refuse("truncated: %s is in the manifest but not in the tar (%d files missing)", missing[0], len(missing))
+		return refuse("truncated: %s is in the manifest but not in the tar (%d files missing)", missing[0], len(missing))
 	}
-	// Every package must be a record of its subdir's repodata, with the same size
-	// and sha256, and every record must have its package.
-	rep := &ImportReport{}
+	return nil
+}
+
+// entryKinds names what a tar entry is when it is not a plain file.
+var entryKinds = map[byte]string{
+	tar.TypeLink: "a hard link", tar.TypeSymlink: "a symbolic link", tar.TypeChar: "a character device",
+	tar.TypeBlock: "a block device", tar.TypeDir: "a directory", tar.TypeFifo: "a named pipe",
+	tar.TypeCont: "a contiguous file", tar.TypeXGlobalHeader: "a global header", tar.TypeGNUSparse: "a sparse file",
+}
+
+// plainFile refuses an entry that is not a plain file, naming it and what it is:
+// a link or a device in the tree would point the served channel, or whoever
+// untars it, elsewhere.
+func plainFile(hdr *tar.Header) error {
+	if hdr.Typeflag == tar.TypeReg {
+		return nil
+	}
+	kind := entryKinds[hdr.Typeflag]
+	if kind == "" {
+		kind = fmt.Sprintf("an entry of type %q", hdr.Typeflag)
+	}
+	if hdr.Linkname != "" {
+		kind += fmt.Sprintf(" to %q", hdr.Linkname)
+	}
+	return refuse("%s: %s, not a plain file", hdr.Name, kind)
+}
+
+// entry stages one entry after the manifest.
+func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want map[string]ManifestFile, seen map[string]bool) error {
+	name := hdr.Name
+	if !cleanTarPath(name) {
+		return refuse("%s: a path outside the tree", name)
+	}
+	if err := plainFile(hdr); err != nil {
+		return err
+	}
+	mf, ok := want[name]
+	if !ok {
+		return refuse("%s: not in the manifest", name)
+	}
+	if seen[name] {
+		return refuse("%s: twice in the tar", name)
+	}
+	seen[name] = true
+	if hdr.Size != mf.Size {
+		return refuse("%s: the tar holds %d bytes, the manifest says %d", name, hdr.Size, mf.Size)
+	}
+	dir, base := path.Split(name)
+	if base == "channeldata.json" {
+		// The channel's list of subdirs, for clients and syncs of the untarred
+		// tree; the import itself needs nothing from it: checked, not kept.
+		if mf.Size > st.opts.MaxMetadata {
+			return refuse("%s: %d bytes, past limits.max_metadata (%d)", name, mf.Size, st.opts.MaxMetadata)
+		}
+		return hashOnly(tr, mf)
+	}
+	// <channel>/<subdir>/<file>; a channel name may hold '/' (pkgs/main).
+	dir = strings.TrimSuffix(dir, "/")
+	i := strings.LastIndex(dir, "/")
+	key := subdirKey{dir[:i], dir[i+1:]}
+	if !st.opts.Known(key.channel) {
+		return refuse("%s: channel %q is not in the configuration; add it (a channel with no upstreams serves what imports bring)", name, key.channel)
+	}
+	switch base {
+	case "repodata.json":
+		if mf.Size > st.opts.MaxRepodata {
+			return refuse("%s: %d bytes, past limits.max_repodata (%d)", name, mf.Size, st.opts.MaxRepodata)
+		}
+		doc, err := st.stage(tr, name, mf)
+		if err != nil {
+			return err
+		}
+		st.docs[key] = doc
+	case "repodata.json.zst":
+		// Served forms are made from repodata.json; this one is only checked.
+		if mf.Size > st.opts.MaxRepodata {
+			return refuse("%s: %d bytes, past limits.max_repodata (%d)", name, mf.Size, st.opts.MaxRepodata)
+		}
+		return hashOnly(tr, mf)
+	default:
+		if !repodata.ValidFilename(base) {
+			return refuse("%s: neither a package (.conda, .tar.bz2) nor repodata", name)
+		}
+		blob, err := st.stage(tr, name, mf)
+		if err != nil {
+			return err
+		}
+		st.pkgs[key] = append(st.pkgs[key], proxy.ImportedPackage{Filename: base, Blob: blob})
+	}
+	return nil
+}
+
+// stage streams an entry to a temp file of the store while hashing it, checks it
+// against the manifest, and closes the file.
+func (st *importStage) stage(tr io.Reader, name string, mf ManifestFile) (*cache.Staged, error) {
+	t, err := st.store.NewTemp()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.Copy(t, tr); err != nil {
+		t.Abort()
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, refuse("%s: truncated after %d of %d bytes", name, t.Written(), mf.Size)
+		}
+		return nil, refuse("%s: %v", name, err)
+	}
+	blob, err := t.Seal(cache.Digest{Size: mf.Size, SHA256: mf.SHA256})
+	if err != nil {
+		var mm *cache.MismatchError
+		if errors.As(err, &mm) {
+			return nil, refuse("%s: does not match the manifest: %v", name, err)
+		}
+		return nil, err
+	}
+	return blob, nil
+}
+
+// hashOnly reads an entry that is checked but not kept.
+func hashOnly(tr io.Reader, mf ManifestFile) error {
+	h := sha256.New()
+	n, err := io.Copy(h, tr)
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return refuse("%s: truncated after %d of %d bytes", mf.Path, n, mf.Size)
+		}
+		return refuse("%s: %v", mf.Path, err)
+	}
+	if n != mf.Size {
+		return refuse("%s: %d bytes, the manifest says %d", mf.Path, n, mf.Size)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, mf.SHA256) {
+		return refuse("%s: sha256 %s, the manifest says %s", mf.Path, got, mf.SHA256)
+	}
+	return nil
+}
+
+// verify checks every package against its subdir's repodata, one subdir at a
+// time, and returns the subdirs in order. Every package must be a record of its
+// subdir's repodata, with the same size and checksum, and every record must
+// have its package.
+func (st *importStage) verify(ctx context.Context) ([]subdirKey, error) {
+	for k := range st.pkgs {
+		if st.docs[k] == nil {
+			return nil, refuse("%s: packages without a repodata.json", k)
+		}
+	}
 	var keys []subdirKey
-	for k := range docs {
+	for k := range st.docs {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].channel+"/"+keys[i].subdir < keys[j].channel+"/"+keys[j].subdir })
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
 	for _, k := range keys {
-		recs := map[string]*repodata.Record{}
-		repodata.Scan(docs[k], func(r *repodata.Record) error {
-			cp := *r
-			recs[strings.Clone(r.Filename)] = &cp
-			return nil
-		})
-		have := map[string]bool{}
-		for _, p := range pkgs[k] {
-			r, ok := recs[p.Filename]
-			if !ok {
-				return nil, refuse("%s/%s/%s: no record in its repodata.json", k.channel, k.subdir, p.Filename)
-			}
-			if (r.SHA256 != "" && !strings.EqualFold(r.SHA256, p.Digest.SHA256)) || (r.Size >= 0 && r.Size != p.Digest.Size) {
-				return nil, refuse("%s/%s/%s: its repodata record says sha256 %s size %d, the file is %s size %d",
-					k.channel, k.subdir, p.Filename, r.SHA256, r.Size, p.Digest.SHA256, p.Digest.Size)
-			}
-			if r.SHA256 == "" {
-				// An old record with md5 only: the manifest's sha256 proves the tar
-				// was not changed in transit, the md5 that the file is the record's.
-				if r.MD5 == "" {
-					return nil, refuse("%s/%s/%s: its repodata record has no checksum", k.channel, k.subdir, p.Filename)
-				}
-				if _, err := p.Temp.Verify(cache.Digest{Size: -1, MD5: r.MD5}); err != nil {
-					return nil, refuse("%s/%s/%s: %v (the repodata record's md5)", k.channel, k.subdir, p.Filename, err)
-				}
-			}
-			have[p.Filename] = true
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		for fn := range recs {
-			if !have[fn] {
-				return nil, refuse("%s/%s/repodata.json lists %s, which the tar does not hold", k.channel, k.subdir, fn)
-			}
+		if err := st.verifySubdir(k); err != nil {
+			return nil, err
 		}
 	}
-	for k := range pkgs {
-		if docs[k] == nil {
-			return nil, refuse("%s/%s: packages without a repodata.json", k.channel, k.subdir)
+	return keys, nil
+}
+
+func (st *importStage) verifySubdir(k subdirKey) error {
+	docName := k.String() + "/repodata.json"
+	data, err := st.docs[k].ReadAll()
+	if err != nil {
+		return err
+	}
+	type rec struct {
+		sha256, md5 string
+		size        int64
+	}
+	recs := map[string]rec{}
+	if _, err := repodata.Scan(data, func(r *repodata.Record) error {
+		recs[strings.Clone(r.Filename)] = rec{strings.Clone(r.SHA256), strings.Clone(r.MD5), r.Size}
+		return nil
+	}); err != nil {
+		return refuse("%s: %v", docName, err)
+	}
+	data = nil // the records are all that is needed from here
+	have := make(map[string]bool, len(st.pkgs[k]))
+	for _, p := range st.pkgs[k] {
+		name := k.String() + "/" + p.Filename
+		r, ok := recs[p.Filename]
+		if !ok {
+			return refuse("%s: no record in its repodata.json", name)
+		}
+		sha, size := p.Blob.SHA256(), p.Blob.Size()
+		if (r.sha256 != "" && !strings.EqualFold(r.sha256, sha)) || (r.size >= 0 && r.size != size) {
+			return refuse("%s: its repodata record says sha256 %s size %d, the file is %s size %d", name, r.sha256, r.size, sha, size)
+		}
+		if r.sha256 == "" {
+			// An old record with md5 only: the manifest's sha256 proves the tar
+			// was not changed in transit, the md5 that the file is the record's.
+			if r.md5 == "" {
+				return refuse("%s: its repodata record has no checksum", name)
+			}
+			if !strings.EqualFold(r.md5, p.Blob.MD5()) {
+				return refuse("%s: md5 %s, the repodata record's md5 is %s", name, p.Blob.MD5(), r.md5)
+			}
+		}
+		have[p.Filename] = true
+	}
+	for fn := range recs {
+		if !have[fn] {
+			return refuse("%s lists %s, which the tar does not hold", docName, fn)
 		}
 	}
-	// Verified whole: make it visible, subdir by subdir.
-	chans := map[string]bool{}
-	for _, k := range keys {
-		if err := srv.CommitImport(k.channel, k.subdir, docs[k], pkgs[k]); err != nil {
-			return nil, fmt.Errorf("import %s/%s: %w", k.channel, k.subdir, err)
-		}
-		for _, p := range pkgs[k] {
-			rep.Packages++
-			rep.Bytes += p.Digest.Size
-		}
-		chans[k.channel] = true
-	}
-	for c := range chans {
-		rep.Channels = append(rep.Channels, c)
-	}
-	sort.Strings(rep.Channels)
-	return rep, nil
+	return nil
 }
 
 // cleanTarPath accepts "<channel>/<subdir>/<file>" paths only: relative, no dot
@@ -423,19 +624,4 @@ func cleanTarPath(p string) bool {
 		}
 	}
 	return true
-}
-
-func readVerified(r io.Reader, mf ManifestFile) ([]byte, error) {
-	if mf.Size > 4<<30 {
-		return nil, fmt.Errorf("too large")
-	}
-	data := make([]byte, mf.Size)
-	if _, err := io.ReadFull(r, data); err != nil {
-		return nil, fmt.Errorf("truncated: %v", err)
-	}
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); !strings.EqualFold(got, mf.SHA256) {
-		return nil, fmt.Errorf("sha256 %s, the manifest says %s", got, mf.SHA256)
-	}
-	return data, nil
 }

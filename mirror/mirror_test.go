@@ -184,7 +184,7 @@ func (u *upstreamDir) pkgTotal() int {
 
 // env is a proxy.Server on a real store.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	data  string
 	cfg   *config.Config
 	store *cache.Store
@@ -193,13 +193,19 @@ type env struct {
 }
 
 // newEnv opens a store in a new temp dir for the configuration yaml.
-func newEnv(t *testing.T, yaml string) *env {
+func newEnv(t testing.TB, yaml string) *env {
+	t.Helper()
+	return newEnvIn(t, yaml, t.TempDir())
+}
+
+// newEnvIn is newEnv with the data directory in dir.
+func newEnvIn(t testing.TB, yaml, dir string) *env {
 	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Data = t.TempDir()
+	cfg.Data = dir
 	e := &env{t: t, data: cfg.Data, cfg: cfg}
 	e.open()
 	t.Cleanup(e.close)
@@ -265,18 +271,28 @@ func (e *env) get(p string) (int, []byte) {
 	return r.StatusCode, b
 }
 
-// state is what an import may not touch when it is refused.
+// state is what an import may not touch when it is refused: the blob table, the
+// package index, the upstream and import states (an import state's value too:
+// it names the imported file), the imported files and tmp/.
 func (e *env) state() string {
-	e.t.Helper()
 	var b strings.Builder
 	_, count, _ := e.store.Usage()
 	fmt.Fprintf(&b, "blobs %d\n", count)
-	e.store.Meta.Scan("", func(key string, _ []byte) error {
-		if strings.HasPrefix(key, "p/") || strings.HasPrefix(key, "u/") || strings.HasPrefix(key, "b/") {
+	e.store.Meta.Scan("", func(key string, val []byte) error {
+		switch {
+		case strings.HasPrefix(key, "u/") && strings.HasSuffix(key, "|import"):
+			fmt.Fprintf(&b, "%s %s\n", key, val)
+		case strings.HasPrefix(key, "p/") || strings.HasPrefix(key, "u/") || strings.HasPrefix(key, "b/"):
 			fmt.Fprintf(&b, "%s\n", key)
 		}
 		return nil
 	})
+	files, _ := os.ReadDir(filepath.Join(e.data, "files"))
+	for _, en := range files {
+		if strings.HasPrefix(en.Name(), "import-") {
+			fmt.Fprintf(&b, "files/%s\n", en.Name())
+		}
+	}
 	entries, _ := os.ReadDir(filepath.Join(e.data, "tmp"))
 	for _, en := range entries {
 		fmt.Fprintf(&b, "tmp/%s\n", en.Name())
@@ -384,8 +400,9 @@ func readEntries(t *testing.T, b []byte) (Manifest, []entry) {
 	return m, out
 }
 
-// writeEntries writes entries as a tar, the manifest (entry 0) replaced by m.
-func writeEntries(m Manifest, entries []entry) []byte {
+// writeEntries writes entries as a tar, the manifest (entry 0) replaced by m,
+// then the extra entries with no body (links, devices).
+func writeEntries(m Manifest, entries []entry, extra ...*tar.Header) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	mb, _ := json.Marshal(m)
@@ -396,6 +413,11 @@ func writeEntries(m Manifest, entries []entry) []byte {
 		}
 		tw.WriteHeader(&tar.Header{Name: en.name, Mode: 0o644, Size: int64(len(d)), Typeflag: tar.TypeReg})
 		tw.Write(d)
+	}
+	for _, h := range extra {
+		if err := tw.WriteHeader(h); err != nil {
+			panic(err)
+		}
 	}
 	tw.Close()
 	return buf.Bytes()
@@ -586,7 +608,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 
 	f := newEnv(t, chanYAML("zlib"))
-	irep, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(tb), known("zlib"))
+	irep, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(tb), ImportOptions{Known: known("zlib")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -600,7 +622,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 		}
 	}
 	// Importing the same tar again changes nothing and still serves.
-	if _, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(tb), known("zlib")); err != nil {
+	if _, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(tb), ImportOptions{Known: known("zlib")}); err != nil {
 		t.Errorf("a second import of the same tar: %v", err)
 	}
 	// After a restart, the import is still served.
@@ -710,6 +732,31 @@ func TestImportRefusals(t *testing.T) {
 			es = append(es, entry{"zlib/linux-64/../../x.conda", []byte("x")})
 			return writeEntries(m2, es)
 		}, nil, []string{"x.conda"}},
+		{"tar entry with an absolute path", func() []byte {
+			m2, es := clone()
+			return writeEntries(m2, append(es, entry{"/zlib/linux-64/abs.conda", []byte("x")}))
+		}, nil, []string{"/zlib/linux-64/abs.conda", "outside the tree"}},
+		{"a package replaced by a symbolic link", func() []byte {
+			m2, es := clone()
+			return writeEntries(m2, slices.Delete(es, pkgIdx, pkgIdx+1),
+				&tar.Header{Name: victim, Typeflag: tar.TypeSymlink, Linkname: "/etc/passwd", Mode: 0o777})
+		}, nil, []string{victim, "symbolic link", "/etc/passwd"}},
+		{"a hard link", func() []byte {
+			m2, es := clone()
+			return writeEntries(m2, es, &tar.Header{Name: "zlib/linux-64/hard.conda", Typeflag: tar.TypeLink, Linkname: victim, Mode: 0o644})
+		}, nil, []string{"zlib/linux-64/hard.conda", "hard link"}},
+		{"a character device", func() []byte {
+			m2, es := clone()
+			return writeEntries(m2, es, &tar.Header{Name: "zlib/linux-64/null.conda", Typeflag: tar.TypeChar, Devmajor: 1, Devminor: 3, Mode: 0o666})
+		}, nil, []string{"zlib/linux-64/null.conda", "character device"}},
+		{"a block device", func() []byte {
+			m2, es := clone()
+			return writeEntries(m2, es, &tar.Header{Name: "zlib/linux-64/sda.conda", Typeflag: tar.TypeBlock, Devmajor: 8, Mode: 0o660})
+		}, nil, []string{"zlib/linux-64/sda.conda", "block device"}},
+		{"a named pipe", func() []byte {
+			m2, es := clone()
+			return writeEntries(m2, es, &tar.Header{Name: "zlib/linux-64/fifo.conda", Typeflag: tar.TypeFifo, Mode: 0o644})
+		}, nil, []string{"zlib/linux-64/fifo.conda", "named pipe"}},
 		{"manifest not first", func() []byte {
 			m2, es := clone()
 			es[0], es[1] = es[1], es[0]
@@ -732,7 +779,7 @@ func TestImportRefusals(t *testing.T) {
 			if k == nil {
 				k = known("zlib")
 			}
-			_, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(c.tar()), k)
+			_, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(c.tar()), ImportOptions{Known: k})
 			if !errors.Is(err, ErrRefused) {
 				t.Fatalf("Import: %v, want ErrRefused", err)
 			}
@@ -747,7 +794,7 @@ func TestImportRefusals(t *testing.T) {
 		})
 	}
 	// And the intact tar imports, and is served whole.
-	if _, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(tb), known("zlib")); err != nil {
+	if _, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(tb), ImportOptions{Known: known("zlib")}); err != nil {
 		t.Fatalf("the intact tar: %v", err)
 	}
 	for _, fl := range files {
@@ -812,7 +859,7 @@ func TestImportMD5OnlyRecord(t *testing.T) {
 
 	t.Run("intact bytes are imported and served", func(t *testing.T) {
 		f := newEnv(t, chanYAML("zlib"))
-		if _, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(md5Only(false)), known("zlib")); err != nil {
+		if _, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(md5Only(false)), ImportOptions{Known: known("zlib")}); err != nil {
 			t.Fatalf("Import: %v", err)
 		}
 		if code, body := f.get("/" + sub + fn); code != 200 || sha(body) != want.SHA256 {
@@ -824,7 +871,7 @@ func TestImportMD5OnlyRecord(t *testing.T) {
 	t.Run("bytes not matching the md5 are refused", func(t *testing.T) {
 		f := newEnv(t, chanYAML("zlib"))
 		before := f.state()
-		_, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(md5Only(true)), known("zlib"))
+		_, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(md5Only(true)), ImportOptions{Known: known("zlib")})
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), fn) {
 			t.Errorf("Import of %s%s whose bytes do not match its record's md5 (record without sha256, manifest agreeing "+
 				"with the altered file): err %v; want ErrRefused naming it (mirror.Import compares a record's sha256 "+

@@ -1,11 +1,14 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
@@ -113,81 +116,228 @@ func (s *Server) CachedSubdirs(channel string) ([]string, error) {
 	return out, err
 }
 
+// ImportedSubdir is one verified subdir of an import, not yet visible.
+type ImportedSubdir struct {
+	Channel, Subdir string
+	// Repodata is the subdir's repodata.json from the tar, verified against the
+	// manifest and checked against the packages by the caller.
+	Repodata *cache.Staged
+	Packages []ImportedPackage
+}
+
 // ImportedPackage is a verified package of an import, not yet visible.
 type ImportedPackage struct {
 	Filename string
-	Temp     *cache.Temp // holds the bytes, verified against the manifest
-	Digest   cache.Digest
+	Blob     *cache.Staged // the bytes, verified against the manifest and the record
 }
 
-// CommitImport makes one imported subdir visible: its packages become blobs with
-// index entries, then its records join the channel's imported source (the union
-// with what earlier imports brought, so deltas imported in order rebuild the whole).
-// doc is the subdir's repodata.json from the tar, already checked by the caller.
-func (s *Server) CommitImport(channel, subdir string, doc []byte, pkgs []ImportedPackage) error {
-	ch, err := s.condaChannel(channel)
-	if err != nil {
-		return err
+// ImportCommit is a verified import, to become visible as a whole.
+type ImportCommit struct {
+	Subdirs []ImportedSubdir
+	// Fault, when set, is called between the steps of the commit ("subdir
+	// <channel>/<subdir>" after each subdir's repodata file is written, "blobs"
+	// once the packages are in place, "committed" after the metadata batch) and
+	// an error it returns stops the commit there, as a crash or a failing disk
+	// would. For tests.
+	Fault func(step string) error
+}
+
+// importMu serialises commits of imports: each one cleans what a crashed
+// earlier one left, which must not be what a concurrent one is writing.
+var importMu sync.Mutex
+
+// CommitImport makes verified subdirs visible, all at once. For each subdir the
+// union of its records with what earlier imports brought (so deltas imported in
+// order rebuild the whole, this import's records winning) is written to a new
+// named file; the packages are renamed into the blob store; then the index
+// entries of every package and the import state of every subdir go to the
+// metadata store in one batch, the single point at which the import becomes
+// visible. A crash or an error before that batch leaves the previous imports
+// served and no index entry of this one (placed blobs are unreferenced, new
+// files unnamed by any state, both cleaned up); after it, all of it is served.
+// Memory: one subdir's repodata (and its previous import) at a time, plus the
+// batch, which holds every imported package's index entry.
+func (s *Server) CommitImport(c ImportCommit) (err error) {
+	importMu.Lock()
+	defer importMu.Unlock()
+	fault := c.Fault
+	if fault == nil {
+		fault = func(string) error { return nil }
 	}
-	records := map[string][]byte{}
-	md5s := map[string]string{}
-	if _, err := repodata.Scan(doc, func(r *repodata.Record) error {
-		records[r.Filename] = bytes.Clone(r.Raw)
-		md5s[r.Filename] = strings.ToLower(r.MD5)
-		return nil
-	}); err != nil {
-		return err
+	type written struct {
+		ch   *channel
+		sub  string
+		prev *upState
+		name string
 	}
-	for _, p := range pkgs {
-		sha, err := p.Temp.Commit(p.Digest)
-		if err != nil {
-			return fmt.Errorf("%s/%s/%s: %w", channel, subdir, p.Filename, err)
+	var done []written
+	committed := false
+	defer func() {
+		if committed {
+			return
 		}
-		e := pkgEntry{SHA256: sha, MD5: md5s[p.Filename], Size: p.Digest.Size, Upstream: len(ch.sources),
-			Record: records[p.Filename], CachedAt: s.now()}
-		if err := s.store.Meta.Put(stateKey("p", ch.cfg.Name, subdir, p.Filename), e); err != nil {
+		// Files no state names.
+		for _, w := range done {
+			s.store.RemoveFile(w.name)
+		}
+	}()
+	batch := s.store.Meta.NewBatch()
+	defer batch.Close()
+	var blobs []*cache.Staged
+	seen := map[[2]string]bool{}
+	for _, sd := range c.Subdirs {
+		ch, err := s.condaChannel(sd.Channel)
+		if err != nil {
+			return err
+		}
+		if seen[[2]string{sd.Channel, sd.Subdir}] {
+			return fmt.Errorf("%s/%s: twice in one import", sd.Channel, sd.Subdir)
+		}
+		seen[[2]string{sd.Channel, sd.Subdir}] = true
+		prev, err := s.importState(ch, sd.Subdir)
+		if err != nil {
+			return err
+		}
+		name, err := s.stageImportedSubdir(ch, sd, prev, batch)
+		if err != nil {
+			return fmt.Errorf("%s/%s: %w", sd.Channel, sd.Subdir, err)
+		}
+		done = append(done, written{ch, sd.Subdir, prev, name})
+		for _, p := range sd.Packages {
+			blobs = append(blobs, p.Blob)
+		}
+		if err := fault("subdir " + sd.Channel + "/" + sd.Subdir); err != nil {
 			return err
 		}
 	}
-	// The union with the previous import, this import's records winning.
-	merged := doc
-	if prev, err := s.importState(ch, subdir); err == nil && prev != nil {
-		if old, err := s.store.ReadFile(prev.File); err == nil {
-			if merged, err = unionDocs(doc, old); err != nil {
-				return err
-			}
+	if err := s.store.SyncFiles(); err != nil {
+		return err
+	}
+	if err := s.store.Place(batch, blobs); err != nil {
+		return err
+	}
+	if err := fault("blobs"); err != nil {
+		return err
+	}
+	if err := batch.Commit(); err != nil {
+		// Maybe on disk, maybe not: keep the files either state may name.
+		committed = true
+		return err
+	}
+	committed = true
+	if err := fault("committed"); err != nil {
+		return err
+	}
+	// What the new states superseded; then the answers cut from them.
+	touched := map[*channel]map[string]bool{}
+	for _, w := range done {
+		if w.prev != nil {
+			s.store.RemoveFile(w.prev.File)
 		}
+		if touched[w.ch] == nil {
+			touched[w.ch] = map[string]bool{}
+		}
+		touched[w.ch][w.sub] = true
 	}
-	prefix := "import-" + shortHash(ch.cfg.Name, subdir)
-	_, sha, err := s.store.WriteFile(prefix+"-incoming", func(w io.Writer) error { _, err := w.Write(merged); return err })
-	if err != nil {
-		return err
+	for ch, subs := range touched {
+		s.resetAnswers(ch, subs)
 	}
-	name := prefix + "-" + sha[:16] + ".json"
-	if err := s.store.RenameFile(prefix+"-incoming", name); err != nil {
-		return err
-	}
-	prev, _ := s.importState(ch, subdir)
-	st := upState{URL: "import", Found: true, File: name, SHA: sha, CheckedAt: s.now()}
-	if err := s.store.Meta.Put(importKey(ch, subdir), st); err != nil {
-		return err
-	}
-	if prev != nil && prev.File != name {
-		s.store.RemoveFile(prev.File)
-	}
-	// The next request rebuilds the answer with the new source.
-	ch.subdir(subdir).cur.Store(nil)
 	return nil
 }
 
-// unionDocs is the repodata holding a's records and those of b that a lacks.
-func unionDocs(a, b []byte) ([]byte, error) {
+// stageImportedSubdir writes the union of sd's repodata with the previous import
+// prev to a new named file, and adds to b the index entries of sd's packages and
+// the subdir's new import state. It returns the file's name.
+func (s *Server) stageImportedSubdir(ch *channel, sd ImportedSubdir, prev *upState, b *cache.Batch) (string, error) {
+	prefix := "import-" + shortHash(ch.cfg.Name, sd.Subdir) + "-"
+	// Files a crashed earlier commit wrote but never recorded.
+	if names, err := s.store.FileNames(prefix); err == nil {
+		for _, n := range names {
+			if prev == nil || n != prev.File {
+				s.store.RemoveFile(n)
+			}
+		}
+	}
+	doc, err := sd.Repodata.ReadAll()
+	if err != nil {
+		return "", err
+	}
+	blobs := make(map[string]*cache.Staged, len(sd.Packages))
+	for _, p := range sd.Packages {
+		blobs[p.Filename] = p.Blob
+	}
+	now := s.now()
+	if _, err := repodata.Scan(doc, func(r *repodata.Record) error {
+		blob, ok := blobs[r.Filename]
+		if !ok {
+			return nil // the caller checked every record has its package
+		}
+		e := pkgEntry{SHA256: blob.SHA256(), MD5: strings.ToLower(r.MD5), Size: blob.Size(), Upstream: len(ch.sources),
+			Record: r.Raw, CachedAt: now}
+		return b.Put(stateKey("p", ch.cfg.Name, sd.Subdir, r.Filename), e)
+	}); err != nil {
+		return "", err
+	}
+	var old []byte
+	if prev != nil {
+		// A previous import whose file is gone contributes nothing; one that
+		// does not parse stops the import (unionDocs says where).
+		if old, err = s.store.ReadFile(prev.File); errors.Is(err, cache.ErrNotFound) {
+			old = nil
+		} else if err != nil {
+			return "", err
+		}
+	}
+	// A name no earlier import used, even for the same bytes: the file a current
+	// state names is never overwritten, only dropped once a new state is durable.
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	name := prefix + hex.EncodeToString(rnd[:]) + ".json"
+	_, sha, err := s.store.WriteFile(name, func(w io.Writer) error {
+		if old == nil {
+			_, err := w.Write(doc)
+			return err
+		}
+		return unionDocs(w, doc, old)
+	})
+	if err != nil {
+		return "", err
+	}
+	st := upState{URL: "import", Found: true, File: name, SHA: sha, CheckedAt: now}
+	return name, b.Put(importKey(ch, sd.Subdir), st)
+}
+
+// resetAnswers drops the current answer of every subdir cut from one of subs,
+// so the next request builds it with the new imported source.
+func (s *Server) resetAnswers(c *channel, subs map[string]bool) {
+	var reset []*subdir
+	c.mu.Lock()
+	for name, sd := range c.subdirs {
+		inputs := c.policy.Inputs(name)
+		if len(inputs) == 0 {
+			inputs = []string{name}
+		}
+		for _, in := range inputs {
+			if subs[in] {
+				reset = append(reset, sd)
+				break
+			}
+		}
+	}
+	c.mu.Unlock()
+	for _, sd := range reset {
+		sd.cur.Store(nil)
+	}
+}
+
+// unionDocs writes to w the repodata holding a's records and those of b that a
+// lacks.
+func unionDocs(w io.Writer, a, b []byte) error {
 	head, err := repodata.Scan(a, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var buf bytes.Buffer
-	enc := repodata.NewEncoder(&buf, head)
+	enc := repodata.NewEncoder(w, head)
 	seen := map[string]bool{}
 	for _, conda := range []bool{false, true} {
 		enc.Section(conda)
@@ -199,14 +349,11 @@ func unionDocs(a, b []byte) ([]byte, error) {
 				}
 				return nil
 			}); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	if err := enc.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return enc.Close()
 }
 
 // exportState marks what earlier exports wrote, for --delta.

@@ -113,7 +113,11 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		ch := cfg.Channel(name)
 		return ch != nil && ch.Kind == config.KindConda
 	}
-	rep, err := mirror.Import(ctx, a.proxy, a.store, f, known)
+	rep, err := mirror.Import(ctx, a.proxy, a.store, f, mirror.ImportOptions{
+		Known:       known,
+		MaxRepodata: int64(cfg.Limits.MaxRepodata),
+		MaxMetadata: int64(cfg.Limits.MaxMetadata),
+	})
 	if err != nil {
 		if errors.Is(err, mirror.ErrRefused) {
 			return &exitError{1, fmt.Errorf("import %s: %w", pos[0], err)}
