@@ -2,8 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -48,10 +46,11 @@ func (s *Server) ExportSubdir(ctx context.Context, channel, subdir string, inclu
 		return nil, err
 	}
 	sd := ch.subdir(subdir)
-	sv, err := s.load(ctx, sd)
+	sv, release, err := s.use(ctx, sd)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	var data []byte
 	if !sv.notFound {
 		if data, err = s.store.ReadFile(sv.json.Name); err != nil {
@@ -290,9 +289,7 @@ func (s *Server) stageImportedSubdir(ch *channel, sd ImportedSubdir, prev *upSta
 	}
 	// A name no earlier import used, even for the same bytes: the file a current
 	// state names is never overwritten, only dropped once a new state is durable.
-	var rnd [8]byte
-	rand.Read(rnd[:])
-	name := prefix + hex.EncodeToString(rnd[:]) + ".json"
+	name := uniqueName(strings.TrimSuffix(prefix, "-"), ".json")
 	_, sha, err := s.store.WriteFile(name, func(w io.Writer) error {
 		if old == nil {
 			_, err := w.Write(doc)
@@ -326,7 +323,7 @@ func (s *Server) resetAnswers(c *channel, subs map[string]bool) {
 	}
 	c.mu.Unlock()
 	for _, sd := range reset {
-		sd.cur.Store(nil)
+		s.replace(sd, nil)
 	}
 }
 
