@@ -229,7 +229,7 @@ type ImportReport struct {
 // ImportOptions configure an import.
 type ImportOptions struct {
 	// Known says whether a channel is in the configuration: an import only fills
-	// configured channels.
+	// configured channels (nil: none).
 	Known func(channel string) bool
 	// MaxRepodata bounds each repodata.json and repodata.json.zst entry
 	// (limits.max_repodata): a subdir's repodata is read whole to be checked.
@@ -302,7 +302,7 @@ func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Rea
 		chans[k.channel] = true
 	}
 	if err := srv.CommitImport(commit); err != nil {
-		return nil, fmt.Errorf("import: %w", err)
+		return nil, fmt.Errorf("commit: %w", err)
 	}
 	for c := range chans {
 		rep.Channels = append(rep.Channels, c)
@@ -412,6 +412,13 @@ var entryKinds = map[byte]string{
 // untars it, elsewhere.
 func plainFile(hdr *tar.Header) error {
 	if hdr.Typeflag == tar.TypeReg {
+		// A PAX sparse file is a plain file whose holes read as zeros: a few
+		// bytes of tar could fill the disk. An export never writes one.
+		for k := range hdr.PAXRecords {
+			if strings.HasPrefix(k, "GNU.sparse.") {
+				return refuse("%s: a sparse file, not a plain file", hdr.Name)
+			}
+		}
 		return nil
 	}
 	kind := entryKinds[hdr.Typeflag]

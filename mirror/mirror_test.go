@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -423,6 +424,38 @@ func writeEntries(m Manifest, entries []entry, extra ...*tar.Header) []byte {
 	return buf.Bytes()
 }
 
+// sparseEntry is a tar entry for a GNU sparse file (PAX, format 0.1): data,
+// then holes that read as zeros up to size. archive/tar writes no sparse files,
+// so its PAX header is written as a plain file and its type patched.
+func sparseEntry(name string, data []byte, size int64) []byte {
+	rec := func(k, v string) string {
+		s := " " + k + "=" + v + "\n"
+		n := len(s) + 1
+		for len(strconv.Itoa(n))+len(s) != n {
+			n++
+		}
+		return strconv.Itoa(n) + s
+	}
+	recs := rec("GNU.sparse.numblocks", "1") + rec("GNU.sparse.map", fmt.Sprintf("0,%d", len(data))) +
+		rec("GNU.sparse.size", strconv.FormatInt(size, 10))
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "PaxHeaders/sparse", Typeflag: tar.TypeReg, Size: int64(len(recs)), Mode: 0o644})
+	tw.Write([]byte(recs))
+	tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Size: int64(len(data)), Mode: 0o644})
+	tw.Write(data)
+	tw.Flush()
+	b := buf.Bytes()
+	b[156] = tar.TypeXHeader
+	copy(b[148:156], "        ") // the checksum counts its own field as spaces
+	sum := 0
+	for _, c := range b[:512] {
+		sum += int(c)
+	}
+	copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return b
+}
+
 func known(names ...string) func(string) bool {
 	return func(c string) bool { return slices.Contains(names, c) }
 }
@@ -757,6 +790,13 @@ func TestImportRefusals(t *testing.T) {
 			m2, es := clone()
 			return writeEntries(m2, es, &tar.Header{Name: "zlib/linux-64/fifo.conda", Typeflag: tar.TypeFifo, Mode: 0o644})
 		}, nil, []string{"zlib/linux-64/fifo.conda", "named pipe"}},
+		{"a package as a sparse file", func() []byte {
+			m2, es := clone()
+			raw := writeEntries(m2, slices.Delete(es, pkgIdx, pkgIdx+1))
+			raw = raw[:len(raw)-1024] // the end-of-archive blocks
+			raw = append(raw, sparseEntry(victim, []byte("x"), int64(len(entries[pkgIdx].data)))...)
+			return append(raw, make([]byte, 1024)...)
+		}, nil, []string{victim, "sparse"}},
 		{"manifest not first", func() []byte {
 			m2, es := clone()
 			es[0], es[1] = es[1], es[0]

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -119,10 +118,8 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		MaxMetadata: int64(cfg.Limits.MaxMetadata),
 	})
 	if err != nil {
-		if errors.Is(err, mirror.ErrRefused) {
-			return &exitError{1, fmt.Errorf("import %s: %w", pos[0], err)}
-		}
-		return err
+		// Refused or failed, the cache is as it was; the error names the entry.
+		return &exitError{1, fmt.Errorf("import %s: %w", pos[0], err)}
 	}
 	fmt.Fprintf(stdout, "import: %d packages (%s) into %v\n", rep.Packages, human(rep.Bytes), rep.Channels)
 	return nil
