@@ -64,7 +64,8 @@ type Auth struct {
 }
 
 // Token is one client token. Written as a plain string it opens every channel;
-// written as {token, channels} it opens only the channels it names.
+// written as {token, channels} it opens only the channels it names. A token
+// listed twice opens what either entry opens.
 type Token struct {
 	Token    string   `yaml:"token" secret:"all"`
 	Channels []string `yaml:"channels,omitempty"`

@@ -106,17 +106,6 @@ channels:
 		if err != nil {
 			t.Fatalf("Show of an accepted config: %v", err)
 		}
-		if len(c.Auth.Tokens) > 1 {
-			// Known, not fixed here: Show masks every client token to the same
-			// "***", and two equal tokens are refused ("the same token is given
-			// twice"), so a shown config with several tokens does not parse. The
-			// rest of the round trip still holds; check it with the first token.
-			one := *c
-			one.Auth.Tokens = c.Auth.Tokens[:1]
-			if shown, err = one.Show(); err != nil {
-				t.Fatal(err)
-			}
-		}
 		c2, err := Parse("shown.yaml", shown, fuzzEnv)
 		if err != nil {
 			t.Fatalf("Show output does not parse: %v\ninput:\n%s\nshown:\n%s", err, data, shown)

@@ -44,16 +44,11 @@ func (l *loader) validate(c *Config) error {
 			return l.errKey("redis", "bad URL %q: want redis://host:port/db", RedactURL(c.Redis))
 		}
 	}
-	seenTokens := map[string]bool{}
 	for i, t := range c.Auth.Tokens {
 		key := fmt.Sprintf("auth.tokens[%d]", i)
 		if t.Token == "" || strings.ContainsAny(t.Token, "/ \t\r\n?#%") {
 			return l.errKey(key, "a token must be non-empty, without '/', '%%', '?', '#' or spaces (it goes in /t/<token>/ paths)")
 		}
-		if seenTokens[t.Token] {
-			return l.errKey(key, "the same token is given twice: give it once, with every channel it opens")
-		}
-		seenTokens[t.Token] = true
 		for j, name := range t.Channels {
 			if c.Channel(name) == nil {
 				return l.errKey(fmt.Sprintf("%s.channels[%d]", key, j), "no channel %q is configured", name)

@@ -124,11 +124,7 @@ func (s *Server) serveRunExports(w http.ResponseWriter, r *http.Request, rt rout
 	if err != nil {
 		return err
 	}
-	vf, err := s.variant(r.Context(), sd, sv, "run_exports-"+sha)
-	if err != nil {
-		return err
-	}
-	return s.serveNamed(w, r, sd, sv, vf, "application/json", false, false)
+	return s.serveVariant(w, r, sd, sv, "run_exports-"+sha, "application/json", false, false)
 }
 
 func (s *Server) mutableHeaders(rel string, e fileEntry) func(h http.Header) {

@@ -85,7 +85,7 @@ func TestClientTokensNeverLogged(t *testing.T) {
 // 401 as an unknown token's, so it says nothing of which channels exist.
 func TestScopedTokens(t *testing.T) {
 	up := newUpstream(t, formatRepo(t))
-	yaml := "cache:\n  memory: 16MiB\nauth:\n  tokens: [ALL-TOKEN, {token: CI-TOKEN, channels: [fmt]}]\nchannels:\n" +
+	yaml := "cache:\n  memory: 16MiB\nauth:\n  tokens: [ALL-TOKEN, {token: CI-TOKEN, channels: [fmt]}, {token: TWO-TOKEN, channels: [fmt]}, {token: TWO-TOKEN, channels: [other]}]\nchannels:\n" +
 		"  - name: fmt\n    upstreams: [{url: " + up.URL + "}]\n" +
 		"  - name: other\n    upstreams: [{url: " + up.URL + "}]\n"
 	h := newHarness(t, yaml)
@@ -100,6 +100,9 @@ func TestScopedTokens(t *testing.T) {
 		{"/fmt/linux-64/repodata.json", []string{"Authorization: Bearer CI-TOKEN"}, 200},
 		{"/t/ALL-TOKEN/other/linux-64/repodata.json", nil, 200},
 		{"/t/NOPE/other/linux-64/repodata.json", nil, 401},
+		// Listed twice: it opens what either entry opens.
+		{"/t/TWO-TOKEN/fmt/linux-64/repodata.json", nil, 200},
+		{"/t/TWO-TOKEN/other/linux-64/repodata.json", nil, 200},
 	}
 	var refusals []string
 	for _, c := range cases {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net/http"
 	"net/url"
@@ -430,13 +431,10 @@ func (s *Server) serveRepodata(w http.ResponseWriter, r *http.Request, rt route)
 	if variant == "json" && acceptsGzip(r) {
 		variant = "gz"
 	}
-	vf := sv.json
-	if variant != "json" {
-		if vf, err = s.variant(r.Context(), sd, sv, variant); err != nil {
-			return err
-		}
+	if variant == "json" {
+		return s.serveNamed(w, r, sd, sv, sv.json, variantTypes[variant], false, true)
 	}
-	return s.serveNamed(w, r, sd, sv, vf, variantTypes[variant], variant == "gz", rt.variant == "json")
+	return s.serveVariant(w, r, sd, sv, variant, variantTypes[variant], variant == "gz", rt.variant == "json")
 }
 
 // serveNamed answers with a named file made from sv: a repodata form or a
@@ -518,13 +516,27 @@ func (s *Server) variant(ctx context.Context, sd *subdir, sv *served, name strin
 }
 
 func (s *Server) makeVariant(sd *subdir, sv *served, name string) (variantFile, error) {
-	src, err := s.store.OpenFile(sv.json.Name)
+	file, write, closeSrc, err := s.variantMaker(sv, name)
 	if err != nil {
 		return variantFile{}, err
 	}
-	defer src.Close()
-	file := strings.TrimSuffix(sv.json.Name, ".json") + "." + name
-	var write func(w io.Writer) error
+	defer closeSrc()
+	size, sha, err := s.store.WriteFile(file, write)
+	if err != nil {
+		return variantFile{}, err
+	}
+	return variantFile{Name: file, SHA: sha, Size: size}, nil
+}
+
+// variantMaker returns the file name of sv's form name and a function that
+// writes it; closeSrc releases what it reads.
+func (s *Server) variantMaker(sv *served, name string) (file string, write func(w io.Writer) error, closeSrc func(), err error) {
+	src, err := s.store.OpenFile(sv.json.Name)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	closeSrc = func() { src.Close() }
+	file = strings.TrimSuffix(sv.json.Name, ".json") + "." + name
 	switch name {
 	case "zst", "bz2":
 		write = func(w io.Writer) error { return repodata.Compress(w, src, name) }
@@ -542,7 +554,8 @@ func (s *Server) makeVariant(sd *subdir, sv *served, name string) (variantFile, 
 	default:
 		sha, ok := strings.CutPrefix(name, "run_exports-")
 		if !ok {
-			return variantFile{}, fmt.Errorf("unknown repodata form %q", name)
+			src.Close()
+			return "", nil, nil, fmt.Errorf("unknown repodata form %q", name)
 		}
 		// run_exports.json cut to the served records: hidden means hidden everywhere.
 		file = strings.TrimSuffix(sv.json.Name, ".json") + ".runexports-" + sha[:16] + ".json"
@@ -559,9 +572,45 @@ func (s *Server) makeVariant(sd *subdir, sv *served, name string) (variantFile, 
 			return repodata.FilterPackages(w, data, func(fn string) bool { _, ok := sv.packages[fn]; return ok })
 		}
 	}
-	size, sha, err := s.store.WriteFile(file, write)
-	if err != nil {
-		return variantFile{}, err
+	return file, write, closeSrc, nil
+}
+
+// serveVariant answers with sv's form name, made and stored on first ask. When
+// it cannot be stored (a full disk: the local file system refused the write), it
+// is made for this client alone, streamed as it is encoded: what is already
+// published keeps being served, in every form, whatever the disk.
+func (s *Server) serveVariant(w http.ResponseWriter, r *http.Request, sd *subdir, sv *served, name, ctype string, gz, vary bool) error {
+	vf, err := s.variant(r.Context(), sd, sv, name)
+	if err == nil {
+		return s.serveNamed(w, r, sd, sv, vf, ctype, gz, vary)
 	}
-	return variantFile{Name: file, SHA: sha, Size: size}, nil
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || r.Context().Err() != nil {
+		return err
+	}
+	s.logger(r.Context()).Warn("cannot store a repodata form; making it for this request alone",
+		"channel", sd.ch.cfg.Name, "subdir", sd.name, "form", name, "err", err)
+	if gz {
+		// Plain JSON is as good an answer to a client that accepts gzip.
+		return s.serveNamed(w, r, sd, sv, sv.json, ctype, false, vary)
+	}
+	_, write, closeSrc, err := s.variantMaker(sv, name)
+	if err != nil {
+		return err
+	}
+	defer closeSrc()
+	h := w.Header()
+	h.Set("Content-Type", ctype)
+	h.Set("Cache-Control", "no-store") // no validator: nothing to revalidate against
+	if age := s.staleAge(sd, sv); age > 0 {
+		h.Set("X-Condaproxy-Stale", strconv.Itoa(int(age.Seconds())))
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if err := write(w); err != nil {
+		return err // headers are out: the connection is broken off, never a partial "whole"
+	}
+	return nil
 }

@@ -413,23 +413,16 @@ func (s *Server) authorize(r *http.Request, pathToken string, ch *channel) error
 	if tok == "" {
 		return errUnauthorized
 	}
-	found := -1
-	for i, t := range s.tokens {
-		if subtle.ConstantTimeCompare([]byte(tok), []byte(t.Token)) == 1 {
-			found = i
+	opens := false
+	for _, t := range s.tokens {
+		match := subtle.ConstantTimeCompare([]byte(tok), []byte(t.Token)) == 1
+		if ch == nil {
+			opens = opens || (match && len(t.Channels) == 0)
+		} else {
+			opens = opens || (match && t.Opens(ch.cfg.Name))
 		}
 	}
-	if found < 0 {
-		return errUnauthorized
-	}
-	t := s.tokens[found]
-	if ch == nil {
-		if len(t.Channels) > 0 {
-			return errUnauthorized
-		}
-		return nil
-	}
-	if !t.Opens(ch.cfg.Name) {
+	if !opens {
 		return errUnauthorized
 	}
 	return nil
