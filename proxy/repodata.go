@@ -341,6 +341,12 @@ func (s *Server) fetchRepodata(ctx context.Context, ch *channel, sub string, i i
 			return &st, nil
 		}
 		st, err := s.storeRepodata(ch, sub, i, enc, resp)
+		var local *fs.PathError
+		if errors.As(err, &local) {
+			// The local disk refused (full, read-only): not the upstream's fault,
+			// and not reported as one. The last good copy stays in service.
+			return nil, fmt.Errorf("store repodata of %s/%s: %w", ch.cfg.Name, sub, err)
+		}
 		if err != nil {
 			// Unusable bytes are an upstream failure (502), like a 5xx: the last
 			// good copy stays in service.
