@@ -232,6 +232,18 @@ func measureHeap(fn func()) (peak, alloc uint64) {
 	return top.Load(), ms.TotalAlloc - total
 }
 
+// memDir is a data directory on a memory file system where there is one, else
+// on disk: an import syncs every file it writes, which on a disk shared with
+// other work costs more than all the rest, and is not what these tests measure.
+func memDir(t testing.TB) string {
+	dir, err := os.MkdirTemp("/dev/shm", "condaproxy-test-")
+	if err != nil {
+		return t.TempDir()
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 func openFDs(t *testing.T) int {
 	t.Helper()
 	entries, err := os.ReadDir("/proc/self/fd")
@@ -248,7 +260,7 @@ func TestImportManyPackagesBoundedFDs(t *testing.T) {
 	pkgs := genPkgs("linux-64", "p", n)
 	pkgs = append(pkgs, genPkgs("noarch", "q", 10)...)
 	tb := genTar(t, "gen", pkgs)
-	e := newEnv(t, chanYAML("gen"))
+	e := newEnvIn(t, chanYAML("gen"), memDir(t))
 	base := openFDs(t)
 	var staged int
 	var most atomic.Int64
@@ -502,14 +514,7 @@ func FuzzImport(f *testing.F) {
 	// The same packages under another channel, and a second generation.
 	f.Add(genTar(f, "other", pkgs))
 	f.Add(genTar(f, "gen", append(pkgs, genPkgs("osx-64", "g", 1)...)))
-	// On a memory file system where there is one: a successful import syncs
-	// every file it writes, which on a disk costs more than the rest of it.
-	dir := f.TempDir()
-	if shm, err := os.MkdirTemp("/dev/shm", "condaproxy-fuzz-"); err == nil {
-		f.Cleanup(func() { os.RemoveAll(shm) })
-		dir = shm
-	}
-	e := newEnvIn(f, chanYAML("gen")+"  - name: other\n", dir)
+	e := newEnvIn(f, chanYAML("gen")+"  - name: other\n", memDir(f))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		before := e.state()
 		_, err := Import(context.Background(), e.srv, e.store, bytes.NewReader(data),
