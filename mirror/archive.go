@@ -318,6 +318,16 @@ type importStage struct {
 	opts  ImportOptions
 	docs  map[subdirKey]*cache.Staged // repodata.json
 	pkgs  map[subdirKey][]proxy.ImportedPackage
+	copy  []byte
+}
+
+// buf is the one copy buffer of every entry: io.Copy would allocate one per
+// entry, and a tar holds thousands.
+func (st *importStage) buf() []byte {
+	if st.copy == nil {
+		st.copy = make([]byte, 64<<10)
+	}
+	return st.copy
 }
 
 func (st *importStage) discard() {
@@ -458,7 +468,7 @@ func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want map[string]Ma
 		if mf.Size > st.opts.MaxMetadata {
 			return refuse("%s: %d bytes, past limits.max_metadata (%d)", name, mf.Size, st.opts.MaxMetadata)
 		}
-		return hashOnly(tr, mf)
+		return st.hashOnly(tr, mf)
 	}
 	// <channel>/<subdir>/<file>; a channel name may hold '/' (pkgs/main).
 	dir = strings.TrimSuffix(dir, "/")
@@ -482,7 +492,7 @@ func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want map[string]Ma
 		if mf.Size > st.opts.MaxRepodata {
 			return refuse("%s: %d bytes, past limits.max_repodata (%d)", name, mf.Size, st.opts.MaxRepodata)
 		}
-		return hashOnly(tr, mf)
+		return st.hashOnly(tr, mf)
 	default:
 		if !repodata.ValidFilename(base) {
 			return refuse("%s: neither a package (.conda, .tar.bz2) nor repodata", name)
@@ -503,7 +513,7 @@ func (st *importStage) stage(tr io.Reader, name string, mf ManifestFile) (*cache
 	if err != nil {
 		return nil, err
 	}
-	if _, err := io.Copy(t, tr); err != nil {
+	if _, err := io.CopyBuffer(t, tr, st.buf()); err != nil {
 		t.Abort()
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, refuse("%s: truncated after %d of %d bytes", name, t.Written(), mf.Size)
@@ -522,9 +532,9 @@ func (st *importStage) stage(tr io.Reader, name string, mf ManifestFile) (*cache
 }
 
 // hashOnly reads an entry that is checked but not kept.
-func hashOnly(tr io.Reader, mf ManifestFile) error {
+func (st *importStage) hashOnly(tr io.Reader, mf ManifestFile) error {
 	h := sha256.New()
-	n, err := io.Copy(h, tr)
+	n, err := io.CopyBuffer(h, tr, st.buf())
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return refuse("%s: truncated after %d of %d bytes", mf.Path, n, mf.Size)
