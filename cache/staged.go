@@ -142,14 +142,14 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 		for _, e := range pinned {
 			e.inUse--
 		}
-		for sha, size := range fresh {
+		for _, sha := range renamed {
 			if e, ok := s.blobs[sha]; ok { // a concurrent fill got there first
 				e.ATime = now
 				s.dirty[sha] = true
 				continue
 			}
-			s.blobs[sha] = &blobEntry{Size: size, ATime: now}
-			s.total += size
+			s.blobs[sha] = &blobEntry{Size: fresh[sha], ATime: now}
+			s.total += fresh[sha]
 		}
 		victims := s.pickVictimsLocked("")
 		s.mu.Unlock()
