@@ -362,8 +362,11 @@ func (st *importStage) read(ctx context.Context, r io.Reader) error {
 		return refuse("%s: %d bytes, more than a manifest can be (%d)", ManifestName, hdr.Size, maxManifest)
 	}
 	var m Manifest
-	if err := json.NewDecoder(io.LimitReader(tr, hdr.Size)).Decode(&m); err != nil || m.Format != manifestFormat {
-		return refuse("%s is not a condaproxy export manifest", ManifestName)
+	if err := json.NewDecoder(io.LimitReader(tr, hdr.Size)).Decode(&m); err != nil {
+		return refuse("%s is not a condaproxy export manifest: %v", ManifestName, err)
+	}
+	if m.Format != manifestFormat {
+		return refuse("%s is not a condaproxy export manifest: format %q", ManifestName, m.Format)
 	}
 	if m.Version > 1 {
 		return refuse("export format version %d is newer than this condaproxy reads (1)", m.Version)
@@ -382,6 +385,7 @@ func (st *importStage) read(ctx context.Context, r io.Reader) error {
 		want[f.Path] = f
 	}
 	seen := map[string]bool{}
+	last := ManifestName
 	for {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -391,8 +395,9 @@ func (st *importStage) read(ctx context.Context, r io.Reader) error {
 			break
 		}
 		if err != nil {
-			return refuse("the tar is damaged after %d files: %v", len(seen), err)
+			return refuse("the tar is damaged after %s (%d files read): %v", last, len(seen), err)
 		}
+		last = hdr.Name
 		if err := st.entry(tr, hdr, want, seen); err != nil {
 			return err
 		}
