@@ -496,6 +496,64 @@ func mustReadDir(t *testing.T, dir string) []string {
 	return out
 }
 
+// A repodata.json that does not parse, or nests past repodata.MaxDepth, refuses
+// the import whole, naming the entry; the manifest agrees with the bad bytes, so
+// only the parse can catch them.
+func TestImportRefusesUnparsableRepodata(t *testing.T) {
+	pkgs := append(genPkgs("linux-64", "r", 2), genPkgs("noarch", "r", 1)...)
+	good := genTar(t, "gen", pkgs)
+	const victim = "gen/noarch/repodata.json"
+	with := func(doc []byte) []byte {
+		m, entries := readEntries(t, good)
+		for i := range entries {
+			if entries[i].name == victim {
+				entries[i].data = doc
+			}
+		}
+		for i := range m.Files {
+			if m.Files[i].Path == victim {
+				m.Files[i].Size, m.Files[i].SHA256 = int64(len(doc)), sha(doc)
+			}
+		}
+		return writeEntries(m, entries)
+	}
+	_, entries := readEntries(t, good)
+	var doc []byte
+	for _, en := range entries {
+		if en.name == victim {
+			doc = en.data
+		}
+	}
+	deep := strings.Repeat("[", repodata.MaxDepth+1) + strings.Repeat("]", repodata.MaxDepth+1)
+	cases := map[string][]byte{
+		"not JSON":         []byte("this is not repodata"),
+		"cut short":        doc[:len(doc)/2],
+		"nested too deep":  []byte(`{"info": {"subdir": "noarch"}, "extra": ` + deep + `}`),
+		"record too deep":  bytes.Replace(doc, []byte(`"depends":[]`), []byte(`"depends":[],"x":`+deep), 1),
+		"record no name":   bytes.Replace(doc, []byte(`"name":"r0",`), nil, 1),
+		"a path as a name": bytes.Replace(doc, []byte(`"r0-1.0-0.tar.bz2"`), []byte(`"../r0-1.0-0.tar.bz2"`), 1),
+	}
+	e := newEnv(t, chanYAML("gen"))
+	before := e.state()
+	for name, d := range cases {
+		t.Run(name, func(t *testing.T) {
+			if bytes.Equal(d, doc) {
+				t.Fatal("the case did not change the document")
+			}
+			_, err := importTar(e, with(d), ImportOptions{})
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), victim) {
+				t.Errorf("Import: %v, want ErrRefused naming %s", err, victim)
+			}
+			if after := e.state(); after != before {
+				t.Errorf("the refused import changed the cache:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+		})
+	}
+	if _, err := importTar(e, good, ImportOptions{}); err != nil {
+		t.Errorf("the intact tar: %v", err)
+	}
+}
+
 // FuzzImport: whatever the bytes, Import does not panic, and either succeeds or
 // leaves the cache as it was; after a success every index entry has its blob.
 // One store serves every iteration of a worker (opening Pebble costs more than
