@@ -26,6 +26,9 @@ e2e-deps:
 # with no change here. The generated corpus stays in GOCACHE; a failing input is
 # written to the package's testdata/fuzz/<Target>/, to keep as a regression seed
 # once it is fixed.
+# FUZZMINIMIZE bounds the shrinking of each new input, which would otherwise take
+# most of a short run.
+FUZZMINIMIZE ?= 100x
 fuzz:
 	@set -e; \
 	targets=0; \
@@ -36,7 +39,7 @@ fuzz:
 		listed=$$($(GO) test -list '^Fuzz' "$$pkg"); \
 		for name in $$(printf '%s\n' "$$listed" | grep '^Fuzz' || true); do \
 			echo "fuzz: $$pkg $$name for $(FUZZTIME)"; \
-			$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) "$$pkg"; \
+			$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZE) "$$pkg"; \
 			targets=$$((targets + 1)); \
 		done; \
 	done; \

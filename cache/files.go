@@ -170,18 +170,3 @@ func (s *Store) HasFile(name string) bool {
 	_, err = os.Stat(path)
 	return err == nil
 }
-
-// ListFiles returns the names of every named file.
-func (s *Store) ListFiles() ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(s.dir, "files"))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, 0, len(entries))
-	for _, e := range entries {
-		if e.Type().IsRegular() && validFileName(e.Name()) {
-			out = append(out, e.Name())
-		}
-	}
-	return out, nil
-}

@@ -168,7 +168,7 @@ func (s *Server) sweepOrphans() error {
 	if s.store == nil {
 		return nil // a server made only to parse routes (fuzzing)
 	}
-	names, err := s.store.ListFiles()
+	names, err := s.store.FileNames("")
 	if err != nil {
 		return err
 	}
