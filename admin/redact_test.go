@@ -142,7 +142,7 @@ func TestRedactText(t *testing.T) {
 		"no conda channel \"fmt\"": "no conda channel \"fmt\"",
 		"GET https://u:p@h/t/tk/c/linux-64/repodata.json: 503": "GET https://u:***@h/t/***/c/linux-64/repodata.json: 503",
 		"upstream http://h:8080/c: HTTP 404":                   "upstream http://h:8080/c: HTTP 404",
-		"user only https://u@h/c":                              "user only https://u@h/c",
+		"user only https://u@h/c":                              "user only https://***@h/c", // a user name alone is a token
 		"a path /t/tk/c and \"https://h/t/tk2\" quoted":        "a path /t/***/c and \"https://h/t/***\" quoted",
 		"the admin token " + adminTok + " itself":              "the admin token *** itself",
 	} {

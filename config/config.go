@@ -69,11 +69,14 @@ type Auth struct {
 type Token struct {
 	Token    string   `yaml:"token" secret:"all"`
 	Channels []string `yaml:"channels,omitempty"`
+	// Scoped is set for the {token, channels} form: it opens only what Channels
+	// names, and an empty list is a configuration error, never "every channel".
+	Scoped bool `yaml:"-"`
 }
 
 // Opens reports whether the token may read channel.
 func (t Token) Opens(channel string) bool {
-	if len(t.Channels) == 0 {
+	if !t.Scoped {
 		return true
 	}
 	for _, c := range t.Channels {

@@ -3,7 +3,10 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -147,6 +150,9 @@ func TestErrors(t *testing.T) {
 		{"password without user", "channels:\n  - name: c\n    upstreams: [{url: https://x.invalid, password: p}]\n", "channels[0].upstreams[0].password: a password needs a username"},
 		{"token for no channel", ch + "auth:\n  tokens: [{token: abc, channels: [nope]}]\n", "auth.tokens[0].channels[0]: no channel \"nope\" is configured"},
 		{"token unknown key", "auth:\n  tokens: [{token: abc, chanels: [c]}]\n", "auth.tokens[0].chanels: unknown key"},
+		{"scoped token with no channel", "auth:\n  tokens: [{token: abcdefgh, channels: []}]\n", "auth.tokens[0]: a token written as {token, channels} must name at least one channel"},
+		{"scoped token with null channels", "auth:\n  tokens: [{token: abcdefgh}]\n", "auth.tokens[0]: a token written as {token, channels} must name at least one channel"},
+		{"quote in token", "auth:\n  tokens: [\"ab\\\"cd\"]\n", "auth.tokens[0]: a token must be"},
 		{"scoped token bad", "auth:\n  tokens: [{token: \"a b\"}]\n", "auth.tokens[0]: a token must be"},
 		{"tiny header limit", "limits:\n  max_request_header: 100\n", "c.yaml:2: limits.max_request_header: 100B is too small"},
 		{"tiny url limit", "limits:\n  max_url: 10B\n", "limits.max_url: 10B is too small"},
@@ -258,10 +264,30 @@ func TestRedactingHandler(t *testing.T) {
 		slog.Group("g", "u", "https://u:url-SEKRET6@x.invalid/d"),
 		"guessed", "/t/GUESSED-TOKEN/c/linux-64/repodata.json",
 		"list", []string{"client-SEKRET1"})
+	// The same secrets escaped, quoted, in a header map, as a URL user name.
+	log.Warn("escaped",
+		"q", fmt.Sprintf("%q", "/t/client-SEKRET1/x"),
+		"enc", "https://u:"+url.QueryEscape("pw-SEKRET5")+"@x.invalid/",
+		"hdr", http.Header{"Authorization": {"Bearer client-SEKRET1"}},
+		"userinfo", "https://user-SEKRET7@x.invalid/c",
+		"unparsable", "https://u:p%zzSEKRET8@x.invalid/")
 	if strings.Contains(buf.String(), "SEKRET") || strings.Contains(buf.String(), "GUESSED") {
 		t.Errorf("a secret reached the log:\n%s", buf.String())
 	}
 	if !strings.Contains(buf.String(), Mask) {
 		t.Errorf("nothing was masked:\n%s", buf.String())
+	}
+}
+
+// A ${VAR} set but empty is refused where it would leave a key empty: an empty
+// admin token would silently turn loopback trust on.
+func TestEmptyVariable(t *testing.T) {
+	_, err := Parse("c.yaml", []byte("auth:\n  admin_token: \"${EMPTY}\"\n"), env(map[string]string{"EMPTY": ""}))
+	if err == nil || !strings.Contains(err.Error(), "c.yaml:2: auth.admin_token: ${EMPTY} expands to an empty value") {
+		t.Errorf("got %v", err)
+	}
+	// Part of a longer value, an empty variable is just text.
+	if _, err := Parse("c.yaml", []byte("auth:\n  admin_token: \"adm-${EMPTY}-token\"\n"), env(map[string]string{"EMPTY": ""})); err != nil {
+		t.Error(err)
 	}
 }

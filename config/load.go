@@ -118,6 +118,7 @@ func (l *loader) expandEnv(n *yaml.Node, path string) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		var missing string
+		orig := n.Value
 		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
 			name := envRef.FindStringSubmatch(ref)[1]
 			v, ok := l.env(name)
@@ -128,6 +129,11 @@ func (l *loader) expandEnv(n *yaml.Node, path string) error {
 		})
 		if missing != "" {
 			return l.errAt(path, n.Line, "environment variable %s is not set", missing)
+		}
+		if n.Value == "" && orig != "" {
+			// "${TOKEN}" with TOKEN set but empty: an empty admin token would turn
+			// loopback trust on, an empty password send anonymous requests.
+			return l.errAt(path, n.Line, "%s expands to an empty value: set the environment variable, or remove the key", orig)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {

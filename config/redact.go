@@ -2,12 +2,14 @@ package config
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -31,6 +33,10 @@ func RedactURL(raw string) string {
 	}
 	if _, has := u.User.Password(); has {
 		u.User = url.UserPassword(u.User.Username(), Mask)
+	} else if u.User.Username() != "" {
+		// A user name with no password is a token in disguise (some channel
+		// hosts take the token as the user name of basic auth).
+		u.User = url.User(Mask)
 	}
 	s := u.String()
 	// url.String escapes the mask; keep it readable.
@@ -121,6 +127,8 @@ func (c *Config) Secrets() []string {
 		if u, err := url.Parse(raw); err == nil && u.User != nil {
 			if p, ok := u.User.Password(); ok {
 				add(p)
+			} else {
+				add(u.User.Username())
 			}
 		}
 	}
@@ -144,25 +152,45 @@ func (c *Config) Secrets() []string {
 // path segment, configured or guessed (a 401 for a guessed token must not log it).
 type Redactor struct{ secrets []string }
 
-// NewRedactor masks the given secrets (usually Config.Secrets). Values shorter
-// than 3 characters (an unset admin token, say) are no secrets worth the name and
-// would mask half of every line: they are left out.
+// NewRedactor masks the given secrets (usually Config.Secrets), each also as it
+// appears escaped in a URL, a quoted Go string or JSON. Values shorter than 3
+// characters (an unset admin token, say) are no secrets worth the name and would
+// mask half of every line: they are left out.
 func NewRedactor(secrets []string) *Redactor {
 	r := &Redactor{}
+	seen := map[string]bool{}
 	for _, s := range secrets {
-		if len(s) >= 3 {
-			r.secrets = append(r.secrets, s)
+		if len(s) < 3 {
+			continue
+		}
+		quoted := strconv.Quote(s)
+		js, _ := json.Marshal(s)
+		for _, form := range []string{s, url.PathEscape(s), url.QueryEscape(s), quoted[1 : len(quoted)-1], string(js[1 : len(js)-1])} {
+			if !seen[form] {
+				seen[form] = true
+				r.secrets = append(r.secrets, form)
+			}
 		}
 	}
+	// Longest first: a secret that contains another is masked whole.
 	slices.SortFunc(r.secrets, func(a, b string) int { return len(b) - len(a) })
 	return r
 }
 
-// tokenInText is a /t/<token> segment inside free text: up to a '/', a space or
-// a quote.
-var tokenInText = regexp.MustCompile(`/t/[^/\s"'<>]+`)
+var (
+	// tokenInText is a /t/<token> segment inside free text: up to a '/', a
+	// space or a quote (configured tokens hold none of them).
+	tokenInText = regexp.MustCompile(`/t/[^/\s"'<>]+`)
+	// urlInText is a URL inside free text: up to a space or a quote.
+	urlInText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>]+`)
+	// urlPassword and urlUser are the user:password@ and user@ of a URL that
+	// url.Parse refuses (and RedactURL therefore leaves as it is).
+	urlPassword = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:\s]*:)[^/?#@\s]*@`)
+	urlUser     = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@:\s]+@`)
+)
 
-// String returns s with every secret masked.
+// String returns s with every secret masked: the configured values in every
+// form, any /t/<token> segment, and the credentials of any URL in it.
 func (r *Redactor) String(s string) string {
 	if r != nil {
 		for _, sec := range r.secrets {
@@ -173,6 +201,17 @@ func (r *Redactor) String(s string) string {
 	}
 	if strings.Contains(s, "/t/") {
 		s = tokenInText.ReplaceAllString(s, "/t/"+Mask)
+	}
+	if strings.Contains(s, "@") && strings.Contains(s, "://") {
+		s = urlInText.ReplaceAllStringFunc(s, func(u string) string {
+			if out := RedactURL(u); out != u {
+				return out
+			}
+			if urlPassword.MatchString(u) {
+				return urlPassword.ReplaceAllString(u, "${1}"+Mask+"@")
+			}
+			return urlUser.ReplaceAllString(u, "${1}"+Mask+"@")
+		})
 	}
 	return s
 }
@@ -239,6 +278,10 @@ func (h *redactingHandler) attr(a slog.Attr) slog.Attr {
 			return slog.Any(a.Key, red)
 		case []byte:
 			return slog.String(a.Key, h.r.String(string(x)))
+		default:
+			// Maps, headers, structs: printed, then masked, rather than handed
+			// to the output handler to print with whatever they hold.
+			return slog.String(a.Key, h.r.String(fmt.Sprintf("%+v", x)))
 		}
 	}
 	return slog.Attr{Key: a.Key, Value: v}

@@ -105,12 +105,16 @@ func (t *Token) UnmarshalYAML(n *yaml.Node) error {
 		return nil
 	}
 	type plain Token // without this method
-	return n.Decode((*plain)(t))
+	if err := n.Decode((*plain)(t)); err != nil {
+		return err
+	}
+	t.Scoped = true
+	return nil
 }
 
 // MarshalYAML writes a token that opens every channel as the plain string.
 func (t Token) MarshalYAML() (any, error) {
-	if len(t.Channels) == 0 {
+	if !t.Scoped {
 		return t.Token, nil
 	}
 	type plain Token

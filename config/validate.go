@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // channelName allows "conda-forge", "pkgs/main": segments of letters, digits, '.', '_', '-'.
@@ -46,8 +47,11 @@ func (l *loader) validate(c *Config) error {
 	}
 	for i, t := range c.Auth.Tokens {
 		key := fmt.Sprintf("auth.tokens[%d]", i)
-		if t.Token == "" || strings.ContainsAny(t.Token, "/ \t\r\n?#%") {
-			return l.errKey(key, "a token must be non-empty, without '/', '%%', '?', '#' or spaces (it goes in /t/<token>/ paths)")
+		if t.Token == "" || strings.ContainsAny(t.Token, "/ \t\r\n?#%\"'<>\\") || strings.IndexFunc(t.Token, unicode.IsControl) >= 0 {
+			return l.errKey(key, "a token must be non-empty, without '/', '%%', '?', '#', quotes, '<', '>', '\\', control characters or spaces (it goes in /t/<token>/ paths)")
+		}
+		if t.Scoped && len(t.Channels) == 0 {
+			return l.errKey(key, "a token written as {token, channels} must name at least one channel (write it as a plain string to open every channel)")
 		}
 		for j, name := range t.Channels {
 			if c.Channel(name) == nil {

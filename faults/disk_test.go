@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"errors"
+	"github.com/condaproxy/condaproxy/internal/testdata"
 	"io"
 	"net/http"
 	"os"
@@ -244,11 +245,11 @@ func checkGzipRepodata(t *testing.T, url string) {
 func mountTmpfs(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs; CI runs as root")
+		testdata.Skipf(t, "needs root to mount a tmpfs; CI runs as root")
 	}
 	mnt := t.TempDir()
 	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=8m"); err != nil {
-		t.Skipf("cannot mount a tmpfs on %s: %v", mnt, err)
+		testdata.Skipf(t, "cannot mount a tmpfs on %s: %v", mnt, err)
 	}
 	// Registered before any server starts, so it runs after the servers' cleanups
 	// have stopped them (cleanups run last first).

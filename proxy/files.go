@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
@@ -134,6 +135,7 @@ func (s *Server) mutableHeaders(rel string, e fileEntry) func(h http.Header) {
 			ct = "application/octet-stream"
 		}
 		h.Set("Content-Type", ct)
+		untrustedContent(h, ct)
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.cfg.Cache.MetadataTTL.D().Seconds())))
 		if e.SHA256 != "" {
 			h.Set("ETag", `"`+e.SHA256+`"`)
@@ -209,4 +211,19 @@ func (s *Server) fetchMutable(ctx context.Context, f *fill, ch *channel, rel, ke
 func unasked304(src upstream.Source, rel string) error {
 	return &upstream.Error{URL: src.String() + "/" + rel, Status: http.StatusNotModified,
 		Err: errors.New("304 Not Modified to a request without validators")}
+}
+
+// untrustedContent marks an answer whose bytes an upstream chose: a browser
+// must never run them as a page of the proxy's own origin (where the admin
+// API's same-origin writes would accept them). The sandbox gives any document an
+// opaque origin; nosniff stops a type guess; a type a browser renders as a page
+// or image with script is downloaded, not shown.
+func untrustedContent(h http.Header, ctype string) {
+	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	mt, _, _ := strings.Cut(ctype, ";")
+	switch strings.TrimSpace(strings.ToLower(mt)) {
+	case "text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml", "text/javascript", "application/javascript":
+		h.Set("Content-Disposition", "attachment")
+	}
 }

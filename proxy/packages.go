@@ -41,6 +41,7 @@ func (s *Server) pkgEntry(ch *channel, sub, fn string) (pkgEntry, bool) {
 func packageHeaders(sha string) func(h http.Header) {
 	return func(h http.Header) {
 		h.Set("Content-Type", "application/octet-stream")
+		untrustedContent(h, "application/octet-stream")
 		h.Set("Cache-Control", "public, max-age=31536000, immutable")
 		if sha != "" {
 			h.Set("ETag", `"`+sha+`"`)

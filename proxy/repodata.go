@@ -456,6 +456,7 @@ func (s *Server) serveNamed(w http.ResponseWriter, r *http.Request, sd *subdir, 
 	defer blob.Close()
 	h := w.Header()
 	h.Set("Content-Type", ctype)
+	untrustedContent(h, ctype)
 	h.Set("ETag", `"`+vf.SHA+`"`)
 	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(int(s.cfg.Cache.MetadataTTL.D().Seconds())))
 	if gz {
@@ -607,6 +608,7 @@ func (s *Server) serveVariant(w http.ResponseWriter, r *http.Request, sd *subdir
 	defer closeSrc()
 	h := w.Header()
 	h.Set("Content-Type", ctype)
+	untrustedContent(h, ctype)
 	h.Set("Cache-Control", "no-store") // no validator: nothing to revalidate against
 	if age := s.staleAge(sd, sv); age > 0 {
 		h.Set("X-Condaproxy-Stale", strconv.Itoa(int(age.Seconds())))

@@ -417,7 +417,7 @@ func (s *Server) authorize(r *http.Request, pathToken string, ch *channel) error
 	for _, t := range s.tokens {
 		match := subtle.ConstantTimeCompare([]byte(tok), []byte(t.Token)) == 1
 		if ch == nil {
-			opens = opens || (match && len(t.Channels) == 0)
+			opens = opens || (match && !t.Scoped)
 		} else {
 			opens = opens || (match && t.Opens(ch.cfg.Name))
 		}

@@ -67,7 +67,7 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		// The admin API's reads need a token that opens every channel.
 		token := ""
 		for _, t := range cfg.Auth.Tokens {
-			if len(t.Channels) == 0 {
+			if !t.Scoped {
 				token = t.Token
 				break
 			}
