@@ -26,11 +26,14 @@ func Decompress(r io.Reader, encoding string) (io.ReadCloser, error) {
 	return DecompressLimit(r, encoding, MaxDecoded)
 }
 
+// MaxWindow is the largest zstd window a repodata may ask the decoder for.
+const MaxWindow = 128 << 20
+
 // DecompressLimit returns a reader of the JSON inside a body compressed as
 // encoding ("zst", "bz2" or "" for none). The reader fails with ErrTooLarge once
 // the body decodes to more than limit bytes; a body of exactly limit bytes reads
 // whole. The decoder's own memory is bounded too: zstd keeps at most a window of
-// min(limit, 512 MiB) and refuses a frame that asks for more, bzip2 keeps one
+// MaxWindow and refuses a frame that asks for more, bzip2 keeps one
 // block (at most 900 kB, 4 bytes a byte) whatever the body.
 func DecompressLimit(r io.Reader, encoding string, limit int64) (io.ReadCloser, error) {
 	if limit <= 0 {
@@ -42,16 +45,18 @@ func DecompressLimit(r io.Reader, encoding string, limit int64) (io.ReadCloser, 
 	case "":
 		dec = r
 	case "zst":
-		// The window is what the decoder allocates ahead of the output: a window
-		// past limit could only serve output past limit, so a frame declaring one
-		// is refused at its header instead of costing the memory it asks for.
-		// (The library also caps the window at MaxMemory; saying so here keeps it
-		// true if that changes.) Bodies that offer Bytes() are otherwise decoded
-		// whole into memory; 0 keeps every body streamed.
-		window := uint64(min(max(limit, zstd.MinWindowSize), zstd.MaxWindowSize))
+		// The window is what the decoder allocates ahead of the output, whatever
+		// the output's size: a 32 KiB frame declaring a 512 MiB window costs
+		// 512 MiB. It is a back-reference distance, not a size, so it is capped
+		// on its own: at MaxWindow, what `zstd --ultra -22` and `--long=27` use
+		// (conda-forge's repodata uses 8 MiB). Bodies that offer Bytes() are
+		// otherwise decoded whole into memory; 0 keeps every body streamed.
 		zr, err := zstd.NewReader(r,
-			zstd.WithDecoderMaxMemory(uint64(limit)),
-			zstd.WithDecoderMaxWindow(window),
+			// The library caps the window at MaxMemory too: never below MaxWindow,
+			// or a small limit would refuse ordinary windows; the output itself is
+			// bounded by boundedReader below.
+			zstd.WithDecoderMaxMemory(uint64(max(limit, MaxWindow))),
+			zstd.WithDecoderMaxWindow(MaxWindow),
 			zstd.WithDecoderConcurrency(1),
 			zstd.WithDecodeBuffersBelow(0))
 		if err != nil {

@@ -184,12 +184,12 @@ func TestDecompressLimit(t *testing.T) {
 		{"zstd past the limit, size declared", "zst", bomb(t, "zst", limit+1, 0), true},
 		{"zstd past the limit, streamed", "zst", bomb(t, "zst", limit+1, limit), true},
 		{"zstd 64 MiB, streamed", "zst", bomb(t, "zst", 64<<20, limit), true},
-		// A frame that asks for a 64 MiB window to decode 5 bytes: its header
+		// A frame that asks for a 512 MiB window to decode 5 bytes: its header
 		// alone is refused, before the decoder sets aside what it asks for.
-		{"zstd window past the limit", "zst", []byte{
+		{"zstd window past MaxWindow", "zst", []byte{
 			0x28, 0xb5, 0x2f, 0xfd, // magic
 			0x00,             // frame header: no content size, not single segment, no checksum
-			16 << 3,          // window 2^(10+16) = 64 MiB
+			19 << 3,          // window 2^(10+19) = 512 MiB
 			0x29, 0x00, 0x00, // last block, raw, 5 bytes
 			'h', 'e', 'l', 'l', 'o'}, true},
 		{"zstd as Compress writes it", "zst", bomb(t, "zst", limit+1, -1), true},
@@ -221,11 +221,50 @@ func TestDecompressLimit(t *testing.T) {
 			if n > limit {
 				t.Errorf("read %d bytes past the limit", n)
 			}
-			// Flat: the decoder's window (at most the limit) and bzip2's one
-			// block, not the size of the output.
-			if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
+			// Flat: the decoder's window (Compress writes 8 MiB ones) and bzip2's
+			// one block, not the size of the output.
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 12<<20 {
 				t.Errorf("refusing it allocated %d bytes", grew)
 			}
 		})
+	}
+}
+
+// zstdFrame is a hand-made frame: a window of 1<<windowLog bytes, no declared
+// size, and one RLE block of n bytes of 'x'.
+func zstdFrame(windowLog uint, n int) []byte {
+	b := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, byte((windowLog - 10) << 3)}
+	h := uint32(n)<<3 | 1<<1 | 1 // size, RLE, last block
+	return append(b, byte(h), byte(h>>8), byte(h>>16), 'x')
+}
+
+// A window is a back-reference distance, not a size: a tiny frame that asks for
+// a 512 MiB one is refused at its header whatever the limit (it would cost the
+// memory it asks for), and one with an ordinary 8 MiB window decodes under a limit
+// smaller than the window.
+func TestZstdWindowBoundedApartFromLimit(t *testing.T) {
+	r, err := DecompressLimit(bytes.NewReader(zstdFrame(29, 1000)), "zst", 2<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = io.ReadAll(r)
+	runtime.ReadMemStats(&after)
+	r.Close()
+	if !errors.Is(err, ErrTooLarge) {
+		t.Errorf("512 MiB window: %v, want ErrTooLarge", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<20 {
+		t.Errorf("refusing a 512 MiB window allocated %d MiB", grew>>20)
+	}
+	r, err = DecompressLimit(bytes.NewReader(zstdFrame(23, 1000)), "zst", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || len(out) != 1000 {
+		t.Errorf("8 MiB window under a 1 MiB limit: %d bytes, %v", len(out), err)
 	}
 }
