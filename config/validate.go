@@ -20,6 +20,10 @@ var SubdirPattern = regexp.MustCompile(`^(noarch|[a-z0-9]+-[a-z0-9_]+)$`)
 
 var pythonVersion = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?$`)
 
+// ReservedPath reports whether a URL path's first segment is one the proxy
+// answers itself (the admin API, the page, health, metrics, /t/ tokens).
+func ReservedPath(first string) bool { return reservedFirstSegments[first] }
+
 // reservedFirstSegments are URL paths the proxy answers itself; a channel there would be unreachable.
 var reservedFirstSegments = map[string]bool{
 	"t": true, "api": true, "metrics": true, "healthz": true, "readyz": true, "static": true, "ui": true,

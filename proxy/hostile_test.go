@@ -100,6 +100,15 @@ func TestScopedTokens(t *testing.T) {
 		{"/fmt/linux-64/repodata.json", []string{"Authorization: Bearer CI-TOKEN"}, 200},
 		{"/t/ALL-TOKEN/other/linux-64/repodata.json", nil, 200},
 		{"/t/NOPE/other/linux-64/repodata.json", nil, 401},
+		// Nothing tells a channel the token may not read from a name that is none.
+		{"/t/CI-TOKEN/nochannel/linux-64/repodata.json", nil, 401},
+		{"/t/NOPE/nochannel/linux-64/repodata.json", nil, 401},
+		{"/nochannel/linux-64/repodata.json", nil, 401},
+		{"/other/bad-subdir!/x", nil, 401},
+		{"/nochannel/linux-64/repodata.json", []string{"Authorization: Bearer CI-TOKEN"}, 401},
+		{"/t/ALL-TOKEN/nochannel/linux-64/repodata.json", nil, 404},
+		{"/nochannel/x", []string{"Authorization: Bearer ALL-TOKEN"}, 404},
+		{"/healthz", nil, 200},
 		// Listed twice: it opens what either entry opens.
 		{"/t/TWO-TOKEN/fmt/linux-64/repodata.json", nil, 200},
 		{"/t/TWO-TOKEN/other/linux-64/repodata.json", nil, 200},

@@ -286,6 +286,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt, ok, err := s.parseRoute(p)
 	if !ok {
+		if s.hidesChannels(r, p) {
+			writeError(w, r, s.log, errUnauthorized)
+			return
+		}
 		s.fallback.ServeHTTP(w, r)
 		return
 	}
@@ -312,8 +316,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rl.logger().Debug("request", "method", r.Method, "path", redactTokenPath(p), "status", status, "dur", s.now().Sub(start))
 		}
 	}()
-	if err == nil {
-		err = s.authorize(r, rt.token, rt.channel)
+	// The token first, whatever else is wrong with the path: a 404 for a bad
+	// path below a channel the client may not read would say the channel exists.
+	// A /t/<token>/ path below no channel is 401 too, unless the token opens
+	// every channel (then there is nothing to hide).
+	if rt.channel != nil || rt.token != "" {
+		if aerr := s.authorize(r, rt.token, rt.channel); aerr != nil {
+			err = aerr
+		}
 	}
 	if err == nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		err = errMethod
@@ -389,6 +399,22 @@ func redactTokenPath(p string) string {
 		}
 	}
 	return p
+}
+
+// hidesChannels reports whether a path below no channel must answer 401 rather
+// than go to the fallback's 404: with client tokens set, a client that may not
+// read every channel must not tell a channel it may not read (401) from a name
+// that is none (404). Paths the proxy answers itself (the admin API, the page,
+// health, metrics) are left to the fallback and its own checks.
+func (s *Server) hidesChannels(r *http.Request, p string) bool {
+	if len(s.tokens) == 0 || p == "/" {
+		return false
+	}
+	first, _, _ := strings.Cut(p[1:], "/")
+	if config.ReservedPath(first) {
+		return false
+	}
+	return s.authorize(r, "", nil) != nil
 }
 
 // CanRead reports whether r carries what every channel's read needs (a client
