@@ -7,13 +7,20 @@
 // text of the Backend's is masked once more on the way out (redact.go); tokens
 // are compared in constant time and never logged, echoed or put in a URL. Who
 // may write is guard.go's.
+//
+// Nothing asked is quoted. An answer never quotes a value the request named (a
+// channel, subdir, package, filename, job id, search text, header) unless it is
+// public: masking the secrets in a text that quotes a guess would show *** exactly
+// where the guess is a secret, and so answer it. The Backend's texts go through
+// redact.go's withheld, which masks the asked values like secrets; admin's own
+// messages name no value at all. The page's forms show their visitor's own input
+// back as typed (a search field), never masked, so the same for any guess.
 package admin
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/condaproxy/condaproxy/config"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -94,7 +101,7 @@ func New(o Options) http.Handler {
 	r.HEAD("/readyz", ready)
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{})))
 	if o.Backend != nil {
-		o.Backend = redacting{o.Backend, config.NewRedactor(append(slices.Clone(o.Secrets), o.AdminToken))}
+		o.Backend = newRedacting(o.Backend, append(slices.Clone(o.Secrets), o.AdminToken))
 		mountAPI(r, o)
 		mountWeb(r, o)
 	}

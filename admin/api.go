@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -51,17 +53,18 @@ func mountAPI(r *gin.Engine, o Options) {
 			c.Next()
 			return
 		}
+		// The messages name no part of the request (admin.go, "Nothing asked is quoted").
 		if m, ok := apiCalls[p]; ok && m != c.Request.Method {
 			c.Header("Allow", m)
-			apiError(c, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", c.Request.Method, p, m))
+			apiError(c, http.StatusMethodNotAllowed, fmt.Sprintf("%s takes %s only", p, m))
 			return
 		}
 		if strings.HasPrefix(p, "/api/v1/jobs/") && c.Request.Method != http.MethodGet {
 			c.Header("Allow", http.MethodGet)
-			apiError(c, http.StatusMethodNotAllowed, c.Request.Method+" "+p+": use GET")
+			apiError(c, http.StatusMethodNotAllowed, "/api/v1/jobs/<id> takes GET only")
 			return
 		}
-		apiError(c, http.StatusNotFound, "no such API call: "+c.Request.Method+" "+p)
+		apiError(c, http.StatusNotFound, "no such API call (see /api/v1/channels, packages, explain, stats, jobs, sync, purge)")
 	})
 
 	api := r.Group("/api/v1")
@@ -81,6 +84,9 @@ func mountAPI(r *gin.Engine, o Options) {
 					c.Header("WWW-Authenticate", `Bearer realm="condaproxy admin"`)
 				}
 				apiError(c, d.status, d.reason)
+				return
+			}
+			if !jsonBody(c) {
 				return
 			}
 		}
@@ -178,7 +184,7 @@ func mountAPI(r *gin.Engine, o Options) {
 	api.GET("/jobs/:id", func(c *gin.Context) {
 		job, ok := b.Job(c.Param("id"))
 		if !ok {
-			apiError(c, http.StatusNotFound, "no job "+strconv.Quote(c.Param("id")))
+			apiError(c, http.StatusNotFound, "no such job (jobs are kept in memory and lost on restart)")
 			return
 		}
 		c.JSON(http.StatusOK, job)
@@ -210,7 +216,8 @@ func mountAPI(r *gin.Engine, o Options) {
 		if req.Filename != "" {
 			what = "file"
 		}
-		c.JSON(http.StatusOK, gin.H{"purged": what, "channel": req.Channel, "subdir": req.Subdir, "filename": req.Filename})
+		// Only the channel is quoted back: the Backend found it configured.
+		c.JSON(http.StatusOK, gin.H{"purged": what, "channel": req.Channel})
 	})
 }
 
@@ -251,10 +258,65 @@ func readBody(c *gin.Context, v any) bool {
 			apiError(c, http.StatusRequestEntityTooLarge, "the body is too large")
 			return false
 		}
-		apiError(c, http.StatusBadRequest, "bad JSON body: "+err.Error())
+		apiError(c, http.StatusBadRequest, "bad JSON body: "+jsonProblem(err))
 		return false
 	}
 	return true
+}
+
+// jsonProblem says what is wrong with a JSON body without quoting it:
+// encoding/json's own messages quote the offending character or value, and
+// nothing a request sent is quoted back (admin.go, "Nothing asked is quoted").
+func jsonProblem(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("not valid JSON at byte %d", syntax.Offset)
+	case errors.As(err, &typ) && typ.Field != "":
+		// Field is the path of this API's own field names, Type one of its types.
+		return fmt.Sprintf("%s: want %s", typ.Field, jsonType(typ.Type))
+	case errors.As(err, &typ):
+		return "want a JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "it ends too early"
+	}
+	return "not a JSON object of this call's fields"
+}
+
+// jsonType names a Go type of a request's fields as JSON calls it.
+func jsonType(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "a list of " + strings.TrimPrefix(jsonType(t.Elem()), "a ") + "s"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return t.Kind().String()
+}
+
+// jsonBody refuses a write whose body is not declared JSON, with 415, and
+// reports whether it may go on. A cross-site HTML form can post a body that
+// reads as JSON (enctype text/plain, or a urlencoded field named after it) with
+// no Origin in an older browser; such a post can never say
+// "Content-Type: application/json" without a CORS preflight, which this API
+// does not answer. A write with no body at all and no Content-Type (curl -X
+// POST) carries nothing to smuggle and is let through: a browser sends none
+// without an Origin header, which the write guard has checked.
+func jsonBody(c *gin.Context) bool {
+	ct := c.GetHeader("Content-Type")
+	if ct == "" {
+		var one [1]byte
+		if n, _ := io.ReadFull(c.Request.Body, one[:]); n == 0 {
+			return true
+		}
+	} else if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/json" {
+		return true
+	}
+	apiError(c, http.StatusUnsupportedMediaType, "the body of a write must be JSON, sent with Content-Type: application/json")
+	return false
 }
 
 // backendError answers a Backend error with its status: 400 (ErrInvalid), 404

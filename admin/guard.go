@@ -27,10 +27,17 @@ package admin
 // proxy_pass). Hence the advice to set an admin token wherever anything else
 // runs next to the proxy, and the Helm chart always sets one.
 //
+// The page's form (POST /ui/...) is for a browser only, and every current
+// browser's form post says where it comes from: one carrying neither Origin nor
+// Sec-Fetch-Site is refused (browserOnly), since an older browser's cross-site
+// post looks just like it. The API's writes must be JSON (api.go, jsonBody),
+// which no cross-site form can send.
+//
 // Refusals: 401 when the admin token is missing or wrong (and loopback trust
 // for a remote peer, as the SPEC says), 403 for everything a token would not
 // cure in the same request: another site's page, a forwarded request, a foreign
-// Host. The message says which; it never repeats a credential.
+// Host. The message says which header was wrong, never its value: it repeats no
+// credential and nothing else the request sent (the log line has the values).
 
 import (
 	"crypto/subtle"
@@ -47,29 +54,53 @@ import (
 type denial struct {
 	status int
 	reason string
+	// detail has the values of the headers at fault, for the log only: an
+	// answer quotes nothing the request sent.
+	detail string
 }
 
 // forwardingHeaders are those a proxy adds when it passes a request on. Any of
-// them on a loopback peer means the client is someone else.
-var forwardingHeaders = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-IP", "Via"}
+// them on a loopback peer means the client is someone else: the de facto
+// standard ones, and those of the usual proxies, CDNs and meshes (Envoy and
+// Istio, Cloudflare, Akamai, ingress-nginx, Traefik, Apache mod_proxy).
+var forwardingHeaders = []string{
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port",
+	"X-Forwarded-Server", "X-Forwarded-Prefix", "X-Forwarded-Client-Cert", "X-Real-IP", "Via",
+	"X-Envoy-External-Address", "True-Client-IP", "CF-Connecting-IP", "X-Original-Forwarded-For",
+	"X-Client-IP", "X-Cluster-Client-IP",
+}
 
 // writeDenial says why r may not write, or nil when it may. The admin token is
 // read from the Authorization header (the page's form puts the typed one there
 // first, see withBearer).
 func (o Options) writeDenial(r *http.Request) *denial {
-	if why := crossOrigin(r, o.PublicURL); why != "" {
-		return &denial{http.StatusForbidden, why}
+	if d := crossOrigin(r, o.PublicURL); d != nil {
+		return d
 	}
 	if o.AdminToken != "" {
 		if bearer(r) == "" {
-			return &denial{http.StatusUnauthorized, "the admin token is required: Authorization: Bearer <admin_token>"}
+			return &denial{status: http.StatusUnauthorized, reason: "the admin token is required: Authorization: Bearer <admin_token>"}
 		}
 		if !o.hasAdminToken(r) {
-			return &denial{http.StatusUnauthorized, "that is not the admin token: Authorization: Bearer <admin_token>"}
+			return &denial{status: http.StatusUnauthorized, reason: "that is not the admin token: Authorization: Bearer <admin_token>"}
 		}
 		return nil
 	}
 	return o.loopbackDenial(r)
+}
+
+// browserOnly refuses a write to the page's form that no browser page sent: it
+// carries neither Origin nor Sec-Fetch-Site. Current browsers send one or both on
+// every form post; an older browser posts another site's form with neither, and
+// such a post must not borrow the loopback trust, nor a token typed into this
+// page's form before (a password manager fills it).
+func browserOnly(r *http.Request) *denial {
+	if len(r.Header.Values("Origin")) > 0 || len(r.Header.Values("Sec-Fetch-Site")) > 0 {
+		return nil
+	}
+	return &denial{status: http.StatusForbidden, reason: "this form is for this proxy's web page in a current browser, " +
+		"which says where a post comes from (Origin, Sec-Fetch-Site), and this request does not; " +
+		"a script starts a sync with POST /api/v1/sync"}
 }
 
 // loopbackDenial says why r does not get loopback trust, or nil when it does.
@@ -77,16 +108,17 @@ func (o Options) writeDenial(r *http.Request) *denial {
 func (o Options) loopbackDenial(r *http.Request) *denial {
 	const noToken = "no admin_token is configured, so writes are accepted only from a client on the proxy's own host"
 	if !peerIsLoopback(r) {
-		return &denial{http.StatusUnauthorized, noToken + " (loopback); set auth.admin_token to write from elsewhere"}
+		return &denial{status: http.StatusUnauthorized, reason: noToken + " (loopback); set auth.admin_token to write from elsewhere"}
 	}
 	if h := forwardedBy(r); h != "" {
-		return &denial{http.StatusForbidden, fmt.Sprintf("%s, and this request came through a proxy (it carries %s); "+
+		// h is a name of forwardingHeaders, not the request's text.
+		return &denial{status: http.StatusForbidden, reason: fmt.Sprintf("%s, and this request came through a proxy (it carries %s); "+
 			"set auth.admin_token to write through a proxy", noToken, h)}
 	}
 	if !o.ownHost(r.Host) {
-		return &denial{http.StatusForbidden, fmt.Sprintf("%s, and Host %s is neither a loopback name (localhost, 127.0.0.1, [::1]) "+
-			"nor public_url's host; a page of another site can reach 127.0.0.1 under its own name; "+
-			"use http://localhost:PORT or set auth.admin_token", noToken, shortQuote(r.Host))}
+		return &denial{status: http.StatusForbidden, reason: noToken + ", and the Host this request names is neither a loopback " +
+			"name (localhost, 127.0.0.1, [::1]) nor public_url's host; a page of another site can reach 127.0.0.1 under its own name; " +
+			"use http://localhost:PORT or set auth.admin_token", detail: "Host " + shortQuote(r.Host)}
 	}
 	return nil
 }
@@ -169,15 +201,16 @@ func hostname(hostport string) string {
 	return strings.TrimSuffix(strings.ToLower(h), ".")
 }
 
-// crossOrigin says why r comes from a page other than this proxy's own, or "".
+// crossOrigin says why r comes from a page other than this proxy's own, or nil.
 // Sec-Fetch-Site must be same-origin or none when present; Origin, when present,
 // must be this request's own scheme://host or public_url's origin. "null" (a
 // sandboxed frame, a file, a redirect from elsewhere) is no origin to trust.
-func crossOrigin(r *http.Request, publicURL string) string {
+func crossOrigin(r *http.Request, publicURL string) *denial {
 	for _, s := range r.Header.Values("Sec-Fetch-Site") {
 		if s != "same-origin" && s != "none" {
-			return fmt.Sprintf("a write from another site's page is refused (Sec-Fetch-Site: %s); "+
-				"use this proxy's own page, or a script with the admin token", shortQuote(s))
+			return &denial{status: http.StatusForbidden, reason: "a write from another site's page is refused " +
+				"(Sec-Fetch-Site is not same-origin); use this proxy's own page, or a script with the admin token",
+				detail: "Sec-Fetch-Site " + shortQuote(s)}
 		}
 	}
 	for _, origin := range r.Header.Values("Origin") {
@@ -189,10 +222,11 @@ func crossOrigin(r *http.Request, publicURL string) string {
 		if publicURL != "" {
 			own += " or " + mustOrigin(publicURL)
 		}
-		return fmt.Sprintf("a write from another site's page is refused (Origin %s is not this proxy's origin, %s); "+
-			"behind a reverse proxy, set public_url to the address the browser uses", shortQuote(origin), own)
+		return &denial{status: http.StatusForbidden, reason: "a write from another site's page is refused " +
+			"(its Origin is not this proxy's origin); behind a reverse proxy, set public_url to the address the browser uses",
+			detail: fmt.Sprintf("Origin %s, own %s", shortQuote(origin), own)}
 	}
-	return ""
+	return nil
 }
 
 // requestOrigin is the origin r was sent to: its scheme (TLS here, or a
@@ -247,6 +281,10 @@ func (o Options) logger() *slog.Logger {
 // logDenial records a refused write: who, where, why; never a credential (the
 // reason has none, and no header but those it names is read).
 func (o Options) logDenial(r *http.Request, d *denial) {
-	o.logger().Info("admin: write refused", "method", r.Method, "path", r.URL.Path,
-		"peer", r.RemoteAddr, "host", r.Host, "status", d.status, "reason", d.reason)
+	args := []any{"method", r.Method, "path", r.URL.Path, "peer", r.RemoteAddr, "host", r.Host,
+		"status", d.status, "reason", d.reason}
+	if d.detail != "" {
+		args = append(args, "detail", d.detail)
+	}
+	o.logger().Info("admin: write refused", args...)
 }

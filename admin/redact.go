@@ -3,6 +3,8 @@ package admin
 import (
 	"context"
 	"regexp"
+	"slices"
+	"strings"
 
 	"github.com/condaproxy/condaproxy/config"
 )
@@ -13,10 +15,32 @@ import (
 // /t/<token>/ segment, a URL's password) and the admin token itself. The proxy's
 // Backend redacts upstream URLs already; this keeps the line for texts built
 // elsewhere (an upstream error wrapped three times), whatever built them.
+//
+// Masking alone would make an oracle of every text that quotes what a request
+// asked for: `channel=Guess` answered "no conda channel "***"" exactly when the
+// guess is a secret. So the values a call was asked for are masked as well,
+// secret or not, unless they name what anyone who may read can list anyway (a
+// configured channel, a subdir of its platforms): see withheld.
 type redacting struct {
 	b   Backend
 	red *config.Redactor
+	// secrets are those red masks (3 characters and more), for withheld.
+	secrets []string
 }
+
+func newRedacting(b Backend, secrets []string) redacting {
+	var kept []string
+	for _, s := range secrets {
+		if len(s) >= minMasked {
+			kept = append(kept, s)
+		}
+	}
+	return redacting{b: b, red: config.NewRedactor(kept), secrets: kept}
+}
+
+// minMasked is the shortest secret config.NewRedactor masks: a shorter value is
+// never masked, so quoting it answers no guess.
+const minMasked = 3
 
 var (
 	// urlInText is a URL inside free text: up to a space or a quote.
@@ -37,6 +61,72 @@ func redactText(s string, red *config.Redactor) string {
 
 func (x redacting) text(s string) string { return redactText(s, x.red) }
 
+// withheld is text for a text that may quote asked, the values a request
+// passed: every occurrence of a configured secret and of an asked value that is
+// not public is masked, the overlapping and touching ones as one stretch, so the
+// answer is the same whether a value is a secret or not (and whether a secret
+// is part of it). Then what text masks.
+func (x redacting) withheld(ctx context.Context, s string, asked ...string) string {
+	var quoted []string
+	for _, v := range asked {
+		if len(v) >= minMasked && strings.Contains(s, v) {
+			quoted = append(quoted, v)
+		}
+	}
+	if len(quoted) > 0 {
+		public := x.publicNames(ctx)
+		quoted = slices.DeleteFunc(quoted, func(v string) bool { return public[v] })
+	}
+	if len(quoted) == 0 {
+		return x.text(s)
+	}
+	masked := make([]bool, len(s))
+	for _, v := range append(quoted, x.secrets...) {
+		for i := 0; ; {
+			j := strings.Index(s[i:], v)
+			if j < 0 {
+				break
+			}
+			for k := i + j; k < i+j+len(v); k++ {
+				masked[k] = true
+			}
+			i += j + 1
+		}
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case !masked[i]:
+			b.WriteByte(s[i])
+		case i == 0 || !masked[i-1]:
+			b.WriteString(config.Mask)
+		}
+	}
+	return x.text(b.String())
+}
+
+// publicNames are the values a request may have quoted that any reader can list
+// (GET /api/v1/channels): the channels' names and platforms, and noarch.
+func (x redacting) publicNames(ctx context.Context) map[string]bool {
+	public := map[string]bool{"noarch": true}
+	for _, ch := range x.b.Channels(ctx) {
+		public[ch.Name] = true
+		for _, p := range ch.Platforms {
+			public[p] = true
+		}
+	}
+	return public
+}
+
+// errAsked keeps err's identity (errors.Is sees ErrNotFound...) under a
+// withheld text.
+func (x redacting) errAsked(ctx context.Context, err error, asked ...string) error {
+	if err == nil {
+		return nil
+	}
+	return redactedError{err, x.withheld(ctx, err.Error(), asked...)}
+}
+
 func (x redacting) texts(l []string) []string {
 	if l == nil {
 		return nil
@@ -46,14 +136,6 @@ func (x redacting) texts(l []string) []string {
 		out[i] = x.text(s)
 	}
 	return out
-}
-
-// err keeps err's identity (errors.Is sees ErrNotFound...) under a masked text.
-func (x redacting) err(err error) error {
-	if err == nil {
-		return nil
-	}
-	return redactedError{err, x.text(err.Error())}
 }
 
 type redactedError struct {
@@ -85,7 +167,7 @@ func (x redacting) Channels(ctx context.Context) []ChannelInfo {
 
 func (x redacting) Packages(ctx context.Context, channel, subdir, q string, offset, limit int) (PackagePage, error) {
 	p, err := x.b.Packages(ctx, channel, subdir, q, offset, limit)
-	return p, x.err(err)
+	return p, x.errAsked(ctx, err, channel, subdir, q)
 }
 
 func (x redacting) Explain(ctx context.Context, channel, subdir, pkg string) ([]Explanation, error) {
@@ -93,12 +175,12 @@ func (x redacting) Explain(ctx context.Context, channel, subdir, pkg string) ([]
 	if l != nil {
 		out := make([]Explanation, len(l))
 		for i, e := range l {
-			e.Detail = x.text(e.Detail)
+			e.Detail = x.withheld(ctx, e.Detail, channel, subdir, pkg)
 			out[i] = e
 		}
 		l = out
 	}
-	return l, x.err(err)
+	return l, x.errAsked(ctx, err, channel, subdir, pkg)
 }
 
 func (x redacting) Stats(ctx context.Context) Stats {
@@ -115,7 +197,7 @@ func (x redacting) Stats(ctx context.Context) Stats {
 
 func (x redacting) StartSync(channels []string) (Job, error) {
 	j, err := x.b.StartSync(channels)
-	return x.job(j), x.err(err)
+	return x.job(j), x.errAsked(context.Background(), err, channels...)
 }
 
 func (x redacting) Job(id string) (Job, bool) {
@@ -136,5 +218,5 @@ func (x redacting) Jobs() []Job {
 }
 
 func (x redacting) Purge(ctx context.Context, channel, subdir, filename string) error {
-	return x.err(x.b.Purge(ctx, channel, subdir, filename))
+	return x.errAsked(ctx, x.b.Purge(ctx, channel, subdir, filename), channel, subdir, filename)
 }

@@ -86,7 +86,8 @@ func (leakyBackend) Purge(context.Context, string, string, string) error {
 func TestNoSecretInAnswers(t *testing.T) {
 	l := newLiveAdmin(t, Options{AdminToken: adminTok, ClientTokens: true, Backend: leakyBackend{},
 		CanRead: func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+clientTok }})
-	admin := map[string]string{"Authorization": "Bearer " + adminTok}
+	// Sec-Fetch-Site: the form's post comes from the page in a browser.
+	admin := map[string]string{"Authorization": "Bearer " + adminTok, "Sec-Fetch-Site": "same-origin"}
 	all := ""
 	for _, tc := range []struct {
 		req    liveReq
@@ -148,6 +149,50 @@ func TestRedactText(t *testing.T) {
 	} {
 		if got := redactText(in, config.NewRedactor([]string{adminTok})); got != want {
 			t.Errorf("redactText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// withheld masks a value the request asked for whatever it is, and a secret in
+// it or around it as one stretch: the text reads the same for a guess that is a
+// secret, holds one or is part of one, and for a wrong guess of its length.
+func TestWithheldAnswersNoGuess(t *testing.T) {
+	const secret = "s3cret-tok"
+	x := newRedacting(echoBackend{}, []string{secret, "ab"})
+	ctx := context.Background()
+	for _, guess := range []string{secret, "xx" + secret, secret + "yy", secret[:6], secret[3:], "x" + secret[:5]} {
+		wrong := wrongGuess(guess)
+		for _, format := range []string{
+			`no conda channel %q`,
+			`upstream https://h/fmt/%s/repodata.json: 503`,
+			`%s%s`,
+			`asked %s, and the server's own ` + secret + ` leaked`,
+		} {
+			text := func(g string) string {
+				if strings.Count(format, "%") == 2 {
+					return fmt.Sprintf(format, g, g)
+				}
+				return fmt.Sprintf(format, g)
+			}
+			got, want := x.withheld(ctx, text(guess), "fmt", guess), x.withheld(ctx, text(wrong), "fmt", wrong)
+			if got != want {
+				t.Errorf("guess %q in %q: %q, and for a wrong guess %q", guess, format, got, want)
+			}
+			if strings.Contains(got, secret) || strings.Contains(got, guess) {
+				t.Errorf("guess %q in %q: %q quotes it", guess, format, got)
+			}
+		}
+	}
+	// Public names stay: the configured channel, its platforms, noarch. Values
+	// too short to be a secret stay as well.
+	for in, want := range map[string]string{
+		`no subdir fmt/linux-64`: `no subdir fmt/linux-64`,
+		`no subdir fmt/noarch`:   `no subdir fmt/noarch`,
+		`no subdir fmt/osx-64`:   `no subdir fmt/***`,
+		`q ab in ab-1-0.conda`:   `q ab in ab-1-0.conda`,
+	} {
+		if got := x.withheld(ctx, in, "fmt", "linux-64", "noarch", "osx-64", "ab"); got != want {
+			t.Errorf("withheld(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

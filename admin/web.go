@@ -35,12 +35,16 @@ package admin
 // carry the literal placeholder <token>.
 //
 // Writes (POST /ui/sync) pass Options.writeDenial (guard.go), as the API's do:
-// they come from this page (Origin and Sec-Fetch-Site say so; 403 otherwise), and
+// they come from this page in a browser (Origin and Sec-Fetch-Site say so, and
+// one of them must be there; 403 otherwise), and
 // carry the admin token, typed into the form's password field and sent in the
 // POST body, or, with no admin token set, come from a browser on the proxy's own
 // host that asked for it by a loopback name (http://localhost:PORT/). The pages
 // are served with Referrer-Policy: same-origin, so that the browser's form posts
 // carry the page's real Origin (under no-referrer they say "null").
+//
+// No message quotes what the request asked for (admin.go, "Nothing asked is
+// quoted"); the forms show their visitor's own input back as typed.
 //
 // Note: /ui is the first path segment of these pages, so a channel named "ui"
 // would shadow them (the proxy answers channel paths first).
@@ -374,7 +378,7 @@ func (w *web) channel(c *gin.Context) {
 		}
 	}
 	if info == nil {
-		w.fail(c, http.StatusNotFound, "No such channel", fmt.Sprintf("There is no channel %q.", name))
+		w.fail(c, http.StatusNotFound, "No such channel", "This proxy has no channel of that name.")
 		return
 	}
 	p := channelPage{base: base{Title: info.Name + " · condaproxy", Nav: true}, Channel: *info}
@@ -501,6 +505,11 @@ func (w *web) job(c *gin.Context) {
 // only (PostForm never holds the URL's query).
 func (w *web) sync(c *gin.Context) {
 	r := c.Request
+	if d := browserOnly(r); d != nil {
+		w.o.logDenial(r, d)
+		w.fail(c, d.status, "Forbidden", d.reason)
+		return
+	}
 	r.Body = http.MaxBytesReader(c.Writer, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		w.fail(c, http.StatusBadRequest, "Bad request", "The form could not be read.")

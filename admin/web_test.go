@@ -405,7 +405,8 @@ func TestWebAuth(t *testing.T) {
 }
 
 func TestWebSync(t *testing.T) {
-	rd := map[string]string{"Authorization": webBasic("", "s3cret")}
+	// The page's reader, in a browser: its form posts say they come from the page.
+	rd := map[string]string{"Authorization": webBasic("", "s3cret"), "Sec-Fetch-Site": "same-origin"}
 	e := newWebEnv(t, Options{
 		AdminToken: "adm1n",
 		CanRead:    func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer s3cret" },
@@ -464,7 +465,7 @@ func TestWebSyncLoopbackOnly(t *testing.T) {
 		t.Errorf("loopback POST from the page at localhost: %d, want 303", res.StatusCode)
 	}
 	// proxy.test is not public_url here: a loopback peer asking for it is refused.
-	res, body := e.do(t, http.MethodPost, "/ui/sync", "channel=main", nil, "[::1]:4000")
+	res, body := e.do(t, http.MethodPost, "/ui/sync", "channel=main", map[string]string{"Sec-Fetch-Site": "same-origin"}, "[::1]:4000")
 	if res.StatusCode != http.StatusForbidden || !strings.Contains(body, "Host") {
 		t.Errorf("loopback POST to Host proxy.test:8080: %d, want 403 naming the Host\n%s", res.StatusCode, body)
 	}

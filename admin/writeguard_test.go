@@ -134,7 +134,13 @@ var writeWays = []struct {
 		if token != "" {
 			form.Set("admin_token", token)
 		}
-		return liveReq{method: "POST", path: "/ui/sync", body: form.Encode(), host: host, header: cloneHeader(h)}
+		h = cloneHeader(h)
+		if h["Origin"] == "" && h["Sec-Fetch-Site"] == "" {
+			// What the page's own form post says at the least: the form is for
+			// a browser (TestFormWritesComeFromABrowser).
+			h["Sec-Fetch-Site"] = "same-origin"
+		}
+		return liveReq{method: "POST", path: "/ui/sync", body: form.Encode(), host: host, header: h}
 	}, http.StatusSeeOther},
 }
 
@@ -197,6 +203,17 @@ func TestLoopbackTrustOverTCP(t *testing.T) {
 		{name: "Forwarded", header: map[string]string{"Forwarded": "for=203.0.113.9;proto=https"}, status: 403, says: "Forwarded"},
 		{name: "X-Real-IP", header: map[string]string{"X-Real-IP": "203.0.113.9"}, status: 403, says: "X-Real-IP"},
 		{name: "forwarded from loopback still forwarded", header: map[string]string{"X-Forwarded-For": "127.0.0.1"}, status: 403, says: "X-Forwarded-For"},
+		// Those of other proxies, CDNs and meshes, each alone.
+		{name: "X-Forwarded-Port", header: map[string]string{"X-Forwarded-Port": "443"}, status: 403, says: "X-Forwarded-Port"},
+		{name: "X-Forwarded-Server", header: map[string]string{"X-Forwarded-Server": "edge"}, status: 403, says: "X-Forwarded-Server"},
+		{name: "X-Forwarded-Prefix", header: map[string]string{"X-Forwarded-Prefix": "/conda"}, status: 403, says: "X-Forwarded-Prefix"},
+		{name: "X-Forwarded-Client-Cert", header: map[string]string{"X-Forwarded-Client-Cert": "By=spiffe://x;Hash=00"}, status: 403, says: "X-Forwarded-Client-Cert"},
+		{name: "X-Envoy-External-Address", header: map[string]string{"X-Envoy-External-Address": "203.0.113.9"}, status: 403, says: "X-Envoy-External-Address"},
+		{name: "True-Client-IP", header: map[string]string{"True-Client-IP": "203.0.113.9"}, status: 403, says: "True-Client-IP"},
+		{name: "CF-Connecting-IP", header: map[string]string{"CF-Connecting-IP": "203.0.113.9"}, status: 403, says: "CF-Connecting-IP"},
+		{name: "X-Original-Forwarded-For", header: map[string]string{"X-Original-Forwarded-For": "203.0.113.9"}, status: 403, says: "X-Original-Forwarded-For"},
+		{name: "X-Client-IP", header: map[string]string{"X-Client-IP": "203.0.113.9"}, status: 403, says: "X-Client-IP"},
+		{name: "X-Cluster-Client-IP", header: map[string]string{"X-Cluster-Client-IP": "203.0.113.9"}, status: 403, says: "X-Cluster-Client-IP"},
 
 		// Another site's page in a browser on the proxy's host.
 		{name: "cross-site Origin", header: map[string]string{"Origin": "http://evil.example"}, status: 403, says: "Origin"},
@@ -321,5 +338,100 @@ func TestLogsCarryNoToken(t *testing.T) {
 	// The refusals' hint "Authorization: Bearer <admin_token>" names no credential.
 	if strings.Contains(strings.ToLower(strings.ReplaceAll(logs, "Authorization: Bearer <admin_token>", "")), "authorization") {
 		t.Errorf("a log line carries an Authorization header:\n%s", logs)
+	}
+}
+
+// The page's form is for a browser only: a post carrying neither Origin nor
+// Sec-Fetch-Site, as an older browser's cross-site form post does, is refused
+// whatever it carries (the admin token, loopback trust), and the backend never
+// sees it. Either header alone, from the page, is enough.
+func TestFormWritesComeFromABrowser(t *testing.T) {
+	for _, adminToken := range []string{"", adminTok} {
+		l := newLiveAdmin(t, Options{AdminToken: adminToken})
+		form := url.Values{"channel": {""}, "admin_token": {adminTok}}.Encode()
+		post := func(h map[string]string) (int, string) {
+			status, body, _ := l.send(t, liveReq{method: "POST", path: "/ui/sync", body: form, header: h})
+			return status, body
+		}
+		for _, h := range []map[string]string{
+			nil,
+			{"Authorization": "Bearer " + adminTok},
+			{"Content-Type": "text/plain"},
+			{"Referer": l.url + "/"},
+		} {
+			status, body := post(h)
+			if status != http.StatusForbidden || !strings.Contains(body, "browser") {
+				t.Errorf("admin token %q: form post with %v and no Origin or Sec-Fetch-Site: %d, want 403 saying why\n%s", adminToken, h, status, body)
+			}
+		}
+		if n := l.writes(); n != 0 {
+			t.Fatalf("admin token %q: %d refused form posts reached the backend", adminToken, n)
+		}
+		if !strings.Contains(l.logs.String(), "write refused") {
+			t.Errorf("admin token %q: the refusals were not logged", adminToken)
+		}
+		for _, h := range []map[string]string{
+			{"Origin": l.url},
+			{"Sec-Fetch-Site": "same-origin"},
+		} {
+			if status, body := post(h); status != http.StatusSeeOther {
+				t.Errorf("admin token %q: form post from the page with %v: %d, want 303\n%s", adminToken, h, status, body)
+			}
+		}
+	}
+}
+
+// The API's writes take a JSON body declared so: no cross-site form can send
+// one without a CORS preflight, which the API does not answer. Whatever else
+// comes (a form's text/plain or urlencoded body that reads as JSON, no type at
+// all) is refused 415 before the backend sees it, with the token or with
+// loopback trust. A write with no body and no type (curl -X POST) goes on.
+func TestAPIWritesAreJSON(t *testing.T) {
+	for _, adminToken := range []string{"", adminTok} {
+		l := newLiveAdmin(t, Options{AdminToken: adminToken})
+		send := func(ctype, body string) (int, string) {
+			t.Helper()
+			r, _ := http.NewRequest("POST", l.url+"/api/v1/purge", strings.NewReader(body))
+			if ctype != "" {
+				r.Header.Set("Content-Type", ctype)
+			}
+			if adminToken != "" {
+				r.Header.Set("Authorization", "Bearer "+adminToken)
+			}
+			res, err := l.client.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			b, _ := io.ReadAll(res.Body)
+			return res.StatusCode, string(b)
+		}
+		const js = `{"channel":"fmt"}`
+		for _, tc := range []struct{ ctype, body string }{
+			{"text/plain", js},
+			{"text/plain; charset=utf-8", js},
+			{"application/x-www-form-urlencoded", `{"channel":"fmt","x":"=1"}`},
+			{"application/x-www-form-urlencoded", ""},
+			{"multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n" + js + "\r\n--x--\r\n"},
+			{"application/jsonx", js},
+			{"application/json-seq", js},
+			{"", js},
+		} {
+			status, body := send(tc.ctype, tc.body)
+			if status != http.StatusUnsupportedMediaType || !strings.Contains(body, "Content-Type: application/json") {
+				t.Errorf("admin token %q: purge with Content-Type %q: %d %s, want 415 naming application/json", adminToken, tc.ctype, status, body)
+			}
+		}
+		if n := l.writes(); n != 0 {
+			t.Fatalf("admin token %q: %d refused writes reached the backend", adminToken, n)
+		}
+		for _, ctype := range []string{"application/json", "application/json; charset=utf-8", "Application/JSON"} {
+			if status, body := send(ctype, js); status != http.StatusOK {
+				t.Errorf("admin token %q: purge with Content-Type %q: %d %s, want 200", adminToken, ctype, status, body)
+			}
+		}
+		if status, body := send("", ""); status != http.StatusBadRequest || !strings.Contains(body, "channel is required") {
+			t.Errorf("admin token %q: purge with no body and no type: %d %s, want it read (400: no channel)", adminToken, status, body)
+		}
 	}
 }
