@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -12,6 +13,9 @@ import (
 // maxRetryAfter caps a host's Retry-After: a typo or a hostile answer must not
 // silence an upstream for a day.
 const maxRetryAfter = 10 * time.Minute
+
+// maxThrottled bounds the table of throttled hosts.
+const maxThrottled = 1024
 
 // throttles remembers the hosts that answered 429 or 503 with Retry-After, and
 // until when: nothing is sent to them before, so that a busy upstream is not met
@@ -38,6 +42,16 @@ func (t *throttles) set(host string, status int, until time.Time) {
 	if cur, ok := t.hosts[host]; ok && cur.until.After(until) {
 		return
 	}
+	if len(t.hosts) >= maxThrottled {
+		// Redirects to ever new hosts must not grow the table: drop the waits
+		// that passed, then, if still full, any.
+		now := time.Now()
+		for h, th := range t.hosts {
+			if !now.Before(th.until) || len(t.hosts) >= maxThrottled {
+				delete(t.hosts, h)
+			}
+		}
+	}
 	t.hosts[host] = throttle{until: until, status: status}
 }
 
@@ -58,20 +72,23 @@ func (t *throttles) get(host string, now time.Time) (throttle, bool) {
 
 // throttledError is the *Error for a request to u's host while that host's wait
 // lasts (counted with the Throttled hook), or nil.
-func (c *Client) throttledError(u *url.URL, redacted string) error {
+func (c *Client) throttledError(ctx context.Context, u *url.URL, redacted string) error {
 	host := hostKey(u)
 	now := time.Now()
 	th, ok := c.throttles.get(host, now)
 	if !ok {
 		return nil
 	}
-	c.throttled(host)
+	src, _ := ctx.Value(trustKey{}).(Source)
+	c.throttled(src.label(host))
 	return &Error{URL: redacted, Status: th.status, RetryAfter: th.until.Sub(now), Err: ErrThrottled}
 }
 
-func (c *Client) throttled(host string) {
+// throttled calls the Throttled hook with label, a host name src trusts or
+// "other" (Source.label).
+func (c *Client) throttled(label string) {
 	if c.Throttled != nil {
-		c.Throttled(host)
+		c.Throttled(label)
 	}
 }
 

@@ -25,7 +25,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -167,12 +166,17 @@ func New(o Options) *Client {
 		t.ResponseHeaderTimeout = o.HeaderTimeout
 		t.MaxResponseHeaderBytes = maxResponseHeaderBytes
 		t.MaxIdleConnsPerHost = 32
-		t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		// The proxy verifies and serves the bytes upstream sent: a transparently
+		// gunzipped body would be a size nobody declared (a gzip bomb).
+		t.DisableCompression = true
 		tr = t
 	}
 	c := &Client{
 		retries: o.Retries, backoff: o.Backoff, log: o.Logger, agent: o.UserAgent,
 		headerTimeout: o.HeaderTimeout, idleTimeout: o.IdleTimeout,
+	}
+	if t, ok := tr.(*http.Transport); ok && o.Transport == nil {
+		t.DialContext = guardedDial(defaultDialer())
 	}
 	c.http = &http.Client{Transport: tr, CheckRedirect: c.checkRedirect}
 	return c
@@ -205,8 +209,11 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	default:
 		return errors.New("refused a redirect to a scheme other than http or https")
 	}
+	if err := checkTarget(req.Context(), req.URL); err != nil {
+		return err
+	}
 	// The URL is filled in by attempt, which knows the one it may print.
-	return c.throttledError(req.URL, "")
+	return c.throttledError(req.Context(), req.URL, "")
 }
 
 // Get fetches rel, a slash path below src's base (see Source.Resolve). A 404 or 410
@@ -228,8 +235,11 @@ func (c *Client) GetURL(ctx context.Context, src Source, u *url.URL, cond Condit
 	if err := src.Allows(u); err != nil {
 		return nil, err
 	}
+	// The dialer and the redirect check read it: src's hosts may be internal
+	// addresses, no other host may (trust.go).
+	ctx = withSource(ctx, src)
 	if u.Scheme == "file" {
-		return getFile(u, cond)
+		return getFile(src, u, cond)
 	}
 	redacted := config.RedactURL(u.String())
 	secrets := secretsOf(src, u)
@@ -246,7 +256,7 @@ func (c *Client) GetURL(ctx context.Context, src Source, u *url.URL, cond Condit
 		}
 		// Checked before every attempt: another request may have been told to wait
 		// while this one backed off.
-		if err := c.throttledError(u, redacted); err != nil {
+		if err := c.throttledError(ctx, u, redacted); err != nil {
 			return nil, err
 		}
 		resp, err := c.attempt(ctx, src, u, redacted, secrets, cond)
@@ -306,10 +316,10 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, redacted s
 		default:
 			err = &Error{URL: redacted, Err: scrub(err, secrets)}
 		}
-		c.observe(u, 0, time.Since(start), err)
+		c.observe(src, u, 0, time.Since(start), err)
 		return nil, err
 	}
-	c.observe(u, resp.StatusCode, time.Since(start), nil)
+	c.observe(src, u, resp.StatusCode, time.Since(start), nil)
 	switch resp.StatusCode {
 	case http.StatusOK:
 		wd.disarm() // re-armed for each read of the body
@@ -334,7 +344,7 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, redacted s
 			// target (a CDN) included.
 			host := hostKey(resp.Request.URL)
 			c.throttles.set(host, resp.StatusCode, time.Now().Add(d))
-			c.throttled(host)
+			c.throttled(src.label(host))
 			c.log.Warn("upstream asked to retry later; not asking it again before then",
 				"url", redacted, "host", host, "status", resp.StatusCode, "retry_after", d)
 			return nil, &Error{URL: redacted, Status: resp.StatusCode, RetryAfter: d}
@@ -346,9 +356,9 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, redacted s
 	}
 }
 
-func (c *Client) observe(u *url.URL, status int, d time.Duration, err error) {
+func (c *Client) observe(src Source, u *url.URL, status int, d time.Duration, err error) {
 	if c.Observe != nil {
-		c.Observe(u.Host, status, d, err)
+		c.Observe(src.label(hostKey(u)), status, d, err)
 	}
 }
 
