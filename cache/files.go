@@ -73,6 +73,11 @@ func (s *Store) WriteFile(name string, write func(io.Writer) error) (size int64,
 	if s.hot != nil {
 		s.hot.Del(name)
 	}
+	// The name reaches the disk before any state that names it is recorded:
+	// after a power cut a state never points at a file that is not there.
+	if err = syncDir(filepath.Dir(path)); err != nil {
+		return 0, "", err
+	}
 	return cw.n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
@@ -97,7 +102,7 @@ func (s *Store) RenameFile(from, to string) error {
 		}
 		return err
 	}
-	return nil
+	return syncDir(filepath.Dir(dst))
 }
 
 // OpenFile opens a named file, from memory when it is hot.

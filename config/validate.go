@@ -18,6 +18,16 @@ var channelName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A
 // "linux-64", "osx-arm64", "emscripten-wasm32". Shared with the request path.
 var SubdirPattern = regexp.MustCompile(`^(noarch|[a-z0-9]+-[a-z0-9_]+)$`)
 
+// KnownSubdirs are the subdirs conda knows (conda's KNOWN_SUBDIRS, and
+// emscripten/wasi): a channel with no platforms serves these, not any name a
+// client makes up (each would cost an upstream request and state kept for it).
+var KnownSubdirs = map[string]bool{
+	"noarch": true, "emscripten-wasm32": true, "wasi-wasm32": true, "freebsd-64": true,
+	"linux-32": true, "linux-64": true, "linux-aarch64": true, "linux-armv6l": true, "linux-armv7l": true,
+	"linux-ppc64": true, "linux-ppc64le": true, "linux-riscv64": true, "linux-s390x": true,
+	"osx-64": true, "osx-arm64": true, "win-32": true, "win-64": true, "win-arm64": true, "zos-z": true,
+}
+
 var pythonVersion = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?$`)
 
 // ReservedPath reports whether a URL path's first segment is one the proxy

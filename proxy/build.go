@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/url"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -303,8 +304,22 @@ func mergeHeads(docs []*upDoc) *repodata.Doc {
 func (s *Server) readUpstream(ctx context.Context, ch *channel, sub string, i int, st *upState) (*upDoc, error) {
 	for attempt := 0; ; attempt++ {
 		d, err := readStored(s.store, st)
-		if !errors.Is(err, cache.ErrNotFound) || attempt == 3 {
+		if !errors.Is(err, cache.ErrNotFound) || attempt == 4 {
 			return d, err
+		}
+		if attempt == 3 {
+			// Still missing: not a refresh in between, the file is gone (a crash
+			// before the directory reached the disk). Forget the state that names
+			// it, so that it is fetched again, unconditionally (an import's is
+			// simply gone until imported again).
+			s.logger(ctx).Error("stored repodata is missing; fetching it again", "channel", ch.cfg.Name, "subdir", sub, "file", st.File)
+			key := stateKey("u", ch.cfg.Name, sub, strconv.Itoa(i))
+			if i == len(ch.sources) {
+				key = importKey(ch, sub)
+			}
+			if err := s.store.Meta.Delete(key); err != nil {
+				return nil, err
+			}
 		}
 		if i < len(ch.sources) {
 			st, err = s.upstreamState(ctx, ch, sub, i, false)
@@ -315,7 +330,7 @@ func (s *Server) readUpstream(ctx context.Context, ch *channel, sub string, i in
 			return nil, err
 		}
 		if st == nil || !st.Found {
-			return nil, fmt.Errorf("stored repodata of %s/%s went away during the build: %w", ch.cfg.Name, sub, cache.ErrNotFound)
+			return nil, nil // none now: the build goes on without it
 		}
 	}
 }
@@ -397,6 +412,8 @@ func (s *Server) removedButCached(ch *channel, sub string, docs []*upDoc) []*rep
 func (s *Server) publish(sd *subdir, tmpName string, size int64, sha string, sv *served) (*served, error) {
 	ch := sd.ch
 	key := stateKey("s", ch.cfg.Name, sd.name)
+	sd.stateMu.Lock()
+	defer sd.stateMu.Unlock()
 	var prev servedState
 	hadPrev, _ := s.store.Meta.Get(key, &prev)
 	st := servedState{LastModified: s.now().UTC().Truncate(time.Second)}
@@ -415,6 +432,9 @@ func (s *Server) publish(sd *subdir, tmpName string, size int64, sha string, sv 
 		}
 	}
 	if err := s.store.Meta.Put(key, st); err != nil {
+		if st.JSON.Name != prev.JSON.Name {
+			s.store.RemoveFile(st.JSON.Name) // no state names it
+		}
 		return nil, err
 	}
 	sv.json, sv.lastModified, sv.variants = st.JSON, st.LastModified, maps.Clone(st.Variants)

@@ -31,7 +31,7 @@ func (s *Server) Explain(ctx context.Context, channel, subdir, query string) ([]
 	if ch == nil || ch.cfg.Kind != "conda" {
 		return nil, fmt.Errorf("%w %q", ErrUnknownChannel, channel)
 	}
-	if subdir != "noarch" && !ch.policy.ServesSubdir(subdir) {
+	if !ch.serves(subdir) {
 		return []Explanation{{Filename: query, Rule: "platforms", Detail: "subdir " + subdir + " is not served"}}, nil
 	}
 	sd := ch.subdir(subdir)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"sync"
 	"context"
 	"errors"
 	"mime"
@@ -40,7 +41,7 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 		return err
 	}
 	age := s.now().Sub(e.CheckedAt)
-	if found && e.NotFound && age < s.cfg.Cache.NegativeTTL.D() {
+	if s.negative.has(key, s.now()) {
 		s.metrics.CacheLookups.WithLabelValues("file", "negative").Inc()
 		return errNotFound
 	}
@@ -92,7 +93,7 @@ func (s *Server) mutableSHA(ctx context.Context, ch *channel, rel string) (strin
 		return "", err
 	}
 	age := s.now().Sub(e.CheckedAt)
-	if found && e.NotFound && age < s.cfg.Cache.NegativeTTL.D() {
+	if s.negative.has(key, s.now()) {
 		return "", errNotFound
 	}
 	if found && !e.NotFound && s.store.Has(e.SHA256) {
@@ -201,8 +202,14 @@ func (s *Server) fetchMutable(ctx context.Context, f *fill, ch *channel, rel, ke
 		}
 		return "", firstErr
 	}
-	if err := s.store.Meta.Put(key, fileEntry{NotFound: true, CheckedAt: s.now()}); err != nil {
-		return "", err
+	// Remembered in memory only, and a bounded number of them: every path a
+	// client makes up below a files channel is a 404 upstream, and must not grow
+	// the store. A copy cached before upstream removed it goes with it.
+	s.negative.add(key, s.now().Add(s.cfg.Cache.NegativeTTL.D()))
+	if prev != nil {
+		if err := s.store.Meta.Delete(key); err != nil {
+			return "", err
+		}
 	}
 	return "", upstream.ErrNotFound
 }
@@ -226,4 +233,41 @@ func untrustedContent(h http.Header, ctype string) {
 	case "text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml", "text/javascript", "application/javascript":
 		h.Set("Content-Disposition", "attachment")
 	}
+}
+
+// negativeCache remembers upstream 404s of mutable files until they expire, in
+// memory and bounded: past maxNegative entries, expired ones go, then any.
+type negativeCache struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+const maxNegative = 10000
+
+func (n *negativeCache) has(key string, now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	until, ok := n.m[key]
+	if ok && !now.Before(until) {
+		delete(n.m, key)
+		return false
+	}
+	return ok
+}
+
+func (n *negativeCache) add(key string, until time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m == nil {
+		n.m = map[string]time.Time{}
+	}
+	if len(n.m) >= maxNegative {
+		now := time.Now()
+		for k, u := range n.m {
+			if u.Before(now) || len(n.m) >= maxNegative {
+				delete(n.m, k)
+			}
+		}
+	}
+	n.m[key] = until
 }

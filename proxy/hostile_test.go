@@ -565,3 +565,116 @@ func TestUpstreamPushBack(t *testing.T) {
 		t.Errorf("pushback not counted for %s: %v", host, n)
 	}
 }
+
+// Files a state names that are gone from the data directory (a power cut before
+// the directory reached the disk, a hand cleaning it) heal: the answer is made or
+// fetched again, instead of every request failing until someone steps in.
+func TestMissingFilesHeal(t *testing.T) {
+	up := newUpstream(t, formatRepo(t))
+	h := newHarness(t, channelYAML("", up.URL))
+	for _, form := range []string{"repodata.json", "repodata.json.zst", "current_repodata.json"} {
+		if r := h.get("/fmt/linux-64/" + form); r.StatusCode != 200 {
+			t.Fatalf("%s: %d", form, r.StatusCode)
+		}
+	}
+	removeAll := func(prefix string) {
+		t.Helper()
+		names, _ := filepath.Glob(filepath.Join(h.data, "files", prefix+"*"))
+		if len(names) == 0 {
+			t.Fatalf("no %s* file to remove", prefix)
+		}
+		for _, n := range names {
+			os.Remove(n)
+		}
+	}
+	// A form's file: made again.
+	removeAll("served-") // the JSON and every form
+	h.restart()          // nothing in memory: only the states name the files
+	for _, form := range []string{"repodata.json.zst", "current_repodata.json", "repodata.json", "repodata.json.zst"} {
+		r := h.get("/fmt/linux-64/" + form)
+		if r.StatusCode != 200 {
+			// One failed answer is allowed for the published JSON itself; the
+			// next request must be whole.
+			r = h.get("/fmt/linux-64/" + form)
+		}
+		if r.StatusCode != 200 {
+			t.Errorf("%s after its file went missing: %d %s", form, r.StatusCode, r.body)
+		}
+	}
+	// The stored upstream copy: fetched again.
+	before := up.countPrefix("/linux-64/repodata.json")
+	removeAll("raw-")
+	removeAll("served-")
+	h.restart()
+	r := h.get("/fmt/linux-64/repodata.json")
+	if r.StatusCode != 200 {
+		r = h.get("/fmt/linux-64/repodata.json")
+	}
+	if r.StatusCode != 200 || !json.Valid(r.body) {
+		t.Errorf("after the stored upstream copy went missing: %d", r.StatusCode)
+	}
+	if up.countPrefix("/linux-64/repodata.json") == before {
+		t.Error("the missing upstream copy was not fetched again")
+	}
+}
+
+// With no platforms, a channel serves the subdirs conda knows: a made-up name is
+// a 404 that costs no upstream request and keeps no state; and a made-up path
+// below a files channel that upstream lacks is remembered in memory only.
+func TestMadeUpNamesCostNothing(t *testing.T) {
+	up := newUpstream(t, formatRepo(t))
+	yaml := channelYAML("", up.URL) + "  - name: inst\n    kind: files\n    upstreams: [{url: " + up.URL + "}]\n"
+	h := newHarness(t, yaml)
+	for i := 0; i < 50; i++ {
+		if r := h.get(fmt.Sprintf("/fmt/zz%d-x/repodata.json", i)); r.StatusCode != 404 {
+			t.Fatalf("made-up subdir: %d", r.StatusCode)
+		}
+		if r := h.get(fmt.Sprintf("/inst/nothing-%d.sh", i)); r.StatusCode != 404 {
+			t.Fatalf("made-up file: %d", r.StatusCode)
+		}
+	}
+	if n := up.countPrefix("/zz"); n != 0 {
+		t.Errorf("made-up subdirs asked upstream %d times", n)
+	}
+	keys := 0
+	h.store.Meta.Scan("", func(k string, _ []byte) error {
+		if strings.Contains(k, "zz") || strings.Contains(k, "nothing-") {
+			keys++
+		}
+		return nil
+	})
+	if keys != 0 {
+		t.Errorf("%d keys kept for made-up names", keys)
+	}
+	// A 404 is still remembered for negative_ttl.
+	h.get("/inst/nothing-0.sh")
+	if n := up.count("/nothing-0.sh"); n != 1 {
+		t.Errorf("a remembered 404 asked upstream %d times", n)
+	}
+}
+
+// A record with no size is not fetched: an upstream could send bytes without
+// end before the digest is ever checked.
+func TestRecordWithoutSizeNotFetched(t *testing.T) {
+	dir := t.TempDir()
+	raw, _ := os.ReadFile(filepath.Join(formatRepo(t), "linux-64", "repodata.json"))
+	var doc map[string]any
+	json.Unmarshal(raw, &doc)
+	for _, sec := range []string{"packages", "packages.conda"} {
+		if recs, ok := doc[sec].(map[string]any); ok {
+			for _, r := range recs {
+				delete(r.(map[string]any), "size")
+			}
+		}
+	}
+	out, _ := json.Marshal(doc)
+	p2WriteFile(t, filepath.Join(dir, "linux-64", "repodata.json"), out)
+	up := newUpstream(t, dir)
+	h := newHarness(t, channelYAML("", up.URL))
+	if r := h.get("/fmt/linux-64/" + zlibLinux); r.StatusCode != http.StatusBadGateway {
+		t.Errorf("a record with no size: %d, want 502", r.StatusCode)
+	}
+	if n := up.count("/linux-64/" + zlibLinux); n != 0 {
+		t.Errorf("upstream was asked %d times for it", n)
+	}
+}

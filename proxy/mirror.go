@@ -82,7 +82,7 @@ func (s *Server) ServedFiles(ctx context.Context, channel, subdir string, refres
 	if err != nil {
 		return nil, err
 	}
-	if !ch.policy.ServesSubdir(subdir) {
+	if !ch.serves(subdir) {
 		return nil, nil
 	}
 	sd := ch.subdir(subdir)
@@ -194,7 +194,7 @@ func (s *Server) CachedHidden(ctx context.Context, channel string) ([]CachedFile
 			return nil
 		}
 		f := CachedFile{Subdir: subdir, Filename: fn, SHA256: e.SHA256, Size: e.Size}
-		if !ch.policy.ServesSubdir(subdir) {
+		if !ch.serves(subdir) {
 			f.Rule = "platforms"
 			out = append(out, f)
 			return nil

@@ -189,6 +189,11 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 		if refSHA != "" && s.store.Has(refSHA) {
 			return record(refSHA)
 		}
+		if ref.size < 0 {
+			// Every conda record states its size; without one an upstream could
+			// send bytes without end before the digest is ever checked.
+			return "", &httpError{status: http.StatusBadGateway, msg: "the repodata record has no size to bound the download by"}
+		}
 		if int(ref.upstream) >= len(ch.sources) {
 			// An imported record whose file left the cache: no upstream to ask.
 			return "", fmt.Errorf("%s/%s/%s came by import and is no longer cached; import it again: %w",

@@ -140,6 +140,10 @@ type subdir struct {
 	lastErr    error // of the latest revalidation; nil after a success
 	failedAt   time.Time
 
+	// stateMu orders the writes of the persisted state ("s/"): publish and
+	// persist.
+	stateMu sync.Mutex
+
 	// gcMu guards retired: generations no longer published whose files wait
 	// for their last reader.
 	gcMu    sync.Mutex
@@ -175,7 +179,7 @@ func (s *Server) load(ctx context.Context, sd *subdir) (*served, error) {
 		// client waits for the build. Concurrent callers share it.
 		refresh := sv != nil
 		v, err, _ := s.loads.Do(stateKey("load", sd.ch.cfg.Name, sd.name), func() (any, error) {
-			if cur := sd.cur.Load(); cur != sv {
+			if cur := sd.cur.Load(); cur != sv && cur != nil {
 				return cur, nil // built while we queued
 			}
 			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), buildTimeout)
@@ -283,12 +287,21 @@ func (s *Server) upstreamState(ctx context.Context, ch *channel, sub string, i i
 	// One fetch per upstream copy at a time: the subdir's own build and another
 	// subdir's build (include_dependencies) may both want it.
 	v, err, _ := s.loads.Do("fetch|"+key, func() (any, error) {
+		// The state as it is now: a fetch that ran since this caller read it
+		// recorded a newer one, whose file this one replaces.
+		var now upState
+		if ok, err := s.store.Meta.Get(key, &now); err == nil && ok && now.URL == id {
+			prevp = &now
+		}
 		st, err := s.fetchRepodata(ctx, ch, sub, i, prevp)
 		if err != nil {
 			return nil, err
 		}
 		st.URL = id
 		if err := s.store.Meta.Put(key, st); err != nil {
+			if prevp == nil || st.File != prevp.File {
+				s.store.RemoveFile(st.File) // no state names it
+			}
 			return nil, err
 		}
 		// Recorded first, removed after: a reader of the old state that finds its
@@ -438,7 +451,15 @@ func (s *Server) serveRepodata(w http.ResponseWriter, r *http.Request, rt route)
 		variant = "gz"
 	}
 	if variant == "json" {
-		return s.serveNamed(w, r, sd, sv, sv.json, variantTypes[variant], false, true)
+		err := s.serveNamed(w, r, sd, sv, sv.json, variantTypes[variant], false, true)
+		if errors.Is(err, cache.ErrNotFound) {
+			// The published file went missing (a crash before its directory
+			// reached the disk, a hand in the data directory): this answer
+			// fails, the next request builds a new one.
+			s.log.Error("a published repodata file is missing; rebuilding", "channel", sd.ch.cfg.Name, "subdir", sd.name, "file", sv.json.Name)
+			s.replace(sd, nil)
+		}
+		return err
 	}
 	return s.serveVariant(w, r, sd, sv, variant, variantTypes[variant], variant == "gz", rt.variant == "json")
 }
@@ -493,7 +514,9 @@ func (s *Server) variant(ctx context.Context, sd *subdir, sv *served, name strin
 	if ok {
 		return vf, nil
 	}
-	v, err, _ := s.loads.Do("variant|"+sv.json.Name+"|"+name, func() (any, error) {
+	// One build per generation and form: two generations never share a form's
+	// file, so one's collection never removes the other's.
+	v, err, _ := s.loads.Do(fmt.Sprintf("variant|%p|%s", sv, name), func() (any, error) {
 		sv.mu.Lock()
 		vf, ok := sv.variants[name]
 		sv.mu.Unlock()
@@ -504,15 +527,26 @@ func (s *Server) variant(ctx context.Context, sd *subdir, sv *served, name strin
 		if err != nil {
 			return nil, err
 		}
+		var superseded []string
 		sv.mu.Lock()
-		sv.variants[name] = vf
-		st := servedState{JSON: sv.json, LastModified: sv.lastModified, Variants: maps.Clone(sv.variants)}
-		sv.mu.Unlock()
-		// Persist only while sv is still the published answer.
-		if sd.cur.Load() == sv {
-			if err := s.store.Meta.Put(stateKey("s", sd.ch.cfg.Name, sd.name), st); err != nil {
-				return nil, err
+		if strings.HasPrefix(name, "run_exports-") {
+			// One filtered run_exports.json a generation: the one for upstream's
+			// current copy. Older ones would pile up while the repodata stays
+			// the same.
+			for k, old := range sv.variants {
+				if strings.HasPrefix(k, "run_exports-") {
+					delete(sv.variants, k)
+					superseded = append(superseded, old.Name)
+				}
 			}
+		}
+		sv.variants[name] = vf
+		sv.mu.Unlock()
+		if err := s.persist(sd, sv); err != nil {
+			return nil, err
+		}
+		if len(superseded) > 0 {
+			s.retireFiles(sd, superseded...)
 		}
 		return vf, nil
 	})
@@ -520,6 +554,33 @@ func (s *Server) variant(ctx context.Context, sd *subdir, sv *served, name strin
 		return variantFile{}, err
 	}
 	return v.(variantFile), nil
+}
+
+// persist records sv's state (its files, Last-Modified) while sv is the
+// published answer. Under sd.stateMu, which publish holds too, so an older
+// generation never writes over a newer one's state.
+func (s *Server) persist(sd *subdir, sv *served) error {
+	sd.stateMu.Lock()
+	defer sd.stateMu.Unlock()
+	if sd.cur.Load() != sv {
+		return nil
+	}
+	sv.mu.Lock()
+	st := servedState{JSON: sv.json, LastModified: sv.lastModified, Variants: maps.Clone(sv.variants)}
+	sv.mu.Unlock()
+	return s.store.Meta.Put(stateKey("s", sd.ch.cfg.Name, sd.name), st)
+}
+
+// forgetVariant drops a form whose file has gone missing (a crash before the
+// directory reached the disk, a hand cleaning the data directory): the next ask
+// makes it again, instead of failing every request for it.
+func (s *Server) forgetVariant(sd *subdir, sv *served, name string) {
+	sv.mu.Lock()
+	delete(sv.variants, name)
+	sv.mu.Unlock()
+	if err := s.persist(sd, sv); err != nil {
+		s.log.Warn("forget a missing repodata form", "channel", sd.ch.cfg.Name, "subdir", sd.name, "form", name, "err", err)
+	}
 }
 
 func (s *Server) makeVariant(sd *subdir, sv *served, name string) (variantFile, error) {
@@ -543,14 +604,16 @@ func (s *Server) variantMaker(sv *served, name string) (file string, write func(
 		return "", nil, nil, err
 	}
 	closeSrc = func() { src.Close() }
-	file = strings.TrimSuffix(sv.json.Name, ".json") + "." + name
+	// A name of its own, never another generation's (see variant).
+	base := uniqueName(strings.TrimSuffix(sv.json.Name, ".json"), "")
+	file = base + "." + name
 	switch name {
 	case "zst", "bz2":
 		write = func(w io.Writer) error { return repodata.Compress(w, src, name) }
 	case "gz":
 		write = func(w io.Writer) error { return gzipTo(w, src) }
 	case "current":
-		file = strings.TrimSuffix(sv.json.Name, ".json") + ".current.json"
+		file = base + ".current.json"
 		write = func(w io.Writer) error {
 			data, err := io.ReadAll(src)
 			if err != nil {
@@ -565,7 +628,7 @@ func (s *Server) variantMaker(sv *served, name string) (file string, write func(
 			return "", nil, nil, fmt.Errorf("unknown repodata form %q", name)
 		}
 		// run_exports.json cut to the served records: hidden means hidden everywhere.
-		file = strings.TrimSuffix(sv.json.Name, ".json") + ".runexports-" + sha[:16] + ".json"
+		file = base + ".runexports-" + sha[:16] + ".json"
 		write = func(w io.Writer) error {
 			blob, err := s.store.OpenBlob(sha)
 			if err != nil {
@@ -589,7 +652,15 @@ func (s *Server) variantMaker(sv *served, name string) (file string, write func(
 func (s *Server) serveVariant(w http.ResponseWriter, r *http.Request, sd *subdir, sv *served, name, ctype string, gz, vary bool) error {
 	vf, err := s.variant(r.Context(), sd, sv, name)
 	if err == nil {
-		return s.serveNamed(w, r, sd, sv, vf, ctype, gz, vary)
+		err = s.serveNamed(w, r, sd, sv, vf, ctype, gz, vary)
+		if !errors.Is(err, cache.ErrNotFound) {
+			return err
+		}
+		// Its file went missing: make it again, once.
+		s.forgetVariant(sd, sv, name)
+		if vf, err = s.variant(r.Context(), sd, sv, name); err == nil {
+			return s.serveNamed(w, r, sd, sv, vf, ctype, gz, vary)
+		}
 	}
 	var pe *fs.PathError
 	if !errors.As(err, &pe) || r.Context().Err() != nil {
@@ -600,6 +671,14 @@ func (s *Server) serveVariant(w http.ResponseWriter, r *http.Request, sd *subdir
 	if gz {
 		// Plain JSON is as good an answer to a client that accepts gzip.
 		return s.serveNamed(w, r, sd, sv, sv.json, ctype, false, vary)
+	}
+	// A few at a time: each may hold a whole document in memory (current).
+	select {
+	case s.direct <- struct{}{}:
+		defer func() { <-s.direct }()
+	default:
+		w.Header().Set("Retry-After", "10")
+		return &httpError{status: http.StatusServiceUnavailable, msg: "the proxy's disk is full; try again shortly"}
 	}
 	_, write, closeSrc, err := s.variantMaker(sv, name)
 	if err != nil {

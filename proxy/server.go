@@ -72,6 +72,12 @@ type Server struct {
 	fillsMu sync.Mutex
 	fills   map[string]*fill
 
+	// negative holds the upstream 404s of mutable files (files.go).
+	negative negativeCache
+	// direct bounds the repodata forms made per request when they cannot be
+	// stored (serveVariant).
+	direct chan struct{}
+
 	// reqSeq numbers requests for log lines (prefixed by the process start).
 	reqSeq atomic.Uint64
 
@@ -122,7 +128,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		cfg: o.Config, store: o.Store, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
 		log: o.Logger, now: o.Now, fillTTL: o.FillTimeout,
-		channels: map[string]*channel{}, fills: map[string]*fill{},
+		channels: map[string]*channel{}, fills: map[string]*fill{}, direct: make(chan struct{}, 2),
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	// Request numbers start at the clock, so they do not repeat across restarts.
@@ -486,8 +492,21 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 }
 
 func (s *Server) checkSubdir(rt route) error {
-	if rt.subdir != "noarch" && !rt.channel.policy.ServesSubdir(rt.subdir) {
+	if !rt.channel.serves(rt.subdir) {
 		return errNotFound
 	}
 	return nil
+}
+
+// serves reports whether the channel serves subdir: noarch always; the listed
+// platforms, when listed; else the subdirs conda knows, not any name a client
+// makes up (each would cost an upstream request and state kept for it).
+func (c *channel) serves(subdir string) bool {
+	if subdir == "noarch" {
+		return true
+	}
+	if len(c.cfg.Platforms) == 0 && !config.KnownSubdirs[subdir] {
+		return false
+	}
+	return c.policy.ServesSubdir(subdir)
 }

@@ -190,7 +190,7 @@ func (sv *served) searchNames() []string {
 // it is (a search neither revalidates nor counts as a cache lookup), or a build
 // when there is none yet.
 func (s *Server) adminView(ctx context.Context, ch *channel, sub string) (*subdir, *served, error) {
-	if sub != "noarch" && !ch.policy.ServesSubdir(sub) {
+	if !ch.serves(sub) {
 		return nil, nil, fmt.Errorf("%w: %s/%s (not in the channel's platforms)", ErrNoSubdir, ch.cfg.Name, sub)
 	}
 	sd := ch.subdir(sub)
