@@ -78,30 +78,55 @@ func (b *backend) Close() {
 	b.wg.Wait()
 }
 
-// notFound turns the proxy's "no such channel" and "no such subdir" into 404s,
-// and the refusals of bad parameters into 400s.
+// The Backend's errors never quote a value the request passed (a channel,
+// subdir, package, filename): the admin API masks the configured secrets in
+// every text it answers, so a quoted value masked exactly when it is a secret
+// would answer a guess of it (`?channel=Guess`). A channel name is quoted only
+// once it is known to be configured. The texts this Backend passes on from
+// elsewhere (an upstream's error quoting its URL, subdir included) are
+// withheld by admin itself.
+
+// Errors of this Backend, without the value asked for.
+var (
+	errNoChannel   = fmt.Errorf("%w: no such conda channel", admin.ErrNotFound)
+	errNotPlatform = fmt.Errorf("%w: the channel's platforms do not include that subdir", admin.ErrNotFound)
+	errNoSubdir    = fmt.Errorf("%w: no upstream of the channel has that subdir", admin.ErrNotFound)
+	errSubdirShape = fmt.Errorf("%w: subdir: want noarch or <os>-<arch>, e.g. linux-64", admin.ErrInvalid)
+)
+
+// notFound turns the proxy's "no such channel" and "no such subdir", whose texts
+// quote the channel and subdir asked for, into 404s that do not.
 func notFound(err error) error {
-	if errors.Is(err, proxy.ErrUnknownChannel) || errors.Is(err, proxy.ErrNoSubdir) {
-		return fmt.Errorf("%w: %v", admin.ErrNotFound, err)
+	switch {
+	case errors.Is(err, proxy.ErrUnknownChannel):
+		return errNoChannel
+	case errors.Is(err, proxy.ErrNoSubdir):
+		return errNoSubdir
 	}
 	return err
 }
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", admin.ErrInvalid, fmt.Sprintf(format, args...))
+func invalid(msg string) error {
+	return fmt.Errorf("%w: %s", admin.ErrInvalid, msg)
 }
 
 func (b *backend) condaChannel(name string) error {
 	ch := b.a.cfg.Channel(name)
 	if ch == nil || ch.Kind != config.KindConda {
-		return fmt.Errorf("%w: no conda channel %q", admin.ErrNotFound, name)
+		return errNoChannel
 	}
 	return nil
 }
 
-func checkSubdir(sub string) error {
+// checkSubdir refuses a subdir that is no subdir's name, or that channel (a
+// configured conda channel) does not serve: one outside its platforms, when it
+// lists them (noarch is always served).
+func (b *backend) checkSubdir(channel, sub string) error {
 	if !config.SubdirPattern.MatchString(sub) {
-		return invalid("subdir %q: want noarch or <os>-<arch>, e.g. linux-64", sub)
+		return errSubdirShape
+	}
+	if ch := b.a.cfg.Channel(channel); ch != nil && len(ch.Platforms) > 0 && sub != "noarch" && !slices.Contains(ch.Platforms, sub) {
+		return errNotPlatform
 	}
 	return nil
 }
@@ -151,7 +176,7 @@ func (b *backend) Packages(ctx context.Context, channel, subdir, q string, offse
 	if err := b.condaChannel(channel); err != nil {
 		return admin.PackagePage{}, err
 	}
-	if err := checkSubdir(subdir); err != nil {
+	if err := b.checkSubdir(channel, subdir); err != nil {
 		return admin.PackagePage{}, err
 	}
 	res, err := b.a.proxy.SearchPackages(ctx, channel, subdir, q, offset, limit)
@@ -166,11 +191,14 @@ func (b *backend) Packages(ctx context.Context, channel, subdir, q string, offse
 	return page, nil
 }
 
+// Explain answers a subdir outside the channel's platforms 404, as Packages
+// does, where proxy.Explain answers one record named after the package asked
+// for: nothing asked is quoted.
 func (b *backend) Explain(ctx context.Context, channel, subdir, pkg string) ([]admin.Explanation, error) {
 	if err := b.condaChannel(channel); err != nil {
 		return nil, err
 	}
-	if err := checkSubdir(subdir); err != nil {
+	if err := b.checkSubdir(channel, subdir); err != nil {
 		return nil, err
 	}
 	res, err := b.a.proxy.Explain(ctx, channel, subdir, pkg)
@@ -241,7 +269,7 @@ func (b *backend) Purge(ctx context.Context, channel, subdir, filename string) e
 		return err
 	}
 	if subdir != "" {
-		if err := checkSubdir(subdir); err != nil {
+		if err := b.checkSubdir(channel, subdir); err != nil {
 			return err
 		}
 	}
@@ -252,7 +280,7 @@ func (b *backend) Purge(ctx context.Context, channel, subdir, filename string) e
 		return invalid("a filename needs its subdir")
 	}
 	if !repodata.ValidFilename(filename) {
-		return invalid("filename %q: want a package file name ending in .conda or .tar.bz2", filename)
+		return invalid("filename: want a package file name ending in .conda or .tar.bz2")
 	}
 	defer b.forgetUsage(channel)
 	return notFound(b.a.proxy.Uncache(channel, subdir, filename))
@@ -334,6 +362,7 @@ func (b *backend) StartSync(channels []string) (admin.Job, error) {
 	}
 	for _, name := range names {
 		if id, ok := b.busy[name]; ok {
+			// name is configured: condaChannel passed it.
 			return admin.Job{}, fmt.Errorf("%w for channel %q (job %s)", admin.ErrBusy, name, id)
 		}
 	}
