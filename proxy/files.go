@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"sync"
 	"context"
 	"errors"
 	"mime"
@@ -9,6 +8,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
