@@ -693,6 +693,9 @@ func render(t *testing.T, values map[string]any) ([]map[string]any, error) {
 // renderIn renders as helm install or upgrade would into a cluster that holds in.
 func renderIn(t *testing.T, values map[string]any, in cluster) ([]map[string]any, error) {
 	t.Helper()
+	// Helm renders from its own copy of the values, which the templates may note
+	// things in (condaproxy.ownSecretValues): a caller's map is left as it was.
+	values = deepCopy(values).(map[string]any)
 	chart := readYAML(t, filepath.Join(chartDir, "Chart.yaml"))
 	var set *template.Template
 	funcs := template.FuncMap{
@@ -767,6 +770,26 @@ func renderIn(t *testing.T, values map[string]any, in cluster) ([]map[string]any
 				b[i] = alnum[int(b[i])%len(alnum)]
 			}
 			return string(b), nil
+		},
+		"hasKey": func(d map[string]any, k string) bool { _, ok := d[k]; return ok },
+		"list":   func(vs ...any) []any { return vs },
+		"ternary": func(yes, no any, cond bool) any {
+			if cond {
+				return yes
+			}
+			return no
+		},
+		"kindIs":     func(kind string, v any) bool { return v != nil && reflect.ValueOf(v).Kind().String() == kind },
+		"trimPrefix": func(pre, s string) string { return strings.TrimPrefix(s, pre) },
+		// Sprig's regex functions, stricter: a bad expression fails the render
+		// instead of matching nothing.
+		"regexMatch": func(re, s string) (bool, error) { return regexp.MatchString(re, s) },
+		"regexFind":  func(re, s string) string { return regexp.MustCompile(re).FindString(s) },
+		"regexFindAll": func(re, s string, n int) []string {
+			return regexp.MustCompile(re).FindAllString(s, n)
+		},
+		"regexReplaceAll": func(re, s, repl string) string {
+			return regexp.MustCompile(re).ReplaceAllString(s, repl)
 		},
 		"b64enc": func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) },
 		"b64dec": func(s string) string {
@@ -1183,4 +1206,239 @@ func TestRenderAdminToken(t *testing.T) {
 			t.Errorf("config without an auth block: admin token %q", got)
 		}
 	})
+}
+
+// Secrets never land in the ConfigMap (readable by more people than Secrets,
+// and kept in the release): a token, a password or a /t/<token>/ written into
+// `config` in plain text refuses the render, saying to use a Secret and
+// "${VAR}"; the same written as "${VAR}" renders.
+func TestRenderRefusesLiteralSecrets(t *testing.T) {
+	withConfig := func(edit func(cfg, v map[string]any)) map[string]any {
+		v := loadValues(t)
+		v["secret"] = map[string]any{"existingSecret": "mine", "env": map[string]any{}}
+		edit(v["config"].(map[string]any), v)
+		return v
+	}
+	auth := func(a map[string]any) func(cfg, v map[string]any) {
+		return func(cfg, _ map[string]any) { cfg["auth"] = a }
+	}
+	upstream := func(up map[string]any) func(cfg, v map[string]any) {
+		return func(cfg, _ map[string]any) {
+			cfg["channels"] = append(cfg["channels"].([]any), map[string]any{"name": "private", "upstreams": []any{up}})
+		}
+	}
+	redis := func(url string) func(cfg, v map[string]any) {
+		return func(_, v map[string]any) { v["redis"] = map[string]any{"url": url} }
+	}
+	for _, tc := range []struct {
+		name  string
+		edit  func(cfg, v map[string]any)
+		where string // named by the refusal; "" = renders
+	}{
+		{"literal admin_token", auth(map[string]any{"admin_token": "s3cret-admin"}), "config.auth.admin_token"},
+		{"admin_token with a variable inside", auth(map[string]any{"admin_token": "x${ADMIN}"}), "config.auth.admin_token"},
+		{"admin_token from the environment", auth(map[string]any{"admin_token": "${ADMIN}"}), ""},
+		{"literal client token", auth(map[string]any{"tokens": []any{"${T1}", "client-s3cret"}}), "config.auth.tokens[1]"},
+		{"literal scoped client token", auth(map[string]any{"tokens": []any{
+			map[string]any{"token": "client-s3cret", "channels": []any{"conda-forge"}}}}), "config.auth.tokens[0]"},
+		{"client tokens from the environment", auth(map[string]any{"tokens": []any{"${T1}",
+			map[string]any{"token": "${T2}", "channels": []any{"conda-forge"}}}}), ""},
+		{"redis.url with a password", redis("redis://:s3cret@redis:6379/0"), "redis.url"},
+		{"redis.url with a user and password", redis("rediss://default:s3cret@redis:6379/0"), "redis.url"},
+		{"config.redis with a password", func(cfg, _ map[string]any) { cfg["redis"] = "redis://u:s3cret@redis:6379" }, "config.redis"},
+		{"redis password from the environment", redis("redis://:${REDIS_PASSWORD}@redis:6379/0"), ""},
+		{"redis without a password", redis("redis://default@redis:6379/0"), ""},
+		{"upstream password", upstream(map[string]any{"url": "https://conda.example.org/private", "username": "u", "password": "s3cret"}), "config.channels[private].upstreams[0].password"},
+		{"upstream URL password", upstream(map[string]any{"url": "https://u:s3cret@conda.example.org/private"}), "config.channels[private].upstreams[0].url"},
+		{"upstream URL token", upstream(map[string]any{"url": "https://conda.example.org/t/tk-s3cret/private"}), "config.channels[private].upstreams[0].url"},
+		{"upstream credentials from the environment", upstream(map[string]any{
+			"url": "https://u:${UP_PASS}@conda.example.org/t/${ANACONDA_TOKEN}/private", "password": "${UP_PASS}"}), ""},
+	} {
+		objs, err := render(t, withConfig(tc.edit))
+		if tc.where == "" {
+			if err != nil {
+				t.Errorf("%s: %v, want it rendered", tc.name, err)
+				continue
+			}
+			if text := fmt.Sprint(get(t, byKind(objs)["ConfigMap"], "data")); strings.Contains(text, "s3cret") {
+				t.Errorf("%s: the ConfigMap holds a secret:\n%s", tc.name, text)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%s: rendered, want a refusal", tc.name)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, tc.where) || !strings.Contains(msg, "Secret") || !strings.Contains(msg, "${VAR}") ||
+			strings.Contains(msg, "s3cret") {
+			t.Errorf("%s: refused with %q, want it naming %s, a Secret and \"${VAR}\", and not quoting the secret", tc.name, msg, tc.where)
+		}
+	}
+}
+
+// The pods read the admin token from the Secret once, at start, so a token the
+// render makes anew (helm template, Argo CD, a deleted Secret) or a new given one
+// must restart them: the pod template carries an annotation that changes with
+// the token. It is no checksum of the token alone, which whoever may read the
+// Deployment could test guesses against, but salted with a random value that
+// only the chart's Secret holds; an upgrade that keeps token and salt keeps the
+// pods. The same holds for secret.env's checksum.
+func TestRenderRestartsPodsOnANewToken(t *testing.T) {
+	const secretKey = "v1/Secret/default/test-condaproxy-admin"
+	type rendering struct {
+		token, salt, marker, envMarker string
+		secret                         map[string]string
+	}
+	run := func(t *testing.T, v map[string]any, cl cluster) rendering {
+		t.Helper()
+		objs, err := renderIn(t, v, cl)
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		sec := secretsByName(objs)["test-condaproxy-admin"]
+		if sec == nil {
+			t.Fatal("no Secret of the chart's own")
+		}
+		data := secretData(t, sec)
+		ann, _ := get(t, byKind(objs)["Deployment"], "spec.template.metadata.annotations").(map[string]any)
+		r := rendering{token: containerEnv(t, objs)["CONDAPROXY_ADMIN_TOKEN"], salt: data["checksum-salt"],
+			marker: fmt.Sprint(ann["checksum/admin-token"]), secret: data}
+		if m, ok := ann["checksum/secret"]; ok {
+			r.envMarker = fmt.Sprint(m)
+		}
+		if r.token == "" || r.token != data["admin-token"] {
+			t.Fatalf("the pods read admin token %q, the Secret holds %q", r.token, data["admin-token"])
+		}
+		if len(r.salt) < 16 {
+			t.Fatalf("checksum salt %q: want a random value of 16 characters or more", r.salt)
+		}
+		if ann["checksum/admin-token"] == nil {
+			t.Fatalf("no checksum/admin-token annotation: %v", ann)
+		}
+		// Nothing of the Deployment is a checksum of the token without the
+		// salt: try the token with every string the Deployment and the
+		// release's public names hold, on either side, as the old chart did.
+		dep, _ := json.Marshal(byKind(objs)["Deployment"])
+		public := []string{"", "/", "test-condaproxy-admin", "test-condaproxy-admin/", "test", "default", "\n"}
+		for _, p := range public {
+			for _, x := range []string{p + r.token, r.token + p} {
+				sum := sha256.Sum256([]byte(x))
+				if strings.Contains(string(dep), hex.EncodeToString(sum[:])) {
+					t.Errorf("the Deployment carries sha256(%q): a reader can test guesses of the token", x)
+				}
+			}
+		}
+		return r
+	}
+	kept := func(r rendering) cluster {
+		return cluster{secretKey: secretObject(r.secret)}
+	}
+
+	t.Run("generated", func(t *testing.T) {
+		first := run(t, loadValues(t), nil)
+		// helm template again, or the Secret deleted: a new token, new pods.
+		again := run(t, loadValues(t), nil)
+		if again.token == first.token || again.marker == first.marker {
+			t.Errorf("a render that makes a new token keeps the pods' annotation %q: they keep the old token", first.marker)
+		}
+		// helm upgrade: token and salt read back, the pods stay.
+		up := run(t, loadValues(t), kept(first))
+		if up.token != first.token || up.salt != first.salt || up.marker != first.marker {
+			t.Errorf("upgrade: token %q salt %q marker %q, want all kept (%q %q %q)", up.token, up.salt, up.marker, first.token, first.salt, first.marker)
+		}
+		// A Secret of an older chart, without a salt: one restart, then stable.
+		old := run(t, loadValues(t), cluster{secretKey: secretObject(map[string]string{"admin-token": first.token})})
+		if old.token != first.token || old.salt == "" {
+			t.Errorf("upgrade from a Secret without salt: token %q salt %q", old.token, old.salt)
+		}
+	})
+	t.Run("given", func(t *testing.T) {
+		v := loadValues(t)
+		v["adminToken"] = "weak"
+		first := run(t, v, nil)
+		up := run(t, v, kept(first))
+		if up.marker != first.marker {
+			t.Error("upgrade with the same given token changes the pods' annotation")
+		}
+		// The same weak token in another release: another salt, another
+		// annotation, so no table of checksums of weak tokens applies.
+		if other := run(t, v, nil); other.marker == first.marker {
+			t.Error("two installs of the same given token carry the same annotation: it is not salted at random")
+		}
+		v["adminToken"] = "weak2"
+		if changed := run(t, v, kept(first)); changed.marker == first.marker || changed.salt != first.salt {
+			t.Errorf("a new given token: marker %q (was %q), salt kept %v; want a new marker under the kept salt",
+				changed.marker, first.marker, changed.salt == first.salt)
+		}
+	})
+	t.Run("checksumSalt given, for helm template", func(t *testing.T) {
+		v := loadValues(t)
+		v["adminToken"] = "given-admin-token-0123"
+		v["checksumSalt"] = "my-own-salt-0123456789"
+		first, second := run(t, v, nil), run(t, v, nil)
+		if first.marker != second.marker || first.salt != "my-own-salt-0123456789" {
+			t.Errorf("helm template twice with adminToken and checksumSalt: markers %q, %q; want the same", first.marker, second.marker)
+		}
+		v["adminToken"] = "given-admin-token-4567"
+		if third := run(t, v, nil); third.marker == first.marker {
+			t.Error("a new given token under the same checksumSalt keeps the annotation")
+		}
+	})
+	t.Run("secret.env", func(t *testing.T) {
+		v := loadValues(t)
+		v["secret"] = map[string]any{"existingSecret": "", "env": map[string]any{"ANACONDA_TOKEN": "weak"}}
+		first := run(t, v, nil)
+		if first.envMarker == "" {
+			t.Fatal("no checksum/secret annotation with secret.env")
+		}
+		body := "apiVersion: v1\nkind: Secret\n"
+		for _, x := range []string{"weak", body} {
+			if sum := sha256.Sum256([]byte(x)); first.envMarker == hex.EncodeToString(sum[:]) {
+				t.Errorf("checksum/secret is sha256(%q)", x)
+			}
+		}
+		if up := run(t, v, kept(first)); up.envMarker != first.envMarker {
+			t.Error("upgrade with the same secret.env changes checksum/secret")
+		}
+		if other := run(t, v, nil); other.envMarker == first.envMarker {
+			t.Error("two installs of the same secret.env carry the same checksum/secret: it is not salted at random")
+		}
+		v["secret"] = map[string]any{"existingSecret": "", "env": map[string]any{"ANACONDA_TOKEN": "weak2"}}
+		if changed := run(t, v, kept(first)); changed.envMarker == first.envMarker {
+			t.Error("a changed secret.env keeps checksum/secret: the pods keep the old values")
+		}
+	})
+}
+
+// The chart sets CONDAPROXY_ADMIN_TOKEN itself, and a container's env entry wins
+// over envFrom: a Secret that sets it too would be overridden without a word.
+// The render refuses it (secret.env; secret.existingSecret when the cluster can
+// be read), and values.yaml no longer suggests it.
+func TestRenderRefusesAdminTokenInTheSecret(t *testing.T) {
+	v := loadValues(t)
+	v["secret"] = map[string]any{"existingSecret": "", "env": map[string]any{"CONDAPROXY_ADMIN_TOKEN": "mine", "ANACONDA_TOKEN": "tk"}}
+	if _, err := render(t, v); err == nil || !strings.Contains(err.Error(), "CONDAPROXY_ADMIN_TOKEN") || !strings.Contains(err.Error(), "adminToken") {
+		t.Errorf("secret.env with CONDAPROXY_ADMIN_TOKEN: err %v, want a refusal naming it and adminToken", err)
+	}
+	v["secret"] = map[string]any{"existingSecret": "mine", "env": map[string]any{}}
+	theirs := cluster{"v1/Secret/default/mine": secretObject(map[string]string{"CONDAPROXY_ADMIN_TOKEN": "mine"})}
+	if _, err := renderIn(t, v, theirs); err == nil || !strings.Contains(err.Error(), "CONDAPROXY_ADMIN_TOKEN") {
+		t.Errorf("existingSecret with CONDAPROXY_ADMIN_TOKEN: err %v, want a refusal naming it", err)
+	}
+	// Named by the configuration itself, the Secret's variable is the token.
+	v["config"].(map[string]any)["auth"] = map[string]any{"tokens": []any{}, "admin_token": "${CONDAPROXY_ADMIN_TOKEN}"}
+	objs, err := renderIn(t, v, theirs)
+	if err != nil {
+		t.Fatalf("existingSecret with CONDAPROXY_ADMIN_TOKEN named by config.auth.admin_token: %v", err)
+	}
+	if cfg := renderedConfig(t, byKind(objs)["ConfigMap"], map[string]string{"CONDAPROXY_ADMIN_TOKEN": "mine"}); cfg.Auth.AdminToken != "mine" {
+		t.Errorf("admin token %q, want the Secret's", cfg.Auth.AdminToken)
+	}
+	data, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if regexp.MustCompile(`(?m)^\s*#\s*CONDAPROXY_ADMIN_TOKEN:`).Match(data) {
+		t.Error("values.yaml suggests CONDAPROXY_ADMIN_TOKEN in secret.env, which the chart's own env entry overrides")
+	}
 }

@@ -56,29 +56,131 @@ sidecar's and kubectl port-forward's.
 {{- end -}}
 
 {{/*
-The admin token the chart sets: adminToken as given; else the one the release's
-Secret already holds, so that it stays the same across helm upgrade; else a new
-random one. (lookup finds nothing under helm template or --dry-run: each such
-render shows a new random token.)
+"true" when the value is exactly one "${VAR}": the binary fills it in from the
+environment (a Secret) when it loads the file, so the ConfigMap holds no secret.
 */}}
-{{- define "condaproxy.adminToken" -}}
-{{- if .Values.adminToken -}}
-{{- .Values.adminToken -}}
-{{- else -}}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "condaproxy.adminSecretName" .) -}}
-{{- $kept := dig "data" "admin-token" "" $existing -}}
-{{- if $kept -}}
-{{- b64dec $kept -}}
-{{- else -}}
-{{- randAlphaNum 32 -}}
+{{- define "condaproxy.isEnvRef" -}}
+{{- if regexMatch `^\$\{[A-Za-z_][A-Za-z0-9_]*\}$` (printf "%v" .) -}}true{{- end -}}
 {{- end -}}
+
+{{/*
+"true" when the chart renders its own Secret, <fullname>-admin: for the admin
+token it sets, and for the salt of the pods' restart checksums whenever one of
+them covers a secret (secret.env).
+*/}}
+{{- define "condaproxy.ownSecret" -}}
+{{- if or (include "condaproxy.chartSetsAdminToken" .) (and .Values.secret.env (not .Values.secret.existingSecret)) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The admin token the chart sets and the checksum salt, as a dict {token, salt},
+made once per render and shared by every template: the Secret holds them and the
+Deployment's annotation is computed from them, so both must see the same random
+values. (Helm hands every template of a chart the same .Values map.)
+
+- token: adminToken as given; else the one the release's Secret already holds,
+  so that it stays the same across helm upgrade; else a new random one.
+- salt: checksumSalt as given; else the one the Secret holds; else a new random
+  one. The pods' restart annotations are checksums over a secret, and a checksum
+  of a secret alone would let whoever may read the Deployment (more people than
+  may read Secrets) test guesses of it offline; salted with a random value that
+  only the Secret holds, it tells nothing.
+
+lookup finds nothing under helm template or --dry-run (Argo CD renders so): each
+such render makes a new token and salt, and so restarts the pods, which must
+read the new token. See the README's "GitOps".
+*/}}
+{{- define "condaproxy.ownSecretValues" -}}
+{{- if not (hasKey .Values "__condaproxyOwnSecret") -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "condaproxy.adminSecretName" .) -}}
+{{- $token := .Values.adminToken -}}
+{{- if not $token -}}
+{{- $kept := dig "data" "admin-token" "" $existing -}}
+{{- $token = ternary (b64dec $kept) (randAlphaNum 32) (ne $kept "") -}}
+{{- end -}}
+{{- $salt := .Values.checksumSalt -}}
+{{- if not $salt -}}
+{{- $kept := dig "data" "checksum-salt" "" $existing -}}
+{{- $salt = ternary (b64dec $kept) (randAlphaNum 32) (ne $kept "") -}}
+{{- end -}}
+{{- $_ := set .Values "__condaproxyOwnSecret" (dict "token" $token "salt" $salt) -}}
 {{- end -}}
 {{- end -}}
 
-{{/* Refuse shapes that cannot work (SPEC "Scale"), and an ambiguous admin token. */}}
+{{/* The admin token the chart sets (see condaproxy.ownSecretValues). */}}
+{{- define "condaproxy.adminToken" -}}
+{{- include "condaproxy.ownSecretValues" . -}}
+{{- get (get .Values "__condaproxyOwnSecret") "token" -}}
+{{- end -}}
+
+{{/* The salt of the restart checksums (see condaproxy.ownSecretValues). */}}
+{{- define "condaproxy.checksumSalt" -}}
+{{- include "condaproxy.ownSecretValues" . -}}
+{{- get (get .Values "__condaproxyOwnSecret") "salt" -}}
+{{- end -}}
+
+{{/*
+A restart checksum over a text that holds a secret: salted (see
+condaproxy.ownSecretValues). Called with (list $ text).
+*/}}
+{{- define "condaproxy.saltedChecksum" -}}
+{{- $root := index . 0 -}}
+{{- printf "%s\n%s" (include "condaproxy.checksumSalt" $root) (index . 1) | sha256sum -}}
+{{- end -}}
+
+{{/*
+The fail message for a secret written into `config` itself: the ConfigMap is
+readable by more people than Secrets, and rendered into the release.
+*/}}
+{{- define "condaproxy.literalSecret" -}}
+{{- printf "%s holds a secret in plain text, which would land in the ConfigMap: put it in a Secret (secret.existingSecret) and write \"${VAR}\" here instead" . -}}
+{{- end -}}
+
+{{/*
+Refuse shapes that cannot work (SPEC "Scale"), an ambiguous admin token, and
+secrets written into the configuration.
+*/}}
 {{- define "condaproxy.validate" -}}
-{{- if and .Values.adminToken (dig "auth" "admin_token" "" .Values.config) -}}
+{{- $auth := dig "auth" dict .Values.config -}}
+{{- $adminInConfig := dig "admin_token" "" $auth -}}
+{{- if and .Values.adminToken $adminInConfig -}}
 {{- fail "set the admin token once: adminToken, or config.auth.admin_token (e.g. \"${VAR}\" from secret.existingSecret), not both" -}}
+{{- end -}}
+{{- if and $adminInConfig (not (include "condaproxy.isEnvRef" $adminInConfig)) -}}
+{{- fail (printf "%s (or leave it empty: the chart then sets a token of its own, see adminToken)" (include "condaproxy.literalSecret" "config.auth.admin_token")) -}}
+{{- end -}}
+{{- range $i, $t := (dig "tokens" list $auth) -}}
+{{- $tok := $t -}}
+{{- if kindIs "map" $t -}}
+{{- $tok = dig "token" "" $t -}}
+{{- end -}}
+{{- if not (include "condaproxy.isEnvRef" $tok) -}}
+{{- fail (include "condaproxy.literalSecret" (printf "config.auth.tokens[%d]" $i)) -}}
+{{- end -}}
+{{- end -}}
+{{- with (.Values.redis.url | default (dig "redis" "" .Values.config)) -}}
+{{- include "condaproxy.validateURL" (list "redis.url (or config.redis)" .) -}}
+{{- end -}}
+{{- range $c := (dig "channels" list .Values.config) -}}
+{{- range $i, $up := (dig "upstreams" list $c) -}}
+{{- $where := printf "config.channels[%s].upstreams[%d]" (dig "name" "" $c) $i -}}
+{{- with (dig "password" "" $up) -}}
+{{- if not (include "condaproxy.isEnvRef" .) -}}
+{{- fail (include "condaproxy.literalSecret" (printf "%s.password" $where)) -}}
+{{- end -}}
+{{- end -}}
+{{- include "condaproxy.validateURL" (list (printf "%s.url" $where) (dig "url" "" $up)) -}}
+{{- end -}}
+{{- end -}}
+{{- if include "condaproxy.chartSetsAdminToken" . -}}
+{{- /* The chart's own env entry would win over the Secret's, silently. */ -}}
+{{- $env := ternary dict (.Values.secret.env | default dict) (ne .Values.secret.existingSecret "") -}}
+{{- if .Values.secret.existingSecret -}}
+{{- $env = dig "data" dict (lookup "v1" "Secret" .Release.Namespace .Values.secret.existingSecret) -}}
+{{- end -}}
+{{- if hasKey $env "CONDAPROXY_ADMIN_TOKEN" -}}
+{{- fail "the Secret of secret.env or secret.existingSecret sets CONDAPROXY_ADMIN_TOKEN, which the chart sets itself from adminToken (and would override): set the token as adminToken, or set config.auth.admin_token to \"${CONDAPROXY_ADMIN_TOKEN}\" to use the Secret's" -}}
+{{- end -}}
 {{- end -}}
 {{- if gt (int .Values.replicas) 1 -}}
 {{- if not .Values.redis.url -}}
@@ -86,6 +188,28 @@ render shows a new random token.)
 {{- end -}}
 {{- if .Values.persistence.enabled -}}
 {{- fail "replicas > 1 needs persistence.enabled=false: each replica locks its own data directory, so each gets an emptyDir" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Refuse a URL of the configuration that carries a secret in plain text: a
+password (scheme://user:password@) or a channel token (/t/<token>/), other
+than a "${VAR}". Called with (list where url).
+*/}}
+{{- define "condaproxy.validateURL" -}}
+{{- $where := index . 0 -}}
+{{- $url := printf "%v" (index . 1) -}}
+{{- $userinfo := regexFind `^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@` $url -}}
+{{- if $userinfo -}}
+{{- $password := regexReplaceAll `^[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:?(.*)@$` $userinfo "${1}" -}}
+{{- if and $password (not (include "condaproxy.isEnvRef" $password)) -}}
+{{- fail (include "condaproxy.literalSecret" (printf "%s (its password)" $where)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $seg := regexFindAll `/t/[^/]+(/|$)` $url -1 -}}
+{{- if not (include "condaproxy.isEnvRef" (trimSuffix "/" (trimPrefix "/t/" $seg))) -}}
+{{- fail (include "condaproxy.literalSecret" (printf "%s (its /t/<token>/)" $where)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
