@@ -8,6 +8,10 @@ import (
 // Backend is what the admin API and the web page read and steer. The web page is
 // built on the same calls as the API: nothing it shows is unavailable to a script.
 // cmd/condaproxy implements it on the running proxy, cache and sync engine.
+//
+// Its errors should not quote the values a call was given (a channel name once
+// checked configured excepted): admin masks them in every text anyway, as it
+// masks secrets, so that no answer tells whether a guess was one (redact.go).
 type Backend interface {
 	Channels(ctx context.Context) []ChannelInfo
 	// Packages searches channel/subdir: records whose filename contains q (all
