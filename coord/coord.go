@@ -97,7 +97,7 @@ type Stamps interface {
 type Bus interface {
 	Publish(ctx context.Context, topic string, payload []byte) error
 	// Subscribe calls fn with every payload published on topic until ctx is
-	// done. fn is called from one goroutine per subscription, in order, and
-	// must not keep or modify payload after it returns.
+	// done. Calls to one subscription's fn never overlap; fn must not keep or
+	// modify payload after it returns.
 	Subscribe(ctx context.Context, topic string, fn func(payload []byte)) error
 }
