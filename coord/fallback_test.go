@@ -205,8 +205,9 @@ func TestReplicasRideOutRedisRestart(t *testing.T) {
 		t.Error("with Redis down, the publishing replica did not purge")
 	}
 	for i, r := range rs {
-		if got := r.hooks.changed(); !slices.Equal(got, []bool{true, false}) {
-			t.Errorf("replica %d: OnChange %v, want [true false]", i, got)
+		// A slow ping under load may add a flap; the order is what counts.
+		if got := r.hooks.changed(); len(got) < 2 || !got[0] || got[len(got)-1] {
+			t.Errorf("replica %d: OnChange %v, want up, then down", i, got)
 		}
 	}
 
@@ -216,6 +217,9 @@ func TestReplicasRideOutRedisRestart(t *testing.T) {
 		within(t, 20*time.Second, fmt.Sprintf("replica %d sees Redis back", i), func() bool { return r.set.Health.Up() })
 		if got := r.set.Health.Readiness(); got != "redis: ok" {
 			t.Errorf("replica %d: %q", i, got)
+		}
+		if got := r.hooks.changed(); len(got) < 3 || !got[0] || !slices.Contains(got, false) || !got[len(got)-1] {
+			t.Errorf("replica %d: OnChange %v, want up, down, up", i, got)
 		}
 	}
 	for n := 0; ; n++ {
