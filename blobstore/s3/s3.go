@@ -6,7 +6,8 @@
 // appears whole or not at all and two replicas committing one blob never
 // clobber each other (the second gets 412 Precondition Failed, which is
 // success here: same name, same bytes). The upload reads the verified temp
-// file, never a pipe: the body is seekable, so the client can retry it, and
+// file, never a pipe: the body is seekable, so the client can retry it (and
+// over plain http the SDK refuses an unseekable one outright), and
 // the object store is told the sha256 we verified (the x-amz-checksum-sha256
 // header and the signed payload hash), so it refuses bytes damaged on the way.
 //
@@ -14,10 +15,13 @@
 // gocloud.dev/blob because storage.s3 with empty keys promises the standard
 // AWS credential chain (environment, shared files, web identity as on EKS,
 // instance and container roles), which is that SDK's own config loader; it is
-// maintained by AWS with the S3 API, had conditional writes (IfNoneMatch) as
-// soon as S3 did, and is the client versitygw tests itself against.
-// gocloud.dev/blob would bring GCS and Azure, but hides the conditional
-// create and the request options this package needs behind its own API.
+// maintained by AWS alongside the S3 API, has the conditional create as a
+// typed field (PutObjectInput.IfNoneMatch), and is the client versitygw's own
+// integration tests use, so the server in our tests is proven with it.
+// minio-go has a credential chain of its own making, not AWS's.
+// gocloud.dev/blob would bring GCS and Azure, which SPEC does not ask for, at
+// the cost of a generic API over the requests this package shapes itself
+// (conditional create, checksum headers, payload hash, ranged GETs).
 //
 // Errors name the operation, bucket and key, with the HTTP status and S3
 // error code, or the network error; never the credentials, nor text the

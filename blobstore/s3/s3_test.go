@@ -38,8 +38,27 @@ func options(gw *s3test.Server, prefix string, t *testing.T) Options {
 	}
 }
 
+// loopback is the HTTP transport of every store under test: a dial off
+// loopback panics, so no test reaches the internet, not even by a default
+// endpoint or a credential lookup.
+var loopback = &http.Transport{
+	DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			panic("test tried to dial " + addr + ": tests stay on loopback")
+		}
+		return (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+	},
+}
+
 func newTestStore(t *testing.T, o Options, hc s3api.HTTPClient) *Store {
 	t.Helper()
+	if hc == nil {
+		hc = &http.Client{Transport: loopback}
+	}
 	s, err := newStore(context.Background(), o, hc)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +91,7 @@ type recorded struct {
 }
 
 func (r *recorder) Do(req *http.Request) (*http.Response, error) {
-	resp, err := http.DefaultTransport.RoundTrip(req)
+	resp, err := loopback.RoundTrip(req)
 	rec := recorded{method: req.Method, path: req.URL.Path, header: req.Header.Clone()}
 	if resp != nil {
 		rec.status = resp.StatusCode
@@ -160,6 +179,26 @@ func TestWalkSkipsStrangers(t *testing.T) {
 	}
 	if got := blobstoretest.Objects(t, s); len(got) != 1 || got[sha] != 10 {
 		t.Errorf("Walk: got %v, want only %s", got, sha)
+	}
+}
+
+// With no keys, the store takes its credentials from the AWS chain; here the
+// environment, as a container's secrets would give them.
+func TestCredentialChain(t *testing.T) {
+	gw := s3test.Start(t)
+	gw.CreateBucket(bucket)
+	t.Setenv("AWS_ACCESS_KEY_ID", s3test.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3test.SecretKey)
+	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	o := options(gw, "chain", t)
+	o.AccessKey, o.SecretKey = "", ""
+	s := newTestStore(t, o, nil)
+	blobstoretest.Put(t, s, blobstoretest.NewObject(9, 100))
+	if err := s.Check(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
