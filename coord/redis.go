@@ -112,6 +112,8 @@ func (l *RedisLocker) Lock(ctx context.Context, key string) (Lease, error) {
 		ok, err := l.client.SetNX(cmd, k, token, l.o.Lease).Result()
 		cancel()
 		if err != nil {
+			// The SET may have been applied with its answer lost: then the key
+			// holds a token nobody renews, and it expires within the lease.
 			return nil, unavailable(ctx, err)
 		}
 		if ok {
