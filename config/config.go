@@ -8,6 +8,7 @@ package config
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,7 @@ type Config struct {
 	// Redis is a redis:// URL; when set, several replicas share fill locks,
 	// repodata freshness and purge events.
 	Redis    string    `yaml:"redis" secret:"url"`
+	Storage  Storage   `yaml:"storage"`
 	Auth     Auth      `yaml:"auth"`
 	Limits   Limits    `yaml:"limits"`
 	Log      Log       `yaml:"log"`
@@ -55,6 +57,34 @@ type Cache struct {
 	MetadataTTL Duration `yaml:"metadata_ttl"`
 	NegativeTTL Duration `yaml:"negative_ttl"`
 	KeepRemoved bool     `yaml:"keep_removed"`
+}
+
+// Storage says where package blobs live: on local disk (Blobs "", under data), or
+// in an S3-compatible object store shared by several replicas (s3://BUCKET/PREFIX),
+// each replica keeping a local tier of hot files in its own data directory.
+type Storage struct {
+	Blobs string `yaml:"blobs"`
+	S3    S3     `yaml:"s3"`
+}
+
+// S3 configures the object store of storage.blobs: s3://...
+type S3 struct {
+	Endpoint  string `yaml:"endpoint"` // "" = AWS's own
+	Region    string `yaml:"region"`
+	AccessKey string `yaml:"access_key" secret:"all"` // "" = the standard AWS credential chain
+	SecretKey string `yaml:"secret_key" secret:"all"`
+	PathStyle bool   `yaml:"path_style"`
+}
+
+// BlobBucket returns the bucket and prefix of storage.blobs, ok false when blobs
+// stay on local disk.
+func (s Storage) BlobBucket() (bucket, prefix string, ok bool) {
+	rest, found := strings.CutPrefix(s.Blobs, "s3://")
+	if !found {
+		return "", "", false
+	}
+	bucket, prefix, _ = strings.Cut(rest, "/")
+	return bucket, strings.Trim(prefix, "/"), true
 }
 
 // Auth holds client and admin tokens.
@@ -209,6 +239,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.Limits.MaxURL == 0 {
 		c.Limits.MaxURL = DefaultMaxURL
+	}
+	if c.Storage.S3.Region == "" {
+		c.Storage.S3.Region = "us-east-1"
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

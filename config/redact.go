@@ -136,6 +136,8 @@ func (c *Config) Secrets() []string {
 		add(t.Token)
 	}
 	add(c.Auth.AdminToken)
+	add(c.Storage.S3.AccessKey)
+	add(c.Storage.S3.SecretKey)
 	addURL(c.Redis)
 	for _, ch := range c.Channels {
 		for _, up := range ch.Upstreams {

@@ -73,6 +73,20 @@ func (l *loader) validate(c *Config) error {
 			}
 		}
 	}
+	if c.Storage.Blobs != "" {
+		bucket, _, ok := c.Storage.BlobBucket()
+		if !ok || bucket == "" || strings.ContainsAny(bucket, " \t?#") {
+			return l.errKey("storage.blobs", "bad location %q: want \"\" (local disk) or s3://BUCKET/PREFIX", c.Storage.Blobs)
+		}
+	}
+	if e := c.Storage.S3.Endpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			return l.errKey("storage.s3.endpoint", "bad URL %q: want http(s)://host[:port], no credentials (they go in access_key, secret_key)", RedactURL(e))
+		}
+	}
+	if (c.Storage.S3.AccessKey == "") != (c.Storage.S3.SecretKey == "") {
+		return l.errKey("storage.s3", "access_key and secret_key go together: set both, or neither for the standard AWS credential chain")
+	}
 	if c.Limits.MaxRequestHeader < 4<<10 {
 		return l.errKey("limits.max_request_header", "%s is too small: conda clients send up to a few KiB; at least 4KiB", c.Limits.MaxRequestHeader)
 	}
