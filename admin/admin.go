@@ -37,6 +37,10 @@ import (
 type Check struct {
 	Name string
 	Fn   func(ctx context.Context) error
+	// Degrades: a failure leaves the replica ready (200), its body saying
+	// "NAME: degraded". Redis is such a check: when it is down every replica
+	// goes on alone, and a load balancer must not drop them all at once.
+	Degrades bool
 }
 
 // Options configure the admin handler.
@@ -85,17 +89,31 @@ func New(o Options) http.Handler {
 	ready := func(c *gin.Context) {
 		ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 		defer cancel()
-		failed := map[string]string{}
+		failed, degraded := map[string]string{}, map[string]string{}
+		var status []string
 		for _, chk := range o.Ready {
-			if err := chk.Fn(ctx); err != nil {
+			err := chk.Fn(ctx)
+			switch {
+			case err == nil:
+				status = append(status, chk.Name+": ok")
+			case chk.Degrades:
+				degraded[chk.Name] = err.Error()
+				status = append(status, chk.Name+": degraded")
+			default:
 				failed[chk.Name] = err.Error()
+				status = append(status, chk.Name+": failed")
 			}
 		}
+		body := gin.H{"ready": len(failed) == 0, "status": strings.Join(status, ", ")}
+		if len(degraded) > 0 {
+			body["degraded"] = degraded
+		}
 		if len(failed) > 0 {
-			c.JSON(http.StatusServiceUnavailable, gin.H{"ready": false, "failed": failed})
+			body["failed"] = failed
+			c.JSON(http.StatusServiceUnavailable, body)
 			return
 		}
-		c.JSON(http.StatusOK, gin.H{"ready": true})
+		c.JSON(http.StatusOK, body)
 	}
 	r.GET("/readyz", ready)
 	r.HEAD("/readyz", ready)

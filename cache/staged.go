@@ -165,6 +165,12 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 		if st.gone {
 			continue
 		}
+		if s.remote != nil {
+			// Shared before it is local, as a fill's blob is.
+			if err := s.uploadFile(st.path, st.size, st.sha); err != nil {
+				return err
+			}
+		}
 		dst := s.blobPath(st.sha)
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/condaproxy/condaproxy/blobstore"
 	"hash"
 	"io"
 	"io/fs"
@@ -64,6 +65,9 @@ type Options struct {
 	Logger *slog.Logger
 	// FlushEvery is how often access times reach disk; default 30s.
 	FlushEvery time.Duration
+	// Remote, if set, is the object store several replicas share (remote.go):
+	// blobs are put there once verified, and pulled from there on a local miss.
+	Remote blobstore.Store
 }
 
 // Store is the on-disk cache of one data directory.
@@ -82,6 +86,8 @@ type Store struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	remote *remoteTier // nil: blobs on local disk only
 }
 
 type blobEntry struct {
@@ -161,6 +167,9 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 		dir: dir, held: held, Meta: meta, opts: opts, log: opts.Logger,
 		blobs: map[string]*blobEntry{}, dirty: map[string]bool{},
 		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if opts.Remote != nil {
+		s.remote = &remoteTier{store: opts.Remote}
 	}
 	// Whatever is in tmp/ is an unfinished fill from a process that died: never valid.
 	if err := clearDir(filepath.Join(dir, "tmp")); err != nil {
@@ -447,12 +456,13 @@ type Digest struct {
 // Temp is a blob being written. Bytes go to a file in tmp/ and through the hashes;
 // only Commit makes them visible.
 type Temp struct {
-	s    *Store
-	f    *os.File
-	sha  hash.Hash
-	md5  hash.Hash
-	n    int64
-	done bool
+	s     *Store
+	local bool // pulled from the remote tier: not put back there
+	f     *os.File
+	sha   hash.Hash
+	md5   hash.Hash
+	n     int64
+	done  bool
 }
 
 // NewTemp starts a blob.
@@ -514,6 +524,13 @@ func (t *Temp) Commit(want Digest) (sha string, err error) {
 	// fsync before rename: after a power cut the name must not point at missing bytes.
 	if err := t.f.Sync(); err != nil {
 		return sha, err
+	}
+	if t.s.remote != nil && !t.local {
+		// Shared before it is local: a blob this replica serves is one every
+		// replica can. If the object store refuses, nothing is kept.
+		if err := t.s.upload(t.f, t.n, sha); err != nil {
+			return sha, err
+		}
 	}
 	if err := t.f.Close(); err != nil {
 		return sha, err

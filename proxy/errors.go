@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/condaproxy/condaproxy/cache"
 	"log/slog"
 	"net/http"
 
@@ -50,6 +51,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="condaproxy"`)
 	}
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "10")
+	}
 	if status == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", "GET, HEAD")
 	}
@@ -86,6 +90,10 @@ func classify(err error) (int, string) {
 		return http.StatusNotFound, "not found upstream"
 	case errors.As(err, &ue):
 		return http.StatusBadGateway, errUpstream.msg
+	case errors.Is(err, cache.ErrUnavailable):
+		// The shared object store is down: what this replica holds is still
+		// served; a miss must wait.
+		return http.StatusServiceUnavailable, "the object store is unavailable; try again shortly"
 	case errors.Is(err, context.Canceled):
 		// The client went away while waiting; nobody reads this answer.
 		return 499, "client closed the request"

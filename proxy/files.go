@@ -46,6 +46,9 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 		return errNotFound
 	}
 	if found && !e.NotFound {
+		if _, err := s.store.Pull(r.Context(), e.SHA256); err != nil {
+			return err
+		}
 		blob, err := s.store.OpenBlob(e.SHA256)
 		if err == nil {
 			defer blob.Close()
@@ -95,6 +98,11 @@ func (s *Server) mutableSHA(ctx context.Context, ch *channel, rel string) (strin
 	age := s.now().Sub(e.CheckedAt)
 	if s.negative.has(key, s.now()) {
 		return "", errNotFound
+	}
+	if found && !e.NotFound {
+		if _, err := s.store.Pull(ctx, e.SHA256); err != nil {
+			return "", err
+		}
 	}
 	if found && !e.NotFound && s.store.Has(e.SHA256) {
 		if age >= s.cfg.Cache.MetadataTTL.D() {

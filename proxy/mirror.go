@@ -271,7 +271,9 @@ func (s *Server) UncacheFiles(channel string, files []CachedFile) error {
 		return err
 	}
 	for sha := range dropped {
-		if err := s.store.RemoveBlob(sha); err != nil {
+		// Everywhere: the shared object store too, or a replica would pull it
+		// back.
+		if err := s.store.PurgeBlob(context.Background(), sha); err != nil {
 			return err
 		}
 	}

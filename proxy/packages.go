@@ -75,6 +75,9 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) 
 		if rule := s.decideCached(rt, e, decider); rule != "" {
 			return &hiddenError{rule: rule}
 		}
+		if _, err := s.store.Pull(r.Context(), e.SHA256); err != nil {
+			return err
+		}
 		if blob, err := s.store.OpenBlob(e.SHA256); err == nil {
 			defer blob.Close()
 			s.metrics.CacheLookups.WithLabelValues("package", "hit").Inc()
@@ -144,6 +147,10 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 		}
 	}
 	if sha != "" {
+		// Local, or pulled from the object store the replicas share.
+		if _, err := s.store.Pull(r.Context(), sha); err != nil {
+			return err
+		}
 		if blob, err := s.store.OpenBlob(sha); err == nil {
 			defer blob.Close()
 			s.metrics.CacheLookups.WithLabelValues("package", "hit").Inc()
@@ -185,9 +192,24 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 				Record: recordJSON, CachedAt: s.now()}
 			return sha, s.store.Meta.Put(stateKey("p", ch.cfg.Name, subdir, fn), e)
 		}
-		// Look again inside: another fill may have committed it since our miss.
-		if refSHA != "" && s.store.Has(refSHA) {
-			return record(refSHA)
+		// One fetch per file across replicas: hold its lock, then look again,
+		// since another fill (here or on another replica) may have committed it
+		// since our miss.
+		lockKey := refSHA
+		if lockKey == "" {
+			lockKey = ch.cfg.Name + "/" + subdir + "/" + fn
+		}
+		lease, err := s.fillLock(ctx, lockKey)
+		if err != nil {
+			return "", err
+		}
+		defer lease.Release()
+		if refSHA != "" {
+			if ok, err := s.store.Pull(ctx, refSHA); err != nil {
+				return "", err
+			} else if ok {
+				return record(refSHA)
+			}
 		}
 		if ref.size < 0 {
 			// Every conda record states its size; without one an upstream could

@@ -12,6 +12,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"fmt"
+	"github.com/condaproxy/condaproxy/coord"
 	"io"
 	"log/slog"
 	"net/http"
@@ -34,6 +35,9 @@ import (
 type Options struct {
 	Config *config.Config
 	Store  *cache.Store
+	// Coord is how replicas share fills and purges (package coord); nil: this
+	// process alone (coord.Local).
+	Coord *coord.Set
 	// Upstream defaults to upstream.New with default options.
 	Upstream *upstream.Client
 	// Policies maps a channel name to its policy; a channel with none serves
@@ -56,6 +60,7 @@ type Options struct {
 type Server struct {
 	cfg      *config.Config
 	store    *cache.Store
+	coord    *coord.Set
 	up       *upstream.Client
 	metrics  *Metrics
 	fallback http.Handler
@@ -119,6 +124,9 @@ func New(o Options) (*Server, error) {
 	if o.Metrics == nil {
 		return nil, fmt.Errorf("proxy: Options.Metrics is required")
 	}
+	if o.Coord == nil {
+		o.Coord = coord.Local()
+	}
 	if o.Upstream.Observe == nil {
 		o.Upstream.Observe = o.Metrics.observeUpstream
 	}
@@ -126,7 +134,7 @@ func New(o Options) (*Server, error) {
 		o.Upstream.Throttled = func(host string) { o.Metrics.Throttled.WithLabelValues(host).Inc() }
 	}
 	s := &Server{
-		cfg: o.Config, store: o.Store, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
+		cfg: o.Config, store: o.Store, coord: o.Coord, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
 		log: o.Logger, now: o.Now, fillTTL: o.FillTimeout,
 		channels: map[string]*channel{}, fills: map[string]*fill{}, direct: make(chan struct{}, 2),
 	}
@@ -152,6 +160,7 @@ func New(o Options) (*Server, error) {
 	if err := s.sweepOrphans(); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	go s.listenPurges()
 	return s, nil
 }
 

@@ -288,8 +288,7 @@ func SplitFilename(fn string) (name, version, build string) {
 // (`condaproxy import`) are kept: no upstream could give them back. The cached
 // packages are untouched.
 //
-// It acts on this replica only: with several replicas sharing Redis, the others
-// keep their answers until their metadata_ttl (a fan-out is not built).
+// It acts on this replica; Purge tells the others too.
 func (s *Server) PurgeRepodata(channel, sub string) error {
 	ch, err := s.condaChannel(channel)
 	if err != nil {

@@ -274,7 +274,7 @@ func (b *backend) Purge(ctx context.Context, channel, subdir, filename string) e
 		}
 	}
 	if filename == "" {
-		return notFound(b.a.proxy.PurgeRepodata(channel, subdir))
+		return notFound(b.a.proxy.Purge(ctx, channel, subdir, ""))
 	}
 	if subdir == "" {
 		return invalid("a filename needs its subdir")
@@ -283,7 +283,7 @@ func (b *backend) Purge(ctx context.Context, channel, subdir, filename string) e
 		return invalid("filename: want a package file name ending in .conda or .tar.bz2")
 	}
 	defer b.forgetUsage(channel)
-	return notFound(b.a.proxy.Uncache(channel, subdir, filename))
+	return notFound(b.a.proxy.Purge(ctx, channel, subdir, filename))
 }
 
 // syncJob is one pre-warm job. Its admin.Job is read and written under mu.

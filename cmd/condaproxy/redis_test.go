@@ -55,8 +55,11 @@ func startRedis(t *testing.T) (addr string, stop func()) {
 	}
 }
 
-// /readyz follows Redis when one is configured: ready while it answers, not ready
-// (naming it) once it is gone. The channels go on being served either way.
+// /readyz follows Redis when one is configured, without ever dropping the
+// replica for it: 200 with "redis: ok" while it answers, 200 with "redis:
+// degraded" once it is gone (every replica goes on alone, and a load balancer
+// must not drop them all at once), and ok again when it is back. The channels
+// go on being served either way; condaproxy_redis_up says which.
 func TestReadyzFollowsRedis(t *testing.T) {
 	addr, stopRedis := startRedis(t)
 	yaml := fmt.Sprintf("data: %s\nredis: redis://%s/0\nchannels: []\n", t.TempDir(), addr)
@@ -82,17 +85,39 @@ func TestReadyzFollowsRedis(t *testing.T) {
 		json.NewDecoder(r.Body).Decode(&body)
 		return r.StatusCode, body
 	}
-	if code, body := ready(); code != 200 || body["ready"] != true {
+	metric := func() string {
+		r, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "condaproxy_redis_up ") {
+				return strings.TrimPrefix(line, "condaproxy_redis_up ")
+			}
+		}
+		return ""
+	}
+	if code, body := ready(); code != 200 || body["ready"] != true || !strings.Contains(fmt.Sprint(body["status"]), "redis: ok") {
 		t.Fatalf("with redis up: /readyz %d %v", code, body)
 	}
-	stopRedis()
-	code, body := ready()
-	failed, _ := body["failed"].(map[string]any)
-	if code != http.StatusServiceUnavailable || failed["redis"] == nil {
-		t.Fatalf("with redis gone: /readyz %d %v, want 503 naming redis", code, body)
+	if m := metric(); m != "1" {
+		t.Errorf("condaproxy_redis_up = %q with redis up", m)
 	}
-	if _, ok := failed["storage"]; ok {
-		t.Errorf("storage reported not ready: %v", failed)
+	stopRedis()
+	var code int
+	var body map[string]any
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if code, body = ready(); strings.Contains(fmt.Sprint(body["status"]), "redis: degraded") {
+			break
+		}
+	}
+	if code != http.StatusOK || body["ready"] != true || !strings.Contains(fmt.Sprint(body["status"]), "redis: degraded") {
+		t.Fatalf("with redis gone: /readyz %d %v, want 200 saying redis: degraded", code, body)
+	}
+	if m := metric(); m != "0" {
+		t.Errorf("condaproxy_redis_up = %q with redis gone", m)
 	}
 	if strings.Contains(fmt.Sprint(body), "password") {
 		t.Errorf("readyz leaks connection details: %v", body)

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/condaproxy/condaproxy/blobstore"
+	"github.com/condaproxy/condaproxy/blobstore/s3"
+	"github.com/condaproxy/condaproxy/coord"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -83,12 +87,18 @@ type app struct {
 	proxy   *proxy.Server
 	handler http.Handler
 	redis   *redis.Client
+	coord   *coord.Set
 	backend *backend
 }
 
 func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
+	remote, err := openRemote(cfg)
+	if err != nil {
+		return nil, err
+	}
 	store, err := cache.Open(cfg.Data, cache.Options{
 		MaxSize: int64(cfg.Cache.MaxSize), Memory: int64(cfg.Cache.Memory), Logger: log,
+		Remote: remote,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", cfg.Data, err)
@@ -112,8 +122,40 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		// connection errors are structured lines like every other.
 		redis.SetLogger(redisLogger{log})
 		a.redis = redis.NewClient(opt)
-		ready = append(ready, admin.Check{Name: "redis", Fn: func(ctx context.Context) error {
-			return a.redis.Ping(ctx).Err()
+		redisUp := prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "condaproxy_redis_up", Help: "1 when Redis answers; 0 while replicas coordinate only with themselves.",
+		})
+		degradedOps := prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "condaproxy_redis_fallback_total", Help: "Coordination operations done without Redis (in-process only), by operation.",
+		}, []string{"op"})
+		reg.MustRegister(redisUp, degradedOps)
+		a.coord = coord.NewRedis(a.redis, coord.RedisOptions{}, coord.HealthOptions{
+			OnChange: func(up bool, reason error) {
+				if up {
+					redisUp.Set(1)
+					log.Info("redis is up: replicas share fills, freshness and purges")
+				} else {
+					redisUp.Set(0)
+					log.Warn("redis is down: this replica goes on alone (local locks)", "err", reason)
+				}
+			},
+			OnFallback: func(op string) { degradedOps.WithLabelValues(op).Inc() },
+		})
+		ready = append(ready, admin.Check{Name: "redis", Degrades: true, Fn: func(ctx context.Context) error {
+			if !a.coord.Health.Up() {
+				return errors.New("unreachable: this replica coordinates with itself only")
+			}
+			return nil
+		}})
+	} else {
+		a.coord = coord.Local()
+	}
+	if remote != nil {
+		ready = append(ready, admin.Check{Name: "object store", Degrades: true, Fn: func(ctx context.Context) error {
+			if c, ok := remote.(interface{ Check(context.Context) error }); ok {
+				return c.Check(ctx)
+			}
+			return nil
 		}})
 	}
 	policies, err := compilePolicies(cfg)
@@ -125,6 +167,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		Config:   cfg,
 		Policies: policies,
 		Store:    store,
+		Coord:    a.coord,
 		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion(),
 			IdleTimeout: cfg.Limits.UpstreamIdleTimeout.D()}),
 		Metrics: metrics,
@@ -209,6 +252,9 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 
 func (a *app) Close() {
 	a.backend.Close() // sync jobs stop before the store closes
+	if a.coord != nil {
+		a.coord.Close()
+	}
 	if a.redis != nil {
 		a.redis.Close()
 	}
@@ -220,4 +266,26 @@ type redisLogger struct{ log *slog.Logger }
 
 func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.WarnContext(ctx, fmt.Sprintf(format, v...), "component", "redis")
+}
+
+// openRemote opens the object store of storage.blobs: s3://BUCKET/PREFIX, or
+// nil for blobs on local disk. It does not wait for the store: a replica starts
+// and serves what it holds while the store is down (readiness says so).
+func openRemote(cfg *config.Config) (blobstore.Store, error) {
+	bucket, prefix, ok := cfg.Storage.BlobBucket()
+	if !ok {
+		return nil, nil
+	}
+	st, err := s3.New(context.Background(), s3.Options{
+		Endpoint: cfg.Storage.S3.Endpoint, Region: cfg.Storage.S3.Region, Bucket: bucket, Prefix: prefix,
+		AccessKey: cfg.Storage.S3.AccessKey, SecretKey: cfg.Storage.S3.SecretKey, PathStyle: cfg.Storage.S3.PathStyle,
+		TempDir: filepath.Join(cfg.Data, "s3tmp"),
+		// A client waits on these: fail fast when the store is down (503), and
+		// let the next request try again.
+		MaxAttempts: 2,
+	})
+	if err != nil {
+		return nil, &config.Error{File: cfg.Source, Key: "storage", Msg: err.Error()}
+	}
+	return st, nil
 }
