@@ -469,7 +469,8 @@ func TestChartYAML(t *testing.T) {
 	}
 
 	values := readYAML(t, filepath.Join(chartDir, "values.yaml"))
-	for _, p := range []string{"replicas", "redis.url", "config", "persistence.enabled", "serviceMonitor.enabled",
+	for _, p := range []string{"replicaCount", "redis.url", "storage.s3.bucket", "storage.s3.existingSecret",
+		"podDisruptionBudget.enabled", "config", "persistence.enabled", "serviceMonitor.enabled",
 		"secret.existingSecret", "terminationGracePeriodSeconds", "containerPort", "adminToken"} {
 		if _, ok := lookup(values, strings.Split(p, ".")); !ok {
 			t.Errorf("values.yaml: no %s", p)
@@ -773,6 +774,17 @@ func renderIn(t *testing.T, values map[string]any, in cluster) ([]map[string]any
 		},
 		"hasKey": func(d map[string]any, k string) bool { _, ok := d[k]; return ok },
 		"list":   func(vs ...any) []any { return vs },
+		// Sprig's append makes a new list, leaving the one it was given as it was.
+		"append": func(l []any, v any) []any { return append(slices.Clip(l), v) },
+		"join": func(sep string, l []any) string {
+			parts := make([]string, len(l))
+			for i, v := range l {
+				parts[i] = fmt.Sprint(v)
+			}
+			return strings.Join(parts, sep)
+		},
+		"hasPrefix": func(pre, s string) bool { return strings.HasPrefix(s, pre) },
+		"trimAll":   func(cutset, s string) string { return strings.Trim(s, cutset) },
 		"ternary": func(yes, no any, cond bool) any {
 			if cond {
 				return yes
@@ -911,7 +923,19 @@ func secretData(t *testing.T, sec map[string]any) map[string]string {
 // wins. A Secret the chart did not render (existingSecret) adds nothing.
 func containerEnv(t *testing.T, objs []map[string]any) map[string]string {
 	t.Helper()
+	return containerEnvIn(t, objs, nil)
+}
+
+// containerEnvIn is containerEnv in a cluster that also holds the Secrets of in
+// (those the user made: existingSecret).
+func containerEnvIn(t *testing.T, objs []map[string]any, in cluster) map[string]string {
+	t.Helper()
 	secrets := secretsByName(objs)
+	for key, o := range in {
+		if o["kind"] == "Secret" {
+			secrets[key[strings.LastIndex(key, "/")+1:]] = o
+		}
+	}
 	c := get(t, byKind(objs)["Deployment"], "spec.template.spec.containers.0")
 	env := map[string]string{}
 	if from, ok := c.(map[string]any)["envFrom"].([]any); ok {
@@ -946,22 +970,48 @@ func containerEnv(t *testing.T, objs []map[string]any) map[string]string {
 	return env
 }
 
-// renderedConfig loads the ConfigMap's condaproxy.yaml through config.Parse.
-func renderedConfig(t *testing.T, cm map[string]any, env map[string]string) *config.Config {
+// configText is the ConfigMap's condaproxy.yaml, as the pod reads it.
+func configText(t *testing.T, cm map[string]any) string {
 	t.Helper()
 	data, _ := get(t, cm, "data").(map[string]any)
 	text, ok := data["condaproxy.yaml"].(string)
 	if !ok {
 		t.Fatal("ConfigMap has no data.condaproxy.yaml")
 	}
-	cfg, err := config.Parse("rendered condaproxy.yaml", []byte(text), func(k string) (string, bool) {
+	return text
+}
+
+// parseRendered loads the ConfigMap's condaproxy.yaml through config.Parse, with
+// env as the container's environment.
+func parseRendered(t *testing.T, cm map[string]any, env map[string]string) (*config.Config, error) {
+	t.Helper()
+	return config.Parse("rendered condaproxy.yaml", []byte(configText(t, cm)), func(k string) (string, bool) {
 		v, ok := env[k]
 		return v, ok
 	})
+}
+
+// renderedConfig loads the ConfigMap's condaproxy.yaml through config.Parse.
+func renderedConfig(t *testing.T, cm map[string]any, env map[string]string) *config.Config {
+	t.Helper()
+	cfg, err := parseRendered(t, cm, env)
 	if err != nil {
-		t.Fatalf("the rendered configuration does not load: %v\n%s", err, text)
+		t.Fatalf("the rendered configuration does not load: %v\n%s", err, configText(t, cm))
 	}
 	return cfg
+}
+
+// volume is the pod's volume of that name.
+func volume(t *testing.T, pod any, name string) map[string]any {
+	t.Helper()
+	vols, _ := get(t, pod, "volumes").([]any)
+	for _, v := range vols {
+		if v, ok := v.(map[string]any); ok && v["name"] == name {
+			return v
+		}
+	}
+	t.Fatalf("the pod has no volume %s", name)
+	return nil
 }
 
 func loadValues(t *testing.T) map[string]any {
@@ -983,8 +1033,19 @@ func TestRenderDefaults(t *testing.T) {
 	if want := []string{"ConfigMap", "Deployment", "PersistentVolumeClaim", "Secret", "Service"}; !slices.Equal(kinds, want) {
 		t.Fatalf("default render: kinds %v, want %v", kinds, want)
 	}
-	if cfg := renderedConfig(t, k["ConfigMap"], containerEnv(t, objs)); len(cfg.Auth.AdminToken) != 32 {
+	env := containerEnv(t, objs)
+	cfg := renderedConfig(t, k["ConfigMap"], env)
+	if len(cfg.Auth.AdminToken) != 32 {
 		t.Errorf("default render: admin token %d characters, want a generated one of 32", len(cfg.Auth.AdminToken))
+	}
+	// One replica: embedded storage, nothing shared.
+	if cfg.Redis != "" || cfg.Storage.Blobs != "" {
+		t.Errorf("default render: redis %q, storage.blobs %q; want both empty", cfg.Redis, cfg.Storage.Blobs)
+	}
+	for _, name := range []string{"S3_ACCESS_KEY", "S3_SECRET_KEY"} {
+		if _, ok := env[name]; ok {
+			t.Errorf("default render sets %s without an object store", name)
+		}
 	}
 
 	dep := k["Deployment"]
@@ -1018,7 +1079,7 @@ func TestRenderDefaults(t *testing.T) {
 	if s := get(t, dep, "spec.strategy.type"); s != "Recreate" {
 		t.Errorf("strategy %v, want Recreate with a volume claim", s)
 	}
-	claim := get(t, pod, "volumes.1.persistentVolumeClaim.claimName")
+	claim := get(t, volume(t, pod, "data"), "persistentVolumeClaim.claimName")
 	if claim != get(t, k["PersistentVolumeClaim"], "metadata.name") {
 		t.Errorf("data volume claims %v, the chart's claim is %v", claim, get(t, k["PersistentVolumeClaim"], "metadata.name"))
 	}
@@ -1027,49 +1088,155 @@ func TestRenderDefaults(t *testing.T) {
 	}
 }
 
-func TestRenderReplicas(t *testing.T) {
+// scaleValues are the chart's values for three replicas on Redis and an object
+// store (SPEC "Scale"), the S3 keys given as values, the Redis password and a
+// channel token in secret.env, and a ServiceMonitor.
+func scaleValues(t *testing.T, accessKey, secretKey string) map[string]any {
+	t.Helper()
 	v := loadValues(t)
-	v["replicas"] = 3
-	v["redis"] = map[string]any{"url": "redis://:${REDIS_PASSWORD}@redis:6379/0"}
-	v["persistence"].(map[string]any)["enabled"] = false
-	v["persistence"].(map[string]any)["emptyDirSizeLimit"] = "20Gi"
+	v["replicaCount"] = 3
+	v["redis"] = map[string]any{"url": "redis://:${REDIS_PASSWORD}@redis.cache.svc:6379/0"}
+	s3 := v["storage"].(map[string]any)["s3"].(map[string]any)
+	maps.Copy(s3, map[string]any{
+		"bucket": "condaproxy-blobs", "prefix": "/mirror/prod/", "endpoint": "http://minio.storage.svc:9000",
+		"region": "eu-west-1", "pathStyle": true, "accessKey": accessKey, "secretKey": secretKey,
+	})
+	v["persistence"].(map[string]any)["emptyDirSizeLimit"] = "60Gi"
 	v["serviceMonitor"].(map[string]any)["enabled"] = true
 	v["secret"] = map[string]any{"existingSecret": "", "env": map[string]any{"REDIS_PASSWORD": "pw", "ANACONDA_TOKEN": "tk"}}
 	chans := v["config"].(map[string]any)["channels"].([]any)
 	v["config"].(map[string]any)["channels"] = append(chans, map[string]any{
 		"name": "private", "upstreams": []any{map[string]any{"url": "https://conda.anaconda.org/t/${ANACONDA_TOKEN}/private"}},
 	})
+	return v
+}
+
+// The several-replicas shape (SPEC "Scale"): every replica on the same Redis
+// and object store, their credentials only in Secrets and reaching the
+// configuration as ${VAR}; each replica's data directory its own emptyDir; a
+// PodDisruptionBudget; probes that keep a replica in the Service when Redis is
+// down; the admin token and the ServiceMonitor as with one replica.
+func TestRenderReplicas(t *testing.T) {
+	const accessKey, secretKey = "AKIAEXAMPLE0123456", "s3cret-key-0123456789"
+	v := scaleValues(t, accessKey, secretKey)
 	objs, err := render(t, v)
 	if err != nil {
 		t.Fatalf("render: %v", err)
 	}
 	k := byKind(objs)
-	for _, want := range []string{"ConfigMap", "Deployment", "Secret", "Service", "ServiceMonitor"} {
+	for _, want := range []string{"ConfigMap", "Deployment", "Secret", "Service", "ServiceMonitor", "PodDisruptionBudget"} {
 		if k[want] == nil {
 			t.Errorf("no %s", want)
 		}
 	}
+	// persistence.enabled is still true (the default): several replicas take an
+	// emptyDir each all the same, since one claim cannot serve them all.
 	if k["PersistentVolumeClaim"] != nil {
-		t.Error("a PersistentVolumeClaim with persistence disabled")
+		t.Error("a PersistentVolumeClaim with several replicas")
 	}
+
+	// The credentials: in Secrets, read by the container through secretKeyRef,
+	// never written into the ConfigMap or the pod spec.
 	env := containerEnv(t, objs)
-	if env["REDIS_PASSWORD"] != "pw" || env["ANACONDA_TOKEN"] != "tk" {
-		t.Errorf("the container's environment lacks secret.env: %v", slices.Sorted(maps.Keys(env)))
+	for name, want := range map[string]string{"S3_ACCESS_KEY": accessKey, "S3_SECRET_KEY": secretKey, "REDIS_PASSWORD": "pw", "ANACONDA_TOKEN": "tk"} {
+		if env[name] != want {
+			t.Errorf("the container's %s is %q, want %q", name, env[name], want)
+		}
 	}
+	c := get(t, k["Deployment"], "spec.template.spec.containers.0")
+	for _, e := range get(t, c, "env").([]any) {
+		e := e.(map[string]any)
+		if _, plain := e["value"]; plain {
+			t.Errorf("env %v has a value in the pod spec, not a secretKeyRef", e["name"])
+		}
+		if strings.HasPrefix(fmt.Sprint(e["name"]), "S3_") {
+			if ref := get(t, e, "valueFrom.secretKeyRef.name"); ref != "test-condaproxy-s3" {
+				t.Errorf("env %v from Secret %v, want test-condaproxy-s3", e["name"], ref)
+			}
+		}
+	}
+	for _, kind := range []string{"ConfigMap", "Deployment"} {
+		b, _ := json.Marshal(k[kind])
+		for _, secret := range []string{accessKey, secretKey, "pw@"} {
+			if strings.Contains(string(b), secret) {
+				t.Errorf("the %s carries the credential %q", kind, secret)
+			}
+		}
+	}
+
+	// The configuration as written into the ConfigMap...
+	var written map[string]any
+	if err := yaml.Unmarshal([]byte(configText(t, k["ConfigMap"])), &written); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]any{
+		"redis":                 "redis://:${REDIS_PASSWORD}@redis.cache.svc:6379/0",
+		"storage.blobs":         "s3://condaproxy-blobs/mirror/prod",
+		"storage.s3.endpoint":   "http://minio.storage.svc:9000",
+		"storage.s3.region":     "eu-west-1",
+		"storage.s3.path_style": true,
+		"storage.s3.access_key": "${S3_ACCESS_KEY}",
+		"storage.s3.secret_key": "${S3_SECRET_KEY}",
+	} {
+		if got, _ := lookup(written, strings.Split(path, ".")); got != want {
+			t.Errorf("the ConfigMap's %s is %#v, want %#v", path, got, want)
+		}
+	}
+	// ... and as the binary loads it, with the container's environment.
 	cfg := renderedConfig(t, k["ConfigMap"], env)
-	if cfg.Redis != "redis://:pw@redis:6379/0" {
+	if cfg.Redis != "redis://:pw@redis.cache.svc:6379/0" {
 		t.Errorf("redis %q", cfg.Redis)
 	}
+	if bucket, prefix, ok := cfg.Storage.BlobBucket(); !ok || bucket != "condaproxy-blobs" || prefix != "mirror/prod" {
+		t.Errorf("storage.blobs %q: bucket %q prefix %q", cfg.Storage.Blobs, bucket, prefix)
+	}
+	if s3 := cfg.Storage.S3; s3.AccessKey != accessKey || s3.SecretKey != secretKey || !s3.PathStyle || s3.Region != "eu-west-1" {
+		t.Errorf("storage.s3 loads as endpoint %q region %q path_style %v, keys from the Secret %v",
+			s3.Endpoint, s3.Region, s3.PathStyle, s3.AccessKey == accessKey && s3.SecretKey == secretKey)
+	}
+	if len(cfg.Auth.AdminToken) != 32 {
+		t.Errorf("admin token %d characters, want a generated one of 32", len(cfg.Auth.AdminToken))
+	}
+	// Without the Secret's variable the binary refuses to start, rather than
+	// try the object store with no key.
+	noKey := maps.Clone(env)
+	delete(noKey, "S3_SECRET_KEY")
+	if _, err := parseRendered(t, k["ConfigMap"], noKey); err == nil || !strings.Contains(err.Error(), "S3_SECRET_KEY") {
+		t.Errorf("the configuration loads without S3_SECRET_KEY in the environment (err %v)", err)
+	}
+
 	dep := k["Deployment"]
 	if r := get(t, dep, "spec.replicas"); r != 3 {
 		t.Errorf("replicas %v", r)
 	}
+	// No Recreate: the replicas share no volume, so a rolling update keeps the
+	// Service served.
+	if s := get(t, dep, "spec.strategy"); s != nil {
+		t.Errorf("strategy %v, want the default rolling update", s)
+	}
 	pod := get(t, dep, "spec.template.spec")
-	if s := get(t, pod, "volumes.1.emptyDir.sizeLimit"); s != "20Gi" {
+	if s := get(t, volume(t, pod, "data"), "emptyDir.sizeLimit"); s != "60Gi" {
 		t.Errorf("data volume emptyDir sizeLimit %v", s)
 	}
-	if s := get(t, get(t, pod, "containers.0"), "envFrom.0.secretRef.name"); secretsByName(objs)[fmt.Sprint(s)] == nil {
+	// /readyz stays 200 while Redis is down (its body says "redis: degraded"),
+	// so the probe must look at the status alone: an httpGet, not a command
+	// that reads the body.
+	for probe, path := range map[string]string{"readinessProbe": "/readyz", "livenessProbe": "/healthz"} {
+		p, _ := get(t, c, probe).(map[string]any)
+		if get(t, p, "httpGet.path") != path || get(t, p, "httpGet.port") != get(t, c, "ports.0.name") || p["exec"] != nil {
+			t.Errorf("%s %v, want an httpGet of %s on the container's port", probe, p, path)
+		}
+	}
+	if s := get(t, c, "envFrom.0.secretRef.name"); secretsByName(objs)[fmt.Sprint(s)] == nil {
 		t.Errorf("envFrom secret %v is none of the chart's Secrets %v", s, slices.Sorted(maps.Keys(secretsByName(objs))))
+	}
+
+	pdb := k["PodDisruptionBudget"]
+	if get(t, pdb, "apiVersion") != "policy/v1" || get(t, pdb, "spec.maxUnavailable") != 1 {
+		t.Errorf("PodDisruptionBudget %v, want policy/v1 with maxUnavailable 1", pdb["spec"])
+	}
+	if sel, want := get(t, pdb, "spec.selector.matchLabels"), get(t, dep, "spec.selector.matchLabels"); !reflect.DeepEqual(sel, want) {
+		t.Errorf("PodDisruptionBudget selects %v, the Deployment's pods are %v", sel, want)
 	}
 	if p := get(t, k["ServiceMonitor"], "spec.endpoints.0.path"); p != "/metrics" {
 		t.Errorf("ServiceMonitor path %v", p)
@@ -1078,32 +1245,217 @@ func TestRenderReplicas(t *testing.T) {
 		t.Errorf("ServiceMonitor port %v is not the Service's port name", p)
 	}
 
-	// Without the secret's env, the same values with an existing Secret reference it.
-	v["secret"] = map[string]any{"existingSecret": "mine", "env": map[string]any{}}
-	objs, err = render(t, v)
-	if err != nil {
-		t.Fatalf("render: %v", err)
-	}
-	k = byKind(objs)
-	for name := range secretsByName(objs) {
-		if name != "test-condaproxy-admin" {
-			t.Errorf("Secret %s is created although existingSecret is set (only the admin token's may be)", name)
+	t.Run("a new S3 key restarts the pods", func(t *testing.T) {
+		ann := func(objs []map[string]any) string {
+			a, _ := get(t, byKind(objs)["Deployment"], "spec.template.metadata.annotations").(map[string]any)
+			return fmt.Sprint(a["checksum/s3-credentials"])
 		}
-	}
-	if s := get(t, k["Deployment"], "spec.template.spec.containers.0.envFrom.0.secretRef.name"); s != "mine" {
-		t.Errorf("envFrom secret %v, want mine", s)
+		first := ann(objs)
+		for _, x := range []string{secretKey, accessKey, accessKey + secretKey} {
+			if sum := sha256.Sum256([]byte(x)); strings.Contains(first, hex.EncodeToString(sum[:])) {
+				t.Errorf("checksum/s3-credentials is sha256(%q): a reader of the Deployment can test guesses", x)
+			}
+		}
+		kept := cluster{"v1/Secret/default/test-condaproxy-admin": secretObject(secretData(t, secretsByName(objs)["test-condaproxy-admin"]))}
+		same, err := renderIn(t, v, kept)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rotated, err := renderIn(t, scaleValues(t, accessKey, "s3cret-key-rotated"), kept)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first == "<nil>" || ann(same) != first || ann(rotated) == first {
+			t.Errorf("checksum/s3-credentials %q, upgrade with the same keys %q, with a new secret key %q: want it kept, then changed",
+				first, ann(same), ann(rotated))
+		}
+	})
+
+	// The salt of that checksum lives in the chart's admin Secret, which must
+	// then be rendered even when the chart sets no admin token: without it each
+	// upgrade would draw a new salt and restart the pods for nothing.
+	t.Run("the salt kept without the chart's admin token", func(t *testing.T) {
+		v := scaleValues(t, accessKey, secretKey)
+		v["secret"] = map[string]any{"existingSecret": "mine", "env": map[string]any{}}
+		v["config"].(map[string]any)["auth"] = map[string]any{"tokens": []any{}, "admin_token": "${MY_ADMIN_TOKEN}"}
+		first, err := render(t, v)
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		admin := secretsByName(first)["test-condaproxy-admin"]
+		if admin == nil {
+			t.Fatal("no Secret holds the salt of checksum/s3-credentials")
+		}
+		again, err := renderIn(t, v, cluster{"v1/Secret/default/test-condaproxy-admin": secretObject(secretData(t, admin))})
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		path := "spec.template.metadata.annotations"
+		if a, b := get(t, byKind(first)["Deployment"], path), get(t, byKind(again)["Deployment"], path); !reflect.DeepEqual(a, b) {
+			t.Errorf("an upgrade with the same S3 keys changes the pods' annotations: %v, then %v", a, b)
+		}
+	})
+
+	t.Run("credentials from an existing Secret", func(t *testing.T) {
+		v := scaleValues(t, "", "")
+		s3 := v["storage"].(map[string]any)["s3"].(map[string]any)
+		s3["existingSecret"] = "object-store"
+		s3["existingSecretKeys"] = map[string]any{"accessKey": "AWS_ACCESS_KEY_ID", "secretKey": "AWS_SECRET_ACCESS_KEY"}
+		v["secret"] = map[string]any{"existingSecret": "mine", "env": map[string]any{}}
+		theirs := cluster{
+			"v1/Secret/default/object-store": secretObject(map[string]string{"AWS_ACCESS_KEY_ID": accessKey, "AWS_SECRET_ACCESS_KEY": secretKey}),
+			"v1/Secret/default/mine":         secretObject(map[string]string{"REDIS_PASSWORD": "pw", "ANACONDA_TOKEN": "tk"}),
+		}
+		objs, err := renderIn(t, v, theirs)
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		if names := slices.Sorted(maps.Keys(secretsByName(objs))); !slices.Equal(names, []string{"test-condaproxy-admin"}) {
+			t.Errorf("Secrets %v rendered, want only the admin token's", names)
+		}
+		if s := get(t, byKind(objs)["Deployment"], "spec.template.spec.containers.0.envFrom.0.secretRef.name"); s != "mine" {
+			t.Errorf("envFrom secret %v, want mine", s)
+		}
+		if ann := fmt.Sprint(get(t, byKind(objs)["Deployment"], "spec.template.metadata.annotations")); strings.Contains(ann, "s3-credentials") {
+			t.Errorf("a checksum over a Secret the chart does not render: %s", ann)
+		}
+		cfg := renderedConfig(t, byKind(objs)["ConfigMap"], containerEnvIn(t, objs, theirs))
+		if cfg.Storage.S3.AccessKey != accessKey || cfg.Storage.S3.SecretKey != secretKey {
+			t.Error("the binary does not load the S3 keys of storage.s3.existingSecret")
+		}
+	})
+
+	t.Run("no credentials: the AWS credential chain", func(t *testing.T) {
+		objs, err := render(t, scaleValues(t, "", ""))
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		env := containerEnv(t, objs)
+		if _, ok := env["S3_ACCESS_KEY"]; ok {
+			t.Error("S3_ACCESS_KEY set without credentials")
+		}
+		cfg := renderedConfig(t, byKind(objs)["ConfigMap"], env)
+		if cfg.Storage.Blobs != "s3://condaproxy-blobs/mirror/prod" || cfg.Storage.S3.AccessKey != "" {
+			t.Errorf("storage.blobs %q, access key set %v; want the bucket and no key", cfg.Storage.Blobs, cfg.Storage.S3.AccessKey != "")
+		}
+	})
+
+	t.Run("one replica on the object store", func(t *testing.T) {
+		v := scaleValues(t, accessKey, secretKey)
+		v["replicaCount"] = 1
+		v["redis"] = map[string]any{"url": ""}
+		objs, err := render(t, v)
+		if err != nil {
+			t.Fatalf("render: %v", err)
+		}
+		k := byKind(objs)
+		if k["PodDisruptionBudget"] != nil || k["PersistentVolumeClaim"] == nil {
+			t.Error("one replica: want its claim and no PodDisruptionBudget")
+		}
+		if cfg := renderedConfig(t, k["ConfigMap"], containerEnv(t, objs)); cfg.Storage.S3.SecretKey != secretKey {
+			t.Error("one replica: the object store's keys do not reach the configuration")
+		}
+	})
+}
+
+// Several replicas that would share nothing, or a volume they cannot share,
+// refuse the render, naming what is missing.
+func TestRenderRefusesBrokenScale(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		redis, bucket string
+		edit          func(v map[string]any)
+		want, notWant []string
+	}{
+		{name: "neither Redis nor an object store", want: []string{"replicaCount 3", "redis.url", "storage.s3.bucket", "Several replicas"}},
+		{name: "no object store", redis: "redis://redis:6379/0", want: []string{"storage.s3.bucket"}, notWant: []string{"redis.url"}},
+		{name: "no Redis", bucket: "blobs", want: []string{"redis.url"}, notWant: []string{"storage.s3.bucket"}},
+		{name: "a claim for all of them", redis: "redis://redis:6379/0", bucket: "blobs",
+			edit: func(v map[string]any) { v["persistence"].(map[string]any)["existingClaim"] = "shared" }, want: []string{"persistence.existingClaim"}},
+		{name: "the old name of replicaCount", redis: "redis://redis:6379/0", bucket: "blobs",
+			edit: func(v map[string]any) { delete(v, "replicaCount"); v["replicas"] = 3 }, want: []string{"replicas", "replicaCount"}},
+		{name: "both in config itself", edit: func(v map[string]any) {
+			cfg := v["config"].(map[string]any)
+			cfg["redis"] = "redis://redis:6379/0"
+			cfg["storage"] = map[string]any{"blobs": "s3://blobs/p"}
+		}},
+	} {
+		v := loadValues(t)
+		v["replicaCount"] = 3
+		v["redis"] = map[string]any{"url": tc.redis}
+		v["storage"].(map[string]any)["s3"].(map[string]any)["bucket"] = tc.bucket
+		if tc.edit != nil {
+			tc.edit(v)
+		}
+		_, err := render(t, v)
+		if tc.want == nil {
+			if err != nil {
+				t.Errorf("%s: %v, want it rendered", tc.name, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%s: rendered, want a refusal", tc.name)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: refused with %q, want it naming %s", tc.name, err, w)
+			}
+		}
+		for _, w := range tc.notWant {
+			if strings.Contains(err.Error(), w) {
+				t.Errorf("%s: refused with %q, which names %s although it is set", tc.name, err, w)
+			}
+		}
 	}
 }
 
-func TestRenderRefusesBrokenScale(t *testing.T) {
-	v := loadValues(t)
-	v["replicas"] = 2
-	if _, err := render(t, v); err == nil || !strings.Contains(err.Error(), "redis.url") {
-		t.Errorf("replicas 2 without redis: err %v, want one naming redis.url", err)
+// Object-store and Redis settings that cannot work, or that are given two ways
+// at once (where one would silently win), refuse the render.
+func TestRenderRefusesBrokenStorage(t *testing.T) {
+	s3 := func(kv ...any) func(v map[string]any) {
+		return func(v map[string]any) {
+			m := v["storage"].(map[string]any)["s3"].(map[string]any)
+			for i := 0; i+1 < len(kv); i += 2 {
+				m[kv[i].(string)] = kv[i+1]
+			}
+		}
 	}
-	v["redis"] = map[string]any{"url": "redis://redis:6379/0"}
-	if _, err := render(t, v); err == nil || !strings.Contains(err.Error(), "persistence.enabled") {
-		t.Errorf("replicas 2 on one volume claim: err %v, want one naming persistence.enabled", err)
+	for _, tc := range []struct {
+		name string
+		edit func(v map[string]any)
+		in   cluster
+		want string
+	}{
+		{"a path in the bucket", s3("bucket", "blobs/condaproxy"), nil, "storage.s3.prefix"},
+		{"keys both ways", s3("bucket", "b", "existingSecret", "mine-s3", "accessKey", "a", "secretKey", "s"), nil, "once"},
+		{"an access key alone", s3("bucket", "b", "accessKey", "a"), nil, "go together"},
+		{"a secret key alone", s3("bucket", "b", "secretKey", "s"), nil, "go together"},
+		{"keys without a bucket", s3("existingSecret", "mine-s3"), nil, "storage.s3.bucket"},
+		{"the object store both ways", func(v map[string]any) {
+			s3("bucket", "b")(v)
+			v["config"].(map[string]any)["storage"] = map[string]any{"blobs": "s3://other"}
+		}, nil, "config.storage"},
+		{"Redis both ways", func(v map[string]any) {
+			v["redis"] = map[string]any{"url": "redis://a:6379"}
+			v["config"].(map[string]any)["redis"] = "redis://b:6379"
+		}, nil, "config.redis"},
+		{"the chart's S3 variable in secret.env", func(v map[string]any) {
+			s3("bucket", "b", "accessKey", "a", "secretKey", "s")(v)
+			v["secret"] = map[string]any{"existingSecret": "", "env": map[string]any{"S3_SECRET_KEY": "other"}}
+		}, nil, "S3_SECRET_KEY"},
+		{"the chart's S3 variable in secret.existingSecret", func(v map[string]any) {
+			s3("bucket", "b", "existingSecret", "mine-s3")(v)
+			v["secret"] = map[string]any{"existingSecret": "mine", "env": map[string]any{}}
+		}, cluster{"v1/Secret/default/mine": secretObject(map[string]string{"S3_ACCESS_KEY": "other"})}, "S3_ACCESS_KEY"},
+	} {
+		v := loadValues(t)
+		tc.edit(v)
+		_, err := renderIn(t, v, tc.in)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want a refusal naming %s", tc.name, err, tc.want)
+		}
 	}
 }
 
@@ -1209,8 +1561,8 @@ func TestRenderAdminToken(t *testing.T) {
 }
 
 // Secrets never land in the ConfigMap (readable by more people than Secrets,
-// and kept in the release): a token, a password or a /t/<token>/ written into
-// `config` in plain text refuses the render, saying to use a Secret and
+// and kept in the release): a token, a password, a /t/<token>/ or an object
+// store's key written into `config` in plain text refuses the render, saying to use a Secret and
 // "${VAR}"; the same written as "${VAR}" renders.
 func TestRenderRefusesLiteralSecrets(t *testing.T) {
 	withConfig := func(edit func(cfg, v map[string]any)) map[string]any {
@@ -1226,6 +1578,9 @@ func TestRenderRefusesLiteralSecrets(t *testing.T) {
 		return func(cfg, _ map[string]any) {
 			cfg["channels"] = append(cfg["channels"].([]any), map[string]any{"name": "private", "upstreams": []any{up}})
 		}
+	}
+	storage := func(s3 map[string]any) func(cfg, v map[string]any) {
+		return func(cfg, _ map[string]any) { cfg["storage"] = map[string]any{"blobs": "s3://b/p", "s3": s3} }
 	}
 	redis := func(url string) func(cfg, v map[string]any) {
 		return func(_, v map[string]any) { v["redis"] = map[string]any{"url": url} }
@@ -1248,6 +1603,15 @@ func TestRenderRefusesLiteralSecrets(t *testing.T) {
 		{"config.redis with a password", func(cfg, _ map[string]any) { cfg["redis"] = "redis://u:s3cret@redis:6379" }, "config.redis"},
 		{"redis password from the environment", redis("redis://:${REDIS_PASSWORD}@redis:6379/0"), ""},
 		{"redis without a password", redis("redis://default@redis:6379/0"), ""},
+		{"literal S3 secret key", storage(map[string]any{"access_key": "${S3_AK}", "secret_key": "s3cret-key"}), "config.storage.s3.secret_key"},
+		{"literal S3 access key", storage(map[string]any{"access_key": "AKIAs3cret", "secret_key": "${S3_SK}"}), "config.storage.s3.access_key"},
+		{"S3 keys from the environment", storage(map[string]any{"access_key": "${S3_AK}", "secret_key": "${S3_SK}"}), ""},
+		{"S3 endpoint with a password", func(cfg, _ map[string]any) {
+			cfg["storage"] = map[string]any{"blobs": "s3://b/p", "s3": map[string]any{"endpoint": "http://u:s3cret@minio:9000"}}
+		}, "config.storage.s3.endpoint"},
+		{"storage.s3.endpoint with a password", func(_, v map[string]any) {
+			v["storage"].(map[string]any)["s3"].(map[string]any)["endpoint"] = "http://u:s3cret@minio:9000"
+		}, "storage.s3.endpoint"},
 		{"upstream password", upstream(map[string]any{"url": "https://conda.example.org/private", "username": "u", "password": "s3cret"}), "config.channels[private].upstreams[0].password"},
 		{"upstream URL password", upstream(map[string]any{"url": "https://u:s3cret@conda.example.org/private"}), "config.channels[private].upstreams[0].url"},
 		{"upstream URL token", upstream(map[string]any{"url": "https://conda.example.org/t/tk-s3cret/private"}), "config.channels[private].upstreams[0].url"},

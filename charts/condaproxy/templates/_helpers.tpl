@@ -46,6 +46,67 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
+"true" for the several-replicas shape (SPEC "Scale"): the replicas share Redis
+and an object store, and each keeps its own data directory.
+*/}}
+{{- define "condaproxy.multiReplica" -}}
+{{- if gt (int .Values.replicaCount) 1 -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+"true" when the data directory is a PersistentVolumeClaim: one replica with
+persistence. Several replicas each get an emptyDir, since one claim cannot serve
+them all (see replicaCount in values.yaml).
+*/}}
+{{- define "condaproxy.dataOnClaim" -}}
+{{- if and .Values.persistence.enabled (not (include "condaproxy.multiReplica" .)) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The configuration's `redis`: redis.url, or config.redis written directly. */}}
+{{- define "condaproxy.redisURL" -}}
+{{- .Values.redis.url | default (dig "redis" "" .Values.config) -}}
+{{- end -}}
+
+{{/*
+The configuration's storage.blobs from storage.s3: s3://BUCKET/PREFIX, or
+s3://BUCKET without a prefix; "" without a bucket.
+*/}}
+{{- define "condaproxy.blobs" -}}
+{{- with .Values.storage.s3.bucket -}}
+{{- printf "s3://%s/%s" . (trimAll "/" $.Values.storage.s3.prefix) | trimSuffix "/" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+"true" when the blobs live in an object store: storage.s3.bucket, or
+config.storage.blobs written directly.
+*/}}
+{{- define "condaproxy.objectStore" -}}
+{{- if or .Values.storage.s3.bucket (hasPrefix "s3://" (printf "%v" (dig "storage" "blobs" "" .Values.config))) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret that holds the object store's credentials, which reach the
+configuration as ${S3_ACCESS_KEY} and ${S3_SECRET_KEY}: storage.s3.existingSecret,
+or the chart's <fullname>-s3 for accessKey and secretKey given as values; "" for
+none (the standard AWS credential chain).
+*/}}
+{{- define "condaproxy.s3SecretName" -}}
+{{- if .Values.storage.s3.bucket -}}
+{{- if .Values.storage.s3.existingSecret -}}
+{{- .Values.storage.s3.existingSecret -}}
+{{- else if .Values.storage.s3.accessKey -}}
+{{- printf "%s-s3" (include "condaproxy.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the chart renders <fullname>-s3 from storage.s3.accessKey and secretKey. */}}
+{{- define "condaproxy.chartS3Secret" -}}
+{{- if and (include "condaproxy.s3SecretName" .) (not .Values.storage.s3.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
 "true" when the chart sets the admin token: always, unless config.auth.admin_token
 names one itself (e.g. "${MY_ADMIN_TOKEN}" from secret.existingSecret). Without a
 token the binary trusts loopback for admin writes, and in a pod loopback is also a
@@ -66,10 +127,10 @@ environment (a Secret) when it loads the file, so the ConfigMap holds no secret.
 {{/*
 "true" when the chart renders its own Secret, <fullname>-admin: for the admin
 token it sets, and for the salt of the pods' restart checksums whenever one of
-them covers a secret (secret.env).
+them covers a secret (secret.env, the S3 credentials given as values).
 */}}
 {{- define "condaproxy.ownSecret" -}}
-{{- if or (include "condaproxy.chartSetsAdminToken" .) (and .Values.secret.env (not .Values.secret.existingSecret)) -}}true{{- end -}}
+{{- if or (include "condaproxy.chartSetsAdminToken" .) (and .Values.secret.env (not .Values.secret.existingSecret)) (include "condaproxy.chartS3Secret" .) -}}true{{- end -}}
 {{- end -}}
 
 {{/*
@@ -137,8 +198,8 @@ readable by more people than Secrets, and rendered into the release.
 {{- end -}}
 
 {{/*
-Refuse shapes that cannot work (SPEC "Scale"), an ambiguous admin token, and
-secrets written into the configuration.
+Refuse shapes that cannot work (SPEC "Scale"), settings given two ways at once,
+and secrets written into the configuration.
 */}}
 {{- define "condaproxy.validate" -}}
 {{- $auth := dig "auth" dict .Values.config -}}
@@ -158,9 +219,13 @@ secrets written into the configuration.
 {{- fail (include "condaproxy.literalSecret" (printf "config.auth.tokens[%d]" $i)) -}}
 {{- end -}}
 {{- end -}}
-{{- with (.Values.redis.url | default (dig "redis" "" .Values.config)) -}}
+{{- if and .Values.redis.url (dig "redis" "" .Values.config) -}}
+{{- fail "set Redis once: redis.url or config.redis, not both" -}}
+{{- end -}}
+{{- with (include "condaproxy.redisURL" .) -}}
 {{- include "condaproxy.validateURL" (list "redis.url (or config.redis)" .) -}}
 {{- end -}}
+{{- include "condaproxy.validateStorage" . -}}
 {{- range $c := (dig "channels" list .Values.config) -}}
 {{- range $i, $up := (dig "upstreams" list $c) -}}
 {{- $where := printf "config.channels[%s].upstreams[%d]" (dig "name" "" $c) $i -}}
@@ -172,23 +237,78 @@ secrets written into the configuration.
 {{- include "condaproxy.validateURL" (list (printf "%s.url" $where) (dig "url" "" $up)) -}}
 {{- end -}}
 {{- end -}}
-{{- if include "condaproxy.chartSetsAdminToken" . -}}
-{{- /* The chart's own env entry would win over the Secret's, silently. */ -}}
+{{- /*
+The variables the chart sets itself in the container's env: a Secret's own
+(envFrom) would lose to them, silently.
+*/ -}}
 {{- $env := ternary dict (.Values.secret.env | default dict) (ne .Values.secret.existingSecret "") -}}
 {{- if .Values.secret.existingSecret -}}
 {{- $env = dig "data" dict (lookup "v1" "Secret" .Release.Namespace .Values.secret.existingSecret) -}}
 {{- end -}}
-{{- if hasKey $env "CONDAPROXY_ADMIN_TOKEN" -}}
+{{- if and (include "condaproxy.chartSetsAdminToken" .) (hasKey $env "CONDAPROXY_ADMIN_TOKEN") -}}
 {{- fail "the Secret of secret.env or secret.existingSecret sets CONDAPROXY_ADMIN_TOKEN, which the chart sets itself from adminToken (and would override): set the token as adminToken, or set config.auth.admin_token to \"${CONDAPROXY_ADMIN_TOKEN}\" to use the Secret's" -}}
 {{- end -}}
+{{- if include "condaproxy.s3SecretName" . -}}
+{{- range $var := list "S3_ACCESS_KEY" "S3_SECRET_KEY" -}}
+{{- if hasKey $env $var -}}
+{{- fail (printf "the Secret of secret.env or secret.existingSecret sets %s, which the chart sets itself from storage.s3's credentials (and would override): give the credentials once, as storage.s3.existingSecret or storage.s3.accessKey and secretKey" $var) -}}
 {{- end -}}
-{{- if gt (int .Values.replicas) 1 -}}
-{{- if not .Values.redis.url -}}
-{{- fail "replicas > 1 needs redis.url (SPEC \"Scale\")" -}}
 {{- end -}}
-{{- if .Values.persistence.enabled -}}
-{{- fail "replicas > 1 needs persistence.enabled=false: each replica locks its own data directory, so each gets an emptyDir" -}}
 {{- end -}}
+{{- if hasKey .Values "replicas" -}}
+{{- fail "the value replicas is now replicaCount: rename it in your values (left as it is, it would be ignored and deploy one replica)" -}}
+{{- end -}}
+{{- if include "condaproxy.multiReplica" . -}}
+{{- $missing := list -}}
+{{- if not (include "condaproxy.redisURL" .) -}}
+{{- $missing = append $missing "redis.url (the Redis that coordinates them)" -}}
+{{- end -}}
+{{- if not (include "condaproxy.objectStore" .) -}}
+{{- $missing = append $missing "storage.s3.bucket (the object store they share)" -}}
+{{- end -}}
+{{- with $missing -}}
+{{- fail (printf "replicaCount %v needs %s: several replicas share both (see \"Several replicas\" in the chart's README)" $.Values.replicaCount (join " and " .)) -}}
+{{- end -}}
+{{- if .Values.persistence.existingClaim -}}
+{{- fail "replicaCount > 1 cannot use persistence.existingClaim: each replica keeps its own data directory on an emptyDir, and one claim cannot serve several pods (ReadWriteOnce binds it to one node, and the binary refuses a second process on a data directory)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Refuse an object store the binary could not use, or whose credentials would
+land in the ConfigMap: storage.s3 (values) and config.storage (written directly)
+are two ways to one setting, so only one may be used.
+*/}}
+{{- define "condaproxy.validateStorage" -}}
+{{- $cfgStorage := dig "storage" dict .Values.config -}}
+{{- range $key := list "access_key" "secret_key" -}}
+{{- with (dig "s3" $key "" $cfgStorage) -}}
+{{- if not (include "condaproxy.isEnvRef" .) -}}
+{{- fail (include "condaproxy.literalSecret" (printf "config.storage.s3.%s" $key)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- with (dig "s3" "endpoint" "" $cfgStorage) -}}
+{{- include "condaproxy.validateURL" (list "config.storage.s3.endpoint" .) -}}
+{{- end -}}
+{{- with .Values.storage.s3.endpoint -}}
+{{- include "condaproxy.validateURL" (list "storage.s3.endpoint" .) -}}
+{{- end -}}
+{{- if and .Values.storage.s3.bucket $cfgStorage -}}
+{{- fail "set the object store once: storage.s3 (the chart writes config.storage from it) or config.storage, not both" -}}
+{{- end -}}
+{{- if contains "/" .Values.storage.s3.bucket -}}
+{{- fail (printf "storage.s3.bucket %q holds a \"/\": name the bucket alone and put the path in storage.s3.prefix" .Values.storage.s3.bucket) -}}
+{{- end -}}
+{{- if and .Values.storage.s3.existingSecret (or .Values.storage.s3.accessKey .Values.storage.s3.secretKey) -}}
+{{- fail "give the S3 credentials once: storage.s3.existingSecret, or storage.s3.accessKey and secretKey, not both" -}}
+{{- end -}}
+{{- if ne (not .Values.storage.s3.accessKey) (not .Values.storage.s3.secretKey) -}}
+{{- fail "storage.s3.accessKey and storage.s3.secretKey go together: set both, or neither (then storage.s3.existingSecret, or the standard AWS credential chain)" -}}
+{{- end -}}
+{{- if and (not .Values.storage.s3.bucket) (or .Values.storage.s3.existingSecret .Values.storage.s3.accessKey) -}}
+{{- fail "storage.s3 has credentials but no bucket: set storage.s3.bucket (without it the blobs stay on local disk)" -}}
 {{- end -}}
 {{- end -}}
 
