@@ -57,6 +57,16 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) 
 	sv, done, loadErr := s.use(r.Context(), sd)
 	if loadErr == nil {
 		defer done()
+		_, listed := sv.packages[rt.file]
+		_, hidden := sv.hidden[rt.file]
+		if !listed && !hidden && s.catchUp(r.Context(), sd, sv) {
+			// Another replica has newer repodata (its client may have it): take
+			// the answer cut from it.
+			if sv2, done2, err := s.use(r.Context(), sd); err == nil {
+				defer done2()
+				sv = sv2
+			}
+		}
 		if ref, ok := sv.packages[rt.file]; ok {
 			return s.serveRecord(w, r, rt, sv, ref)
 		}

@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strconv"
+	"time"
 
+	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/coord"
 )
 
@@ -78,4 +82,169 @@ func (s *Server) fillLock(ctx context.Context, key string) (coord.Lease, error) 
 		return nil, fmt.Errorf("take the fill lock: %w", err)
 	}
 	return lease, nil
+}
+
+// Shared freshness. Each replica keeps its own copy of every upstream's
+// repodata and cuts it itself, but upstream is asked once per subdir per
+// metadata_ttl across all of them: the replica that claims the revalidation
+// (coord.Claims) fetches, puts the raw document in the shared object store under
+// its sha256, and stamps what it got (coord.Stamps); the others take the
+// document from the store. Same document and same policy: the same answer on
+// every replica. Without Redis every replica asks upstream itself, as one does.
+
+// sharedState is the stamp of one upstream's repodata for one subdir.
+type sharedState struct {
+	URL          string    `json:"url"`
+	Found        bool      `json:"found"`
+	SHA          string    `json:"sha,omitempty"` // the raw document's blob
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"last_modified,omitempty"`
+	Encoding     string    `json:"encoding,omitempty"`
+	CheckedAt    time.Time `json:"checked_at"`
+}
+
+// shared reports whether other replicas exist to share with (Redis is set).
+func (s *Server) shared() bool { return s.coord.Health != nil }
+
+func (s *Server) stamp(ctx context.Context, key string) (sharedState, bool) {
+	v, ok, err := s.coord.Stamps.Get(ctx, "upstream|"+key)
+	if err != nil || !ok {
+		return sharedState{}, false
+	}
+	var sh sharedState
+	if json.Unmarshal([]byte(v), &sh) != nil {
+		return sharedState{}, false
+	}
+	return sh, true
+}
+
+// sharedFetch is fetchRepodata across replicas (see above). key is the state's
+// key, id the upstream's identity.
+func (s *Server) sharedFetch(ctx context.Context, ch *channel, sub string, i int, prev *upState, key, id string) (*upState, error) {
+	if !s.shared() {
+		return s.fetchRepodata(ctx, ch, sub, i, prev)
+	}
+	ttl := s.cfg.Cache.MetadataTTL.D()
+	if sh, ok := s.stamp(ctx, key); ok && sh.URL == id && s.now().Sub(sh.CheckedAt) < ttl {
+		st, err := s.adopt(ctx, sub, prev, sh)
+		if err == nil {
+			return st, nil
+		}
+		s.logger(ctx).Warn("cannot take the repodata another replica fetched; asking upstream", "channel", ch.cfg.Name, "subdir", sub, "err", err)
+	} else if prev != nil {
+		won, err := s.coord.Claims.Claim(ctx, "revalidate|"+key, ttl)
+		if err == nil && !won {
+			// Another replica revalidates this window: serve what this one has
+			// until its stamp arrives.
+			return prev, nil
+		}
+	}
+	st, err := s.fetchRepodata(ctx, ch, sub, i, prev)
+	if err != nil {
+		return nil, err
+	}
+	st.URL = id
+	s.share(ctx, key, st)
+	return st, nil
+}
+
+// adopt makes sh, another replica's copy, this replica's state: the document
+// comes from the shared store (pulled and verified by its sha256).
+func (s *Server) adopt(ctx context.Context, sub string, prev *upState, sh sharedState) (*upState, error) {
+	if !sh.Found {
+		return &upState{URL: sh.URL, Found: false, CheckedAt: sh.CheckedAt}, nil
+	}
+	if prev != nil && prev.Found && prev.SHA == sh.SHA {
+		st := *prev
+		st.CheckedAt, st.ETag, st.LastModified, st.Encoding = sh.CheckedAt, sh.ETag, sh.LastModified, sh.Encoding
+		return &st, nil
+	}
+	ok, err := s.store.Pull(ctx, sh.SHA)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("the shared store has no blob %s", sh.SHA)
+	}
+	blob, err := s.store.OpenBlob(sh.SHA)
+	if err != nil {
+		return nil, err
+	}
+	data := make([]byte, blob.Size)
+	_, err = io.ReadFull(blob, data)
+	blob.Close()
+	if err != nil {
+		return nil, err
+	}
+	head, err := validRepodata(data, sub)
+	if err != nil {
+		return nil, err
+	}
+	name := uniqueName("raw-"+sh.SHA[:16], ".json")
+	if _, _, err := s.store.WriteFile(name, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+		return nil, err
+	}
+	return &upState{URL: sh.URL, Found: true, File: name, SHA: sh.SHA, ETag: sh.ETag, LastModified: sh.LastModified,
+		Encoding: sh.Encoding, CheckedAt: sh.CheckedAt, data: data, head: head}, nil
+}
+
+// share puts st's document in the shared store (once: a 304 changes nothing)
+// and stamps it for the other replicas. Failures only cost them an upstream
+// request of their own.
+func (s *Server) share(ctx context.Context, key string, st *upState) {
+	if st.Found && !s.store.Has(st.SHA) {
+		data := st.data
+		if data == nil {
+			var err error
+			if data, err = s.store.ReadFile(st.File); err != nil {
+				return
+			}
+		}
+		t, err := s.store.NewTemp()
+		if err != nil {
+			return
+		}
+		if _, err := t.Write(data); err != nil {
+			t.Abort()
+			return
+		}
+		if _, err := t.Commit(cache.Digest{Size: int64(len(data)), SHA256: st.SHA}); err != nil {
+			s.logger(ctx).Warn("cannot share fetched repodata with the other replicas", "err", err)
+			return
+		}
+	}
+	v, _ := json.Marshal(sharedState{URL: st.URL, Found: st.Found, SHA: st.SHA, ETag: st.ETag,
+		LastModified: st.LastModified, Encoding: st.Encoding, CheckedAt: st.CheckedAt})
+	if err := s.coord.Stamps.Stamp(ctx, "upstream|"+key, string(v)); err != nil {
+		s.logger(ctx).Warn("cannot stamp fetched repodata for the other replicas", "err", err)
+	}
+}
+
+// catchUp rebuilds sd's answer now when another replica stamped an upstream copy
+// newer than the one it was cut from: a client whose repodata came from a
+// fresher replica must not get a 404 for a new package here. It reports whether
+// it rebuilt.
+func (s *Server) catchUp(ctx context.Context, sd *subdir, sv *served) bool {
+	if !s.shared() {
+		return false
+	}
+	behind := false
+	for i := range sd.ch.sources {
+		key := stateKey("u", sd.ch.cfg.Name, sd.name, strconv.Itoa(i))
+		sh, ok := s.stamp(ctx, key)
+		if !ok || !sh.CheckedAt.After(sv.checked()) {
+			continue // nothing newer than what sv was cut from
+		}
+		var st upState
+		if found, err := s.store.Meta.Get(key, &st); err != nil || !found || st.SHA != sh.SHA || st.Found != sh.Found {
+			behind = true
+		}
+	}
+	if !behind {
+		return false
+	}
+	_, err, _ := s.loads.Do(stateKey("load", sd.ch.cfg.Name, sd.name), func() (any, error) {
+		return s.guardedBuild(ctx, sd, true)
+	})
+	return err == nil
 }

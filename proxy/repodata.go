@@ -293,9 +293,12 @@ func (s *Server) upstreamState(ctx context.Context, ch *channel, sub string, i i
 		if ok, err := s.store.Meta.Get(key, &now); err == nil && ok && now.URL == id {
 			prevp = &now
 		}
-		st, err := s.fetchRepodata(ctx, ch, sub, i, prevp)
+		st, err := s.sharedFetch(ctx, ch, sub, i, prevp, key, id)
 		if err != nil {
 			return nil, err
+		}
+		if st == prevp {
+			return st, nil // another replica revalidates: nothing new yet
 		}
 		st.URL = id
 		if err := s.store.Meta.Put(key, st); err != nil {
