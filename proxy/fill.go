@@ -36,6 +36,46 @@ type fill struct {
 	sha       string // the committed blob
 	// lastModified is upstream's Last-Modified for the bytes being written.
 	lastModified string
+
+	// indexes write the package index entries of the paths that asked for this
+	// blob (a fill keyed by sha256 serves several); indexed says they ran.
+	indexes []func(sha string) error
+	indexed bool
+}
+
+// addIndex has index run with the committed sha256 once the fill is in place:
+// later by indexAll, or now if that already ran.
+func (f *fill) addIndex(index func(sha string) error) error {
+	f.mu.Lock()
+	if !f.indexed {
+		f.indexes = append(f.indexes, index)
+		f.mu.Unlock()
+		return nil
+	}
+	sha, err := f.sha, f.err
+	f.mu.Unlock()
+	if err != nil || sha == "" {
+		return nil // failed: nothing to index
+	}
+	return index(sha)
+}
+
+// indexAll runs every index added so far, with the blob in place; those added
+// later run at once (addIndex).
+func (f *fill) indexAll(sha string) error {
+	f.mu.Lock()
+	f.indexed = true
+	f.sha = sha
+	indexes := f.indexes
+	f.indexes = nil
+	f.mu.Unlock()
+	var first error
+	for _, index := range indexes {
+		if err := index(sha); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func newFill() *fill {

@@ -191,17 +191,23 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 // place, also when the blob was already there under another path.
 func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn string, sv *served, ref pkgRef) *fill {
 	refSHA, refMD5 := ref.shaHex(), ref.md5Hex()
+	// One fill per content address: the same file asked for under two channels
+	// (or two names) is one fetch. A record with md5 only is keyed by its path.
 	key := stateKey("fill", ch.cfg.Name, subdir, fn)
+	if refSHA != "" {
+		key = "fill/sha|" + refSHA
+	}
 	want := cache.Digest{Size: ref.size, SHA256: refSHA, MD5: refMD5}
 	log := s.logger(ctx)
 	// Read now, while the caller holds sv: the fill may end after sv is retired.
 	recordJSON := s.recordBytes(sv, ref)
-	return s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
-		record := func(sha string) (string, error) {
-			e := pkgEntry{SHA256: sha, MD5: refMD5, Size: ref.size, Upstream: int(ref.upstream),
-				Record: recordJSON, CachedAt: s.now()}
-			return sha, s.store.Meta.Put(stateKey("p", ch.cfg.Name, subdir, fn), e)
-		}
+	index := func(sha string) error {
+		e := pkgEntry{SHA256: sha, MD5: refMD5, Size: ref.size, Upstream: int(ref.upstream),
+			Record: recordJSON, CachedAt: s.now()}
+		return s.store.Meta.Put(stateKey("p", ch.cfg.Name, subdir, fn), e)
+	}
+	f := s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
+		record := func(sha string) (string, error) { return sha, f.indexAll(sha) }
 		// One fetch per file across replicas: hold its lock, then look again,
 		// since another fill (here or on another replica) may have committed it
 		// since our miss.
@@ -254,6 +260,12 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 		log.Info("package cached", "channel", ch.cfg.Name, "subdir", subdir, "file", fn, "size", ref.size)
 		return record(sha)
 	})
+	// Every caller's path is indexed once the blob is in place, the fill's
+	// starter's and every joiner's alike.
+	if err := f.addIndex(index); err != nil {
+		log.Warn("cannot index a cached package", "channel", ch.cfg.Name, "subdir", subdir, "file", fn, "err", err)
+	}
+	return f
 }
 
 // recordBytes copies one record's JSON out of the served file, for the package index.
