@@ -76,7 +76,8 @@ type exportPart struct {
 // Export streams the cached, filter-passing packages of the channels, with their
 // repodata, as a tar to w. Packages are read from the cache as they are written:
 // memory and temp space stay at the size of the repodata, whatever the export's.
-func Export(ctx context.Context, srv *proxy.Server, store *cache.Store, w io.Writer, o ExportOptions) (*ExportReport, error) {
+// src lists and records what is exported; blobs holds the packages' bytes.
+func Export(ctx context.Context, src ExportSource, blobs BlobOpener, w io.Writer, o ExportOptions) (*ExportReport, error) {
 	var parts []*exportPart
 	defer func() {
 		for _, p := range parts {
@@ -90,7 +91,7 @@ func Export(ctx context.Context, srv *proxy.Server, store *cache.Store, w io.Wri
 	}()
 	m := Manifest{Format: manifestFormat, Version: 1, Created: time.Now().UTC(), Source: o.Source, Delta: o.Delta}
 	for _, ch := range o.Channels {
-		subdirs, err := srv.CachedSubdirs(ch)
+		subdirs, err := src.CachedSubdirs(ch)
 		if err != nil {
 			return nil, err
 		}
@@ -102,11 +103,11 @@ func Export(ctx context.Context, srv *proxy.Server, store *cache.Store, w io.Wri
 			}
 			var include func(string) bool
 			if o.Delta {
-				include = func(fn string) bool { return !srv.Exported(ch, sub, fn) }
+				include = func(fn string) bool { return !src.Exported(ch, sub, fn) }
 			}
 			h := sha256.New()
 			cw := &counting{w: io.MultiWriter(p.json, h)}
-			if p.files, err = srv.ExportSubdir(ctx, ch, sub, include, cw); err != nil {
+			if p.files, err = src.ExportSubdir(ctx, ch, sub, include, cw); err != nil {
 				return nil, fmt.Errorf("export %s/%s: %w", ch, sub, err)
 			}
 			dir := path.Join(ch, sub)
@@ -169,7 +170,7 @@ func Export(ctx context.Context, srv *proxy.Server, store *cache.Store, w io.Wri
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			blob, err := store.OpenBlob(f.SHA256)
+			blob, err := blobs.OpenBlob(f.SHA256)
 			if err != nil {
 				return nil, fmt.Errorf("export %s/%s/%s: %w", p.channel, p.subdir, f.Filename, err)
 			}
@@ -188,7 +189,7 @@ func Export(ctx context.Context, srv *proxy.Server, store *cache.Store, w io.Wri
 	// Only a complete tar counts as exported, for the next --delta.
 	for _, p := range parts {
 		for _, f := range p.files {
-			if err := srv.MarkExported(p.channel, p.subdir, f.Filename); err != nil {
+			if err := src.MarkExported(p.channel, p.subdir, f.Filename); err != nil {
 				return nil, err
 			}
 		}
@@ -258,12 +259,12 @@ func (k subdirKey) String() string { return k.channel + "/" + k.subdir }
 // entry is checked against the manifest (size and sha256) as it is streamed to a
 // closed file in the store's tmp/; then every package against its subdir's
 // repodata, one subdir's repodata in memory at a time; only then does the whole
-// import become visible, in one commit (proxy.Server.CommitImport). A truncated
+// import become visible, in one commit (dst.CommitImport). A truncated
 // or tampered tar is refused whole, naming the first bad entry, and leaves the
 // cache as it was; so does a crash at any point. Memory stays bounded whatever
 // the tar claims (packages go to disk, never to memory; repodata is bounded by
 // MaxRepodata), and so do open files (one entry's at a time).
-func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Reader, o ImportOptions) (*ImportReport, error) {
+func Import(ctx context.Context, dst ImportTarget, stage Stager, r io.Reader, o ImportOptions) (*ImportReport, error) {
 	if o.MaxRepodata <= 0 {
 		o.MaxRepodata = config.DefaultMaxRepodata
 	}
@@ -273,7 +274,7 @@ func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Rea
 	if o.Known == nil {
 		o.Known = func(string) bool { return false }
 	}
-	st := &importStage{store: store, opts: o,
+	st := &importStage{temps: stage, opts: o,
 		docs: map[subdirKey]*cache.Staged{}, pkgs: map[subdirKey][]proxy.ImportedPackage{}}
 	// Whatever did not become part of the store goes: a refused import leaves
 	// nothing in tmp/. Placed blobs are no longer staged and are left alone.
@@ -301,7 +302,7 @@ func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Rea
 		}
 		chans[k.channel] = true
 	}
-	if err := srv.CommitImport(commit); err != nil {
+	if err := dst.CommitImport(commit); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	for c := range chans {
@@ -314,7 +315,7 @@ func Import(ctx context.Context, srv *proxy.Server, store *cache.Store, r io.Rea
 // importStage is what an import has read so far: the verified entries, each in
 // a closed file in the store's tmp/.
 type importStage struct {
-	store *cache.Store
+	temps Stager
 	opts  ImportOptions
 	docs  map[subdirKey]*cache.Staged // repodata.json
 	pkgs  map[subdirKey][]proxy.ImportedPackage
@@ -514,7 +515,7 @@ func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want map[string]Ma
 // stage streams an entry to a temp file of the store while hashing it, checks it
 // against the manifest, and closes the file.
 func (st *importStage) stage(tr io.Reader, name string, mf ManifestFile) (*cache.Staged, error) {
-	t, err := st.store.NewTemp()
+	t, err := st.temps.NewTemp()
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,9 @@
 //
 // Everything goes through the request path's own fills and filter (package proxy),
 // so a pre-warmed file is verified exactly as a client's download would be, and a
-// rule holds in a mirror as it does live. It never writes outside the cache's API.
+// rule holds in a mirror as it does live. It reaches them through the small roles
+// of roles.go, never a concrete server or store, and never writes outside the
+// cache's API.
 package mirror
 
 import (
@@ -64,13 +66,9 @@ type SyncReport struct {
 	Failures     []Failure
 }
 
-// Verifier hashes a cached blob again; it is cache.Store.VerifyBlob.
-type Verifier interface {
-	VerifyBlob(sha string) error
-}
-
-// Sync pre-warms the channels of srv.
-func Sync(ctx context.Context, srv *proxy.Server, v Verifier, channels []string, o SyncOptions) (*SyncReport, error) {
+// Sync pre-warms channels: every file w's catalog serves and the cache lacks is
+// prefetched; with o.Reset, what is cached is first hashed again through v.
+func Sync(ctx context.Context, w Warmer, v Verifier, channels []string, o SyncOptions) (*SyncReport, error) {
 	if o.Jobs <= 0 {
 		o.Jobs = 4
 	}
@@ -89,12 +87,12 @@ func Sync(ctx context.Context, srv *proxy.Server, v Verifier, channels []string,
 	}
 	var todo []job
 	for _, ch := range channels {
-		subdirs, err := srv.SyncSubdirs(ctx, ch)
+		subdirs, err := w.SyncSubdirs(ctx, ch)
 		if err != nil {
 			return nil, err
 		}
 		for _, sub := range subdirs {
-			files, err := srv.ServedFiles(ctx, ch, sub, true)
+			files, err := w.ServedFiles(ctx, ch, sub, true)
 			if err != nil {
 				rep.Failures = append(rep.Failures, Failure{ch, sub, "repodata.json", err.Error()})
 				continue
@@ -135,7 +133,7 @@ func Sync(ctx context.Context, srv *proxy.Server, v Verifier, channels []string,
 		present atomic.Int64
 		bytes   atomic.Int64
 	)
-	for w := 0; w < o.Jobs; w++ {
+	for range o.Jobs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -145,7 +143,7 @@ func Sync(ctx context.Context, srv *proxy.Server, v Verifier, channels []string,
 					return
 				}
 				j := todo[i]
-				got, err := srv.Prefetch(ctx, j.channel, j.file.Subdir, j.file.Filename)
+				got, err := w.Prefetch(ctx, j.channel, j.file.Subdir, j.file.Filename)
 				switch {
 				case err == nil && got:
 					fetched.Add(1)
