@@ -157,10 +157,8 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 		}
 	}
 	if sha != "" {
-		// Local, or pulled from the object store the replicas share.
-		if _, err := s.store.Pull(r.Context(), sha); err != nil {
-			return err
-		}
+		// Local only: a blob another replica put in the shared store comes in
+		// through the fill (it takes the file's lock, pulls it, indexes it here).
 		if blob, err := s.store.OpenBlob(sha); err == nil {
 			defer blob.Close()
 			s.metrics.CacheLookups.WithLabelValues("package", "hit").Inc()

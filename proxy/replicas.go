@@ -45,7 +45,24 @@ func (s *Server) applyPurge(m purgeMsg) error {
 	if m.Filename == "" {
 		return s.PurgeRepodata(m.Channel, m.Subdir)
 	}
-	return s.Uncache(m.Channel, m.Subdir, m.Filename)
+	err := s.Uncache(m.Channel, m.Subdir, m.Filename)
+	if err != nil && !IsNotFound(err) {
+		return err
+	}
+	// The blob the served record names goes too, though this replica never
+	// indexed it under that path (it may hold it for another path, or have it
+	// from the shared store): the purge is of the file, everywhere.
+	if ch, cerr := s.condaChannel(m.Channel); cerr == nil {
+		if sv := ch.subdir(m.Subdir).cur.Load(); sv != nil {
+			if ref, ok := sv.packages[m.Filename]; ok && ref.hasSHA {
+				if perr := s.store.PurgeBlob(context.Background(), ref.shaHex()); perr != nil {
+					return perr
+				}
+				return nil
+			}
+		}
+	}
+	return err
 }
 
 // listenPurges applies the purges other replicas publish, until s stops. Its
