@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,38 +13,23 @@ import (
 
 	"github.com/condaproxy/condaproxy/admin"
 	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/jobs"
 	"github.com/condaproxy/condaproxy/mirror"
 	"github.com/condaproxy/condaproxy/proxy"
 	"github.com/condaproxy/condaproxy/repodata"
 )
 
-// keptJobs is how many jobs the API remembers, running ones always included.
-const keptJobs = 50
-
-// maxJobFailures bounds a job's list of failed files; the count goes on.
-const maxJobFailures = 200
-
 // usageTTL is how long a channel's cached-files count is reused: counting scans
 // the package index, which the page asks for every few seconds.
 const usageTTL = 10 * time.Second
 
-// backend is the admin API's admin.Backend on the running app: its proxy, store,
-// metrics registry and sync engine. Jobs live in memory: a restart forgets them
-// (what a sync did stays in the data directory, see mirror.LastSync).
+// backend is the admin API's admin.Backend on the running app: it answers from
+// the proxy, the store and the metrics registry, and hands syncs to a job
+// manager (package jobs).
 type backend struct {
-	a   *app
-	reg prometheus.Gatherer
-
-	// ctx is the jobs' context: Close cancels it and waits for them.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	mu     sync.Mutex
-	jobs   map[string]*syncJob
-	order  []string          // job ids, oldest first
-	busy   map[string]string // channel -> the id of the job syncing it
-	closed bool
+	a    *app
+	reg  prometheus.Gatherer
+	jobs *jobs.Manager
 
 	usageMu sync.Mutex
 	usage   map[string]chanUsage
@@ -63,20 +46,14 @@ var _ admin.Backend = (*backend)(nil)
 // newBackend reads a.proxy, a.store and a.cfg when called, not now: the proxy is
 // built after the admin handler that holds the backend.
 func newBackend(a *app, reg prometheus.Gatherer) *backend {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &backend{a: a, reg: reg, ctx: ctx, cancel: cancel,
-		jobs: map[string]*syncJob{}, busy: map[string]string{}, usage: map[string]chanUsage{}}
+	b := &backend{a: a, reg: reg, usage: map[string]chanUsage{}}
+	b.jobs = jobs.New(b.syncChannel, jobs.Options{Logger: a.log})
+	return b
 }
 
 // Close cancels running jobs and waits for them to stop. Their fills in progress
 // are the proxy's (proxy.Shutdown): call it first, and Close before the store's.
-func (b *backend) Close() {
-	b.mu.Lock()
-	b.closed = true
-	b.mu.Unlock()
-	b.cancel()
-	b.wg.Wait()
-}
+func (b *backend) Close() { b.jobs.Close() }
 
 // The Backend's errors never quote a value the request passed (a channel,
 // subdir, package, filename): the admin API masks the configured secrets in
@@ -286,51 +263,21 @@ func (b *backend) Purge(ctx context.Context, channel, subdir, filename string) e
 	return notFound(b.a.proxy.Purge(ctx, channel, subdir, filename))
 }
 
-// syncJob is one pre-warm job. Its admin.Job is read and written under mu.
-type syncJob struct {
-	mu sync.Mutex
-	j  admin.Job
-}
-
-func (j *syncJob) snapshot() admin.Job {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	out := j.j
-	out.Channels = slices.Clone(j.j.Channels)
-	out.Failed = slices.Clone(j.j.Failed)
-	return out
-}
-
-// jobProgress is the job's mirror.Progress: files to fetch are added per channel.
-type jobProgress struct{ j *syncJob }
-
-func (p jobProgress) Planned(files int, bytes int64) {
-	p.j.mu.Lock()
-	p.j.j.Files += files
-	p.j.j.Bytes += bytes
-	p.j.mu.Unlock()
-}
-
-func (p jobProgress) Done(f proxy.ServedFile, fetched bool, err error) {
-	p.j.mu.Lock()
-	p.j.j.Done++
-	if err == nil {
-		p.j.j.Fetched++
-		p.j.j.BytesDone += max(f.Size, 0)
+// syncChannel is one channel of a sync job (jobs.SyncFunc): mirror.Sync on the
+// running proxy, under its panic guard, recording the channel's last sync as the
+// CLI's `condaproxy sync` does.
+func (b *backend) syncChannel(ctx context.Context, name string, p mirror.Progress) (*mirror.SyncReport, error) {
+	defer b.forgetUsage(name)
+	var rep *mirror.SyncReport
+	err := b.a.proxy.Guard("job", func() (err error) {
+		rep, err = mirror.Sync(ctx, b.a.proxy, b.a.store, []string{name}, mirror.SyncOptions{Progress: p})
+		return err
+	})
+	if rep != nil && err == nil {
+		b.a.store.Meta.Put("sync/"+name, mirror.LastSync{Finished: time.Now().UTC(),
+			Records: rep.Records, Fetched: rep.Fetched, Failed: len(rep.Failures)})
 	}
-	p.j.mu.Unlock()
-}
-
-func (j *syncJob) fail(s string) {
-	if len(j.j.Failed) < maxJobFailures {
-		j.j.Failed = append(j.j.Failed, s)
-	}
-}
-
-func newJobID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return rep, err
 }
 
 // StartSync starts a pre-warm of channels (every conda channel when empty). A
@@ -355,130 +302,28 @@ func (b *backend) StartSync(channels []string) (admin.Job, error) {
 			names = append(names, name)
 		}
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return admin.Job{}, errors.New("the server is shutting down")
+	j, err := b.jobs.Start(names)
+	if busy := (*jobs.BusyError)(nil); errors.As(err, &busy) {
+		// busy.Channel is configured: condaChannel passed it.
+		return admin.Job{}, fmt.Errorf("%w for channel %q (job %s)", admin.ErrBusy, busy.Channel, busy.Job)
 	}
-	for _, name := range names {
-		if id, ok := b.busy[name]; ok {
-			// name is configured: condaChannel passed it.
-			return admin.Job{}, fmt.Errorf("%w for channel %q (job %s)", admin.ErrBusy, name, id)
-		}
+	if err != nil {
+		return admin.Job{}, err
 	}
-	j := &syncJob{j: admin.Job{ID: newJobID(), Channels: names, State: "running", Started: time.Now().UTC()}}
-	for _, name := range names {
-		b.busy[name] = j.j.ID
-	}
-	b.jobs[j.j.ID] = j
-	b.order = append(b.order, j.j.ID)
-	b.prune()
-	b.wg.Add(1)
-	go b.run(j, names)
-	return j.snapshot(), nil
-}
-
-// prune forgets the oldest finished jobs beyond keptJobs. Called with mu held.
-func (b *backend) prune() {
-	for i := 0; len(b.order) > keptJobs && i < len(b.order); {
-		id := b.order[i]
-		if j := b.jobs[id]; j != nil && j.snapshot().State == "running" {
-			i++
-			continue
-		}
-		delete(b.jobs, id)
-		b.order = slices.Delete(b.order, i, i+1)
-	}
-}
-
-// run syncs the job's channels one after the other, each with its own report, so
-// each channel's last sync is recorded as the CLI's `condaproxy sync` does.
-func (b *backend) run(j *syncJob, names []string) {
-	defer b.wg.Done()
-	log := b.a.log.With("job", j.j.ID)
-	log.Info("sync job started", "channels", names)
-	prog := jobProgress{j}
-	var errs []string
-	for _, name := range names {
-		if b.ctx.Err() != nil {
-			errs = append(errs, name+": interrupted (server shutting down)")
-			continue
-		}
-		var rep *mirror.SyncReport
-		err := b.a.proxy.Guard("job", func() (err error) {
-			rep, err = mirror.Sync(b.ctx, b.a.proxy, b.a.store, []string{name}, mirror.SyncOptions{Progress: prog})
-			return err
-		})
-		if rep != nil {
-			j.mu.Lock()
-			j.j.Present += rep.Present
-			for _, f := range rep.Failures {
-				j.fail(f.Channel + "/" + f.Subdir + "/" + f.Filename + ": " + f.Reason)
-			}
-			j.mu.Unlock()
-			if err == nil {
-				b.a.store.Meta.Put("sync/"+name, mirror.LastSync{Finished: time.Now().UTC(),
-					Records: rep.Records, Fetched: rep.Fetched, Failed: len(rep.Failures)})
-			}
-		}
-		if err != nil {
-			if errors.Is(err, context.Canceled) {
-				err = errors.New("interrupted (server shutting down)")
-			}
-			errs = append(errs, name+": "+err.Error())
-		}
-		b.forgetUsage(name)
-	}
-	j.mu.Lock()
-	j.j.Finished = time.Now().UTC()
-	failed := j.j.Done - j.j.Fetched
-	for _, e := range errs {
-		if j.j.Error != "" {
-			j.j.Error += "; "
-		}
-		j.j.Error += e
-	}
-	if j.j.Error == "" && len(j.j.Failed) > 0 {
-		j.j.Error = fmt.Sprintf("%d files failed", max(failed, len(j.j.Failed)))
-	}
-	j.j.State = "done"
-	if j.j.Error != "" {
-		j.j.State = "failed"
-	}
-	done := j.j
-	j.mu.Unlock()
-	log.Info("sync job finished", "state", done.State, "fetched", done.Fetched, "present", done.Present,
-		"failed", len(done.Failed), "took", done.Finished.Sub(done.Started).Round(time.Millisecond))
-	b.mu.Lock()
-	for _, name := range names {
-		if b.busy[name] == j.j.ID {
-			delete(b.busy, name)
-		}
-	}
-	b.mu.Unlock()
+	return admin.Job(j), nil
 }
 
 func (b *backend) Job(id string) (admin.Job, bool) {
-	b.mu.Lock()
-	j, ok := b.jobs[id]
-	b.mu.Unlock()
-	if !ok {
-		return admin.Job{}, false
-	}
-	return j.snapshot(), true
+	j, ok := b.jobs.Job(id)
+	return admin.Job(j), ok
 }
 
 // Jobs lists the remembered jobs, newest first.
 func (b *backend) Jobs() []admin.Job {
-	b.mu.Lock()
-	list := make([]*syncJob, 0, len(b.order))
-	for i := len(b.order) - 1; i >= 0; i-- {
-		list = append(list, b.jobs[b.order[i]])
-	}
-	b.mu.Unlock()
+	list := b.jobs.Jobs()
 	out := make([]admin.Job, 0, len(list))
 	for _, j := range list {
-		out = append(out, j.snapshot())
+		out = append(out, admin.Job(j))
 	}
 	return out
 }
