@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/condaproxy/condaproxy/cache"
 )
@@ -114,4 +115,59 @@ func (m *Metrics) observeUpstream(host string, status int, d time.Duration, err 
 	if err != nil || status >= 500 || status == 429 {
 		m.UpstreamErrors.WithLabelValues(host).Inc()
 	}
+}
+
+// Metrics returns the request path's metrics, for readers of its counters (the
+// admin API's stats).
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Lookup is a kind of file and a cache lookup's result, as CacheLookups labels it.
+type Lookup struct{ Kind, Result string }
+
+// Counts is what the request path's counters say now: the numbers /metrics
+// shows, read from the vectors themselves, so a reader needs neither a
+// registry nor the metrics' names. A label value never counted is absent.
+type Counts struct {
+	Lookups          map[Lookup]int64 // CacheLookups by kind and result
+	BytesBySource    map[string]int64 // BytesServed by source
+	UpstreamErrors   int64            // UpstreamErrors, every host
+	ChecksumFailures int64            // ChecksumFailures, every channel
+}
+
+// Counts reads the counters. Each is read once, so two of them may be a few
+// requests apart; the Prometheus scrape is no different.
+func (m *Metrics) Counts() Counts {
+	c := Counts{Lookups: map[Lookup]int64{}, BytesBySource: map[string]int64{}}
+	eachCount(m.CacheLookups, func(d *dto.Metric, n int64) {
+		c.Lookups[Lookup{labelValue(d, "kind"), labelValue(d, "result")}] += n
+	})
+	eachCount(m.BytesServed, func(d *dto.Metric, n int64) { c.BytesBySource[labelValue(d, "source")] += n })
+	eachCount(m.UpstreamErrors, func(_ *dto.Metric, n int64) { c.UpstreamErrors += n })
+	eachCount(m.ChecksumFailures, func(_ *dto.Metric, n int64) { c.ChecksumFailures += n })
+	return c
+}
+
+// eachCount calls fn with every child of the counter vector v and its value.
+// Collect is the vector's only way to list its children without creating one.
+func eachCount(v *prometheus.CounterVec, fn func(d *dto.Metric, n int64)) {
+	ch := make(chan prometheus.Metric)
+	go func() {
+		v.Collect(ch)
+		close(ch)
+	}()
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) == nil {
+			fn(&d, int64(d.GetCounter().GetValue()))
+		}
+	}
+}
+
+func labelValue(d *dto.Metric, name string) string {
+	for _, l := range d.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }

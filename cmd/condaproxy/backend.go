@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/condaproxy/condaproxy/admin"
 	"github.com/condaproxy/condaproxy/config"
@@ -24,11 +24,10 @@ import (
 const usageTTL = 10 * time.Second
 
 // backend is the admin API's admin.Backend on the running app: it answers from
-// the proxy, the store and the metrics registry, and hands syncs to a job
-// manager (package jobs).
+// the proxy, its metrics and the store, and hands syncs to a job manager
+// (package jobs).
 type backend struct {
 	a    *app
-	reg  prometheus.Gatherer
 	jobs *jobs.Manager
 
 	usageMu sync.Mutex
@@ -44,9 +43,10 @@ type chanUsage struct {
 var _ admin.Backend = (*backend)(nil)
 
 // newBackend reads a.proxy, a.store and a.cfg when called, not now: the proxy is
-// built after the admin handler that holds the backend.
-func newBackend(a *app, reg prometheus.Gatherer) *backend {
-	b := &backend{a: a, reg: reg, usage: map[string]chanUsage{}}
+// built after the admin handler that holds the backend. The registry is not
+// read (Stats asks the proxy's Metrics); the parameter stays for serve.go's call.
+func newBackend(a *app, _ prometheus.Gatherer) *backend {
+	b := &backend{a: a, usage: map[string]chanUsage{}}
 	b.jobs = jobs.New(b.syncChannel, jobs.Options{Logger: a.log})
 	return b
 }
@@ -190,52 +190,30 @@ func (b *backend) Explain(ctx context.Context, channel, subdir, pkg string) ([]a
 	return out, nil
 }
 
-// Stats reads the counters from the metrics registry, the same numbers /metrics
-// and the dashboards show, and the cache's usage from the store.
+// Stats reads the request path's counters, the same numbers /metrics and the
+// dashboards show, and the cache's usage from the store.
 func (b *backend) Stats(ctx context.Context) admin.Stats {
 	st := admin.Stats{BytesBySource: map[string]int64{}}
 	st.CacheBytes, st.CacheFiles, st.CacheLimit = b.a.store.Usage()
-	families, err := b.reg.Gather()
-	if err != nil && len(families) == 0 {
-		b.a.log.Warn("admin: reading the metrics failed", "err", err)
-	}
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			v := int64(m.GetCounter().GetValue())
-			switch mf.GetName() {
-			case "condaproxy_cache_lookups_total":
-				kind, result := label(m, "kind"), label(m, "result")
-				if kind != "package" && kind != "repodata" {
-					continue
-				}
-				switch result {
-				case "hit":
-					st.Hits += v
-				case "miss":
-					st.Misses += v
-				}
-			case "condaproxy_bytes_served_total":
-				st.BytesBySource[label(m, "source")] += v
-			case "condaproxy_upstream_errors_total":
-				st.UpstreamErrors += v
-			case "condaproxy_checksum_failures_total":
-				st.ChecksumErrors += v
-			}
+	c := b.a.proxy.Metrics().Counts()
+	for l, n := range c.Lookups {
+		if l.Kind != "package" && l.Kind != "repodata" {
+			continue
+		}
+		switch l.Result {
+		case "hit":
+			st.Hits += n
+		case "miss":
+			st.Misses += n
 		}
 	}
+	maps.Copy(st.BytesBySource, c.BytesBySource)
+	st.UpstreamErrors = c.UpstreamErrors
+	st.ChecksumErrors = c.ChecksumFailures
 	if n := st.Hits + st.Misses; n > 0 {
 		st.HitRatio = float64(st.Hits) / float64(n)
 	}
 	return st
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
 }
 
 // Purge drops cached repodata (filename "") or one cached package, on this
