@@ -35,6 +35,12 @@ func (t *Temp) Seal(want Digest) (*Staged, error) {
 	if t.done {
 		return nil, errors.New("cache: temp blob already finished")
 	}
+	if !shaPattern.MatchString(strings.ToLower(want.SHA256)) || want.Size < 0 {
+		// A staged blob is one its source vouched for: a digest to check is not
+		// optional here (an entry without one would turn the check off).
+		t.Abort()
+		return nil, fmt.Errorf("cache: a staged blob needs the sha256 and size it must have (got %q, %d)", want.SHA256, want.Size)
+	}
 	sha, err := t.Verify(want)
 	if err == nil {
 		// fsync while the file is still open: the index entries that will name
@@ -237,3 +243,22 @@ func syncDir(dir string) error {
 	}
 	return err
 }
+
+// CheckFree refuses, before anything is written, an operation that needs n
+// bytes more in the data directory than its file system has free (with room for
+// the metadata it writes too): a full disk in the middle of a metadata commit
+// would stop the process instead of failing the operation.
+func (s *Store) CheckFree(n int64) error {
+	free, err := freeBytes(s.dir)
+	if err != nil {
+		return nil // cannot tell: let the writes say
+	}
+	const margin = 64 << 20
+	if n+margin > free {
+		return fmt.Errorf("the data directory has %d bytes free, %d are needed: %w", free, n+margin, ErrNoSpace)
+	}
+	return nil
+}
+
+// ErrNoSpace is a write refused for lack of room in the data directory.
+var ErrNoSpace = errors.New("not enough free space")

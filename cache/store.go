@@ -147,6 +147,17 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 			return nil, fmt.Errorf("data directory: %w", err)
 		}
 	}
+	// Every fan-out directory exists, durably, before any blob is renamed into
+	// one: a directory made at a commit and lost in a power cut would take the
+	// blobs the committed metadata names with it.
+	for i := 0; i < 256; i++ {
+		if err := os.MkdirAll(filepath.Join(dir, "blobs", fmt.Sprintf("%02x", i)), 0o755); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+	}
+	if err := syncDir(filepath.Join(dir, "blobs")); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
 	held, err := holdDir(dir)
 	if err != nil {
 		return nil, err

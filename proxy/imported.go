@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/condaproxy/condaproxy/config"
 	"context"
 	"errors"
 	"fmt"
@@ -180,6 +181,31 @@ func (s *Server) CommitImport(c ImportCommit) (err error) {
 			s.store.RemoveFile(w.name)
 		}
 	}()
+	var newBytes int64
+	for _, sd := range c.Subdirs {
+		ch, err := s.condaChannel(sd.Channel)
+		if err != nil {
+			return err
+		}
+		// Only what the channel serves: another name would be kept and never
+		// served (and a '|' would run into the index's own separator).
+		if !config.SubdirPattern.MatchString(sd.Subdir) || !ch.serves(sd.Subdir) {
+			return fmt.Errorf("%s/%s: not a subdir the channel serves", sd.Channel, sd.Subdir)
+		}
+		for _, p := range sd.Packages {
+			if !s.store.Has(p.Blob.SHA256()) {
+				newBytes += p.Blob.Size()
+			}
+		}
+	}
+	if _, _, limit := s.store.Usage(); limit > 0 && newBytes > limit {
+		// It would evict itself as it commits: on an air-gapped site what is
+		// evicted cannot be fetched again.
+		return fmt.Errorf("the import brings %d bytes of packages, more than cache.max_size (%d): raise it, or import fewer channels at a time", newBytes, limit)
+	}
+	if err := s.store.CheckFree(newBytes); err != nil {
+		return err
+	}
 	batch := s.store.Meta.NewBatch()
 	defer batch.Close()
 	var blobs []*cache.Staged
@@ -266,12 +292,24 @@ func (s *Server) stageImportedSubdir(ch *channel, sd ImportedSubdir, prev *upSta
 		blobs[p.Filename] = p.Blob
 	}
 	now := s.now()
+	seen := map[string]bool{}
 	if _, err := repodata.Scan(doc, func(r *repodata.Record) error {
+		// A filename listed twice: the check would see one record and the
+		// answer serve the other. Refused.
+		if seen[r.Filename] {
+			return fmt.Errorf("%s is listed twice in the repodata", r.Filename)
+		}
+		seen[strings.Clone(r.Filename)] = true
 		blob, ok := blobs[r.Filename]
 		if !ok {
 			return nil // the caller checked every record has its package
 		}
-		e := pkgEntry{SHA256: blob.SHA256(), MD5: strings.ToLower(r.MD5), Size: blob.Size(), Upstream: len(ch.sources),
+		// The record's md5, when it has one, must be the file's: an md5-only
+		// record elsewhere is matched to this blob by it.
+		if r.MD5 != "" && !strings.EqualFold(r.MD5, blob.MD5()) {
+			return fmt.Errorf("%s: the record's md5 %s is not the file's (%s)", r.Filename, r.MD5, blob.MD5())
+		}
+		e := pkgEntry{SHA256: blob.SHA256(), MD5: blob.MD5(), Size: blob.Size(), Upstream: len(ch.sources),
 			Record: r.Raw, CachedAt: now}
 		return b.Put(stateKey("p", ch.cfg.Name, sd.Subdir, r.Filename), e)
 	}); err != nil {
