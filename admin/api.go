@@ -190,7 +190,7 @@ func mountAPI(r *gin.Engine, o Options) {
 		c.JSON(http.StatusOK, job)
 	})
 
-	// Purge acts on this replica's cache only; see Backend.Purge.
+	// Purge acts on every replica (the proxy fans it out over Redis); see Backend.Purge.
 	api.POST("/purge", func(c *gin.Context) {
 		var req struct {
 			Channel  string `json:"channel"`

@@ -325,6 +325,13 @@ func (s *Server) PurgeRepodata(channel, sub string) error {
 		if st.File != "" {
 			s.store.RemoveFile(st.File)
 		}
+		// And the copy shared with the other replicas: a purge means "ask
+		// upstream", not "take what another replica fetched".
+		if s.shared() {
+			if err := s.coord.Stamps.Stamp(context.Background(), "upstream|"+key, ""); err != nil {
+				s.log.Warn("cannot clear the shared repodata stamp", "key", key, "err", err)
+			}
+		}
 	}
 	ch.mu.Lock()
 	var subdirs []*subdir
