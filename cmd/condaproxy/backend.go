@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/condaproxy/condaproxy/admin"
 	"github.com/condaproxy/condaproxy/config"
@@ -45,7 +44,7 @@ var _ admin.Backend = (*backend)(nil)
 // newBackend reads a.proxy, a.store and a.cfg when called, not now: the proxy is
 // built after the admin handler that holds the backend. The registry is not
 // read (Stats asks the proxy's Metrics); the parameter stays for serve.go's call.
-func newBackend(a *app, _ prometheus.Gatherer) *backend {
+func newBackend(a *app) *backend {
 	b := &backend{a: a, usage: map[string]chanUsage{}}
 	b.jobs = jobs.New(b.syncChannel, jobs.Options{Logger: a.log})
 	return b
@@ -216,9 +215,8 @@ func (b *backend) Stats(ctx context.Context) admin.Stats {
 	return st
 }
 
-// Purge drops cached repodata (filename "") or one cached package, on this
-// replica only: with several replicas sharing Redis, each keeps its own cache and
-// a purge is not fanned out to the others (not built).
+// Purge drops cached repodata (filename "") or one cached package, on every
+// replica: the proxy applies it here and fans it out over Redis.
 func (b *backend) Purge(ctx context.Context, channel, subdir, filename string) error {
 	if err := b.condaChannel(channel); err != nil {
 		return err

@@ -105,7 +105,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	}
 	a := &app{cfg: cfg, log: log, store: store}
 	reg := prometheus.NewRegistry()
-	a.backend = newBackend(a, reg)
+	a.backend = newBackend(a)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(reg, store)
 	ready := []admin.Check{{Name: "storage", Fn: func(context.Context) error {
