@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
@@ -242,11 +244,23 @@ type ImportOptions struct {
 
 	// fault is handed to CommitImport: tests stop the commit between its steps.
 	fault func(step string) error
+	// maxFiles replaces maxManifestFiles: tests pass the bound at a small scale.
+	maxFiles int
 }
 
-// maxManifest bounds manifest.json: a few hundred bytes a file, so room for a
-// million files and more.
+// maxManifest bounds manifest.json: Export writes under 200 bytes a file, so
+// room for a million files and more.
 const maxManifest = 256 << 20
+
+// maxManifestFiles bounds the files a manifest may list, and with it the
+// memory an import holds for them: 56 bytes a file beside its path, about 130
+// MB at the bound for real paths. maxManifest alone does not bound it: in the
+// same bytes, a manifest of tiny entries lists millions more. A million
+// packages is terabytes in one tar at the sizes conda packages have; a site
+// that moves that much moves it in several tars (a channel each, or --delta
+// increments), as it must past about 1.4 million files anyway, all that
+// maxManifest holds of the entries Export writes.
+const maxManifestFiles = 1_000_000
 
 // ErrRefused is an import refused as a whole; the cache is as it was.
 var ErrRefused = errors.New("import refused; nothing was imported")
@@ -263,7 +277,9 @@ func (k subdirKey) String() string { return k.channel + "/" + k.subdir }
 // or tampered tar is refused whole, naming the first bad entry, and leaves the
 // cache as it was; so does a crash at any point. Memory stays bounded whatever
 // the tar claims (packages go to disk, never to memory; repodata is bounded by
-// MaxRepodata), and so do open files (one entry's at a time).
+// MaxRepodata, the manifest by maxManifestFiles), and so do open files (one
+// entry's at a time). A failure of the data directory (a full disk) or of the
+// tar's own file is returned as itself, not as ErrRefused: the tar may be fine.
 func Import(ctx context.Context, dst ImportTarget, stage Stager, r io.Reader, o ImportOptions) (*ImportReport, error) {
 	if o.MaxRepodata <= 0 {
 		o.MaxRepodata = config.DefaultMaxRepodata
@@ -351,6 +367,9 @@ func (st *importStage) read(ctx context.Context, r io.Reader) error {
 	tr := tar.NewReader(r)
 	hdr, err := tr.Next()
 	if err != nil {
+		if rerr := sourceError(err); rerr != nil {
+			return fmt.Errorf("reading the tar: %w", rerr)
+		}
 		return refuse("not a condaproxy export: %v", err)
 	}
 	if hdr.Name != ManifestName {
@@ -362,32 +381,16 @@ func (st *importStage) read(ctx context.Context, r io.Reader) error {
 	if hdr.Size > maxManifest {
 		return refuse("%s: %d bytes, more than a manifest can be (%d)", ManifestName, hdr.Size, maxManifest)
 	}
-	var m Manifest
-	if err := json.NewDecoder(io.LimitReader(tr, hdr.Size)).Decode(&m); err != nil {
-		return refuse("%s is not a condaproxy export manifest: %v", ManifestName, err)
+	maxFiles := st.opts.maxFiles
+	if maxFiles <= 0 {
+		maxFiles = maxManifestFiles
 	}
-	if m.Format != manifestFormat {
-		return refuse("%s is not a condaproxy export manifest: format %q", ManifestName, m.Format)
+	want, err := readManifest(io.LimitReader(tr, hdr.Size), maxFiles)
+	if err != nil {
+		return err
 	}
-	if m.Version > 1 {
-		return refuse("export format version %d is newer than this condaproxy reads (1)", m.Version)
-	}
-	want := make(map[string]ManifestFile, len(m.Files))
-	for _, f := range m.Files {
-		if !cleanTarPath(f.Path) {
-			return refuse("manifest names a path outside the tree: %q", f.Path)
-		}
-		if _, dup := want[f.Path]; dup {
-			return refuse("manifest names %s twice", f.Path)
-		}
-		if f.Size < 0 {
-			return refuse("manifest gives %s a negative size", f.Path)
-		}
-		want[f.Path] = f
-	}
-	seen := map[string]bool{}
 	last := ManifestName
-	for {
+	for read := 0; ; read++ {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -396,22 +399,18 @@ func (st *importStage) read(ctx context.Context, r io.Reader) error {
 			break
 		}
 		if err != nil {
-			return refuse("the tar is damaged after %s (%d files read): %v", last, len(seen), err)
+			if rerr := sourceError(err); rerr != nil {
+				return fmt.Errorf("reading the tar after %s: %w", last, rerr)
+			}
+			return refuse("the tar is damaged after %s (%d files read): %v", last, read, err)
 		}
 		last = hdr.Name
-		if err := st.entry(tr, hdr, want, seen); err != nil {
+		if err := st.entry(tr, hdr, want); err != nil {
 			return err
 		}
 	}
-	var missing []string
-	for p := range want {
-		if !seen[p] {
-			missing = append(missing, p)
-		}
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		return refuse("truncated: %s is in the manifest but not in the tar (%d files missing)", missing[0], len(missing))
+	if first, n := want.missing(); n > 0 {
+		return refuse("truncated: %s is in the manifest but not in the tar (%d files missing)", first, n)
 	}
 	return nil
 }
@@ -448,7 +447,7 @@ func plainFile(hdr *tar.Header) error {
 }
 
 // entry stages one entry after the manifest.
-func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want map[string]ManifestFile, seen map[string]bool) error {
+func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want *manifestIndex) error {
 	name := hdr.Name
 	if !cleanTarPath(name) {
 		return refuse("%s: a path outside the tree", name)
@@ -456,14 +455,15 @@ func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want map[string]Ma
 	if err := plainFile(hdr); err != nil {
 		return err
 	}
-	mf, ok := want[name]
+	at, ok := want.find(name)
 	if !ok {
 		return refuse("%s: not in the manifest", name)
 	}
-	if seen[name] {
+	if want.files[at].seen {
 		return refuse("%s: twice in the tar", name)
 	}
-	seen[name] = true
+	want.files[at].seen = true
+	mf := want.file(at)
 	if hdr.Size != mf.Size {
 		return refuse("%s: the tar holds %d bytes, the manifest says %d", name, hdr.Size, mf.Size)
 	}
@@ -517,12 +517,21 @@ func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want map[string]Ma
 func (st *importStage) stage(tr io.Reader, name string, mf ManifestFile) (*cache.Staged, error) {
 	t, err := st.temps.NewTemp()
 	if err != nil {
-		return nil, err
+		return nil, localError(name, err)
 	}
-	if _, err := io.CopyBuffer(t, tr, st.buf()); err != nil {
+	w := &tempWriter{t: t}
+	if _, err := io.CopyBuffer(w, tr, st.buf()); err != nil {
 		t.Abort()
+		if w.err != nil {
+			// The data directory failed, not the tar: the same tar imports
+			// once there is room, or the disk is mended.
+			return nil, localError(name, w.err)
+		}
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, refuse("%s: truncated after %d of %d bytes", name, t.Written(), mf.Size)
+		}
+		if rerr := sourceError(err); rerr != nil {
+			return nil, fmt.Errorf("reading %s from the tar: %w", name, rerr)
 		}
 		return nil, refuse("%s: %v", name, err)
 	}
@@ -532,9 +541,49 @@ func (st *importStage) stage(tr io.Reader, name string, mf ManifestFile) (*cache
 		if errors.As(err, &mm) {
 			return nil, refuse("%s: does not match the manifest: %v", name, err)
 		}
-		return nil, err
+		// Seal fails otherwise in its fsync or close: the data directory's.
+		return nil, localError(name, err)
 	}
 	return blob, nil
+}
+
+// tempWriter keeps the error of the temp file's writes apart from the tar's
+// reads, which io.Copy returns alike.
+type tempWriter struct {
+	t   *cache.Temp
+	err error
+}
+
+func (w *tempWriter) Write(p []byte) (int, error) {
+	n, err := w.t.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// localError is a failure of the data directory while an entry is staged: not
+// a refusal (the tar may be fine), but the error itself, which names the file
+// and the cause. Out of room, it is cache.ErrNoSpace too, as the commit's own
+// check of free space is.
+func localError(name string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("staging %s in the data directory: %w (%w)", name, err, cache.ErrNoSpace)
+	}
+	return fmt.Errorf("staging %s in the data directory: %w", name, err)
+}
+
+// sourceError is err when it is the operating system failing to read the tar
+// (a bad sector, a dropped network mount): the tar may be whole, and saying it
+// is damaged would send its maker looking for a fault that is not there. Nil
+// for what the tar's own bytes cause.
+func sourceError(err error) error {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	if errors.As(err, &pe) || errors.As(err, &errno) {
+		return err
+	}
+	return nil
 }
 
 // hashOnly reads an entry that is checked but not kept.
@@ -544,6 +593,9 @@ func (st *importStage) hashOnly(tr io.Reader, mf ManifestFile) error {
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return refuse("%s: truncated after %d of %d bytes", mf.Path, n, mf.Size)
+		}
+		if rerr := sourceError(err); rerr != nil {
+			return fmt.Errorf("reading %s from the tar: %w", mf.Path, rerr)
 		}
 		return refuse("%s: %v", mf.Path, err)
 	}

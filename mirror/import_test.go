@@ -37,6 +37,17 @@ type genPkg struct {
 
 func (p genPkg) filename() string { return p.name + "-1.0-0.tar.bz2" }
 
+// record is the package's repodata record, with its true checksums and size.
+func (p genPkg) record() map[string]any {
+	return map[string]any{"name": p.name, "version": "1.0", "build": "0", "build_number": 0,
+		"depends": []string{}, "subdir": p.subdir, "size": len(p.data), "sha256": sha(p.data), "md5": md5hex(p.data)}
+}
+
+func md5hex(b []byte) string {
+	m := md5.Sum(b)
+	return hex.EncodeToString(m[:])
+}
+
 // genPkgs makes n packages in subdir named <prefix><i>, each a few dozen bytes.
 func genPkgs(subdir, prefix string, n int) []genPkg {
 	out := make([]genPkg, n)
@@ -69,9 +80,7 @@ func genTar(t testing.TB, ch string, pkgs []genPkg) []byte {
 	for _, sub := range subs {
 		recs := map[string]any{}
 		for _, p := range bySub[sub] {
-			m := md5.Sum(p.data)
-			recs[p.filename()] = map[string]any{"name": p.name, "version": "1.0", "build": "0", "build_number": 0,
-				"depends": []string{}, "subdir": sub, "size": len(p.data), "sha256": sha(p.data), "md5": hex.EncodeToString(m[:])}
+			recs[p.filename()] = p.record()
 		}
 		doc, _ := json.Marshal(map[string]any{"info": map[string]any{"subdir": sub}, "packages": recs,
 			"packages.conda": map[string]any{}, "repodata_version": 1})

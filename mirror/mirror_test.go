@@ -185,12 +185,13 @@ func (u *upstreamDir) pkgTotal() int {
 
 // env is a proxy.Server on a real store.
 type env struct {
-	t     testing.TB
-	data  string
-	cfg   *config.Config
-	store *cache.Store
-	srv   *proxy.Server
-	http  *httptest.Server
+	t       testing.TB
+	data    string
+	cfg     *config.Config
+	maxSize int64 // the store's cache.max_size; 0: 1 GiB
+	store   *cache.Store
+	srv     *proxy.Server
+	http    *httptest.Server
 }
 
 // newEnv opens a store in a new temp dir for the configuration yaml.
@@ -202,12 +203,18 @@ func newEnv(t testing.TB, yaml string) *env {
 // newEnvIn is newEnv with the data directory in dir.
 func newEnvIn(t testing.TB, yaml, dir string) *env {
 	t.Helper()
+	return newEnvSized(t, yaml, dir, 0)
+}
+
+// newEnvSized is newEnvIn with a store of maxSize bytes (0: 1 GiB).
+func newEnvSized(t testing.TB, yaml, dir string, maxSize int64) *env {
+	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Data = dir
-	e := &env{t: t, data: cfg.Data, cfg: cfg}
+	e := &env{t: t, data: cfg.Data, cfg: cfg, maxSize: maxSize}
 	e.open()
 	t.Cleanup(e.close)
 	return e
@@ -218,7 +225,11 @@ func (e *env) open() {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var err error
-	e.store, err = cache.Open(e.data, cache.Options{MaxSize: 1 << 30, Memory: 8 << 20, Logger: log})
+	maxSize := e.maxSize
+	if maxSize == 0 {
+		maxSize = 1 << 30
+	}
+	e.store, err = cache.Open(e.data, cache.Options{MaxSize: maxSize, Memory: 8 << 20, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
