@@ -1,10 +1,10 @@
 package proxy
 
 import (
-	"github.com/condaproxy/condaproxy/config"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/condaproxy/condaproxy/config"
 	"io"
 	"strings"
 	"sync"

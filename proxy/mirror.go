@@ -244,10 +244,16 @@ func (s *Server) UncacheFiles(channel string, files []CachedFile) error {
 	dropped := map[string]bool{}
 	for _, f := range files {
 		key := stateKey("p", ch.cfg.Name, f.Subdir, f.Filename)
+		s.indexed.Delete(key)
 		var e pkgEntry
 		ok, err := s.store.Meta.Get(key, &e)
 		if err != nil {
 			return err
+		}
+		if f.SHA256 != "" {
+			// The blob the caller names (a purge: the served record's), whether
+			// or not this path indexed it.
+			dropped[f.SHA256] = true
 		}
 		if !ok {
 			continue

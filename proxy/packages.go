@@ -162,6 +162,7 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 		if blob, err := s.store.OpenBlob(sha); err == nil {
 			defer blob.Close()
 			s.metrics.CacheLookups.WithLabelValues("package", "hit").Inc()
+			s.indexHit(rt, sv, ref, sha)
 			return s.serveBlob(w, r, blob, sha)
 		}
 	}
@@ -294,4 +295,24 @@ func setSource(w http.ResponseWriter, src string) {
 	if s, ok := w.(sourceSetter); ok {
 		s.setSource(src)
 	}
+}
+
+// indexHit makes sure a path served from a blob another path brought in is
+// indexed under its own name too: then a purge, a clean or an eviction of the
+// other path knows the bytes are still held here. Checked once per path and
+// process (a hot hit pays a map lookup).
+func (s *Server) indexHit(rt route, sv *served, ref pkgRef, sha string) {
+	key := stateKey("p", rt.channel.cfg.Name, rt.subdir, rt.file)
+	if _, ok := s.indexed.Load(key); ok {
+		return
+	}
+	var e pkgEntry
+	if ok, err := s.store.Meta.Get(key, &e); err == nil && (!ok || e.SHA256 != sha) {
+		e = pkgEntry{SHA256: sha, MD5: ref.md5Hex(), Size: ref.size, Upstream: int(ref.upstream),
+			Record: s.recordBytes(sv, ref), CachedAt: s.now()}
+		if err := s.store.Meta.Put(key, e); err != nil {
+			return
+		}
+	}
+	s.indexed.Store(key, struct{}{})
 }

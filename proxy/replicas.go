@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/coord"
+	"github.com/condaproxy/condaproxy/repodata"
 )
 
 // Several replicas share work through s.coord (package coord: Redis, or this
@@ -27,16 +29,35 @@ type purgeMsg struct {
 }
 
 // Purge drops channel's cached repodata (filename "") or one cached file, here
-// and, through the coordination bus, on every other replica. With Redis down it
-// applies here and says so in the log; the others keep theirs until their
-// metadata_ttl (repodata) or until purged again (files).
+// and, through the coordination bus, on every other replica. The bus delivers it
+// to this replica too (so it is applied once, by listenPurges, the same way on
+// every replica); with Redis down it applies here only, and says so in the log:
+// the others keep theirs until their metadata_ttl (repodata) or until purged
+// again (files).
 func (s *Server) Purge(ctx context.Context, channel, subdir, filename string) error {
-	if err := s.applyPurge(purgeMsg{channel, subdir, filename}); err != nil {
+	m := purgeMsg{channel, subdir, filename}
+	if err := s.validPurge(m); err != nil {
 		return err
 	}
-	payload, _ := json.Marshal(purgeMsg{channel, subdir, filename})
+	payload, _ := json.Marshal(m)
 	if err := s.coord.Bus.Publish(ctx, purgeTopic, payload); err != nil {
 		s.log.Warn("purge applied on this replica only: the others were not told", "channel", channel, "subdir", subdir, "file", filename, "err", err)
+	}
+	return nil
+}
+
+// validPurge checks a purge names a conda channel, a subdir it serves and a
+// package file name: a peer's message is not trusted further than a client's.
+func (s *Server) validPurge(m purgeMsg) error {
+	ch, err := s.condaChannel(m.Channel)
+	if err != nil {
+		return err
+	}
+	if m.Subdir != "" && !ch.serves(m.Subdir) {
+		return fmt.Errorf("subdir not served: %w", errNotFound)
+	}
+	if m.Filename != "" && (m.Subdir == "" || !repodata.ValidFilename(m.Filename)) {
+		return fmt.Errorf("not a package file: %w", errNotFound)
 	}
 	return nil
 }
@@ -45,24 +66,20 @@ func (s *Server) applyPurge(m purgeMsg) error {
 	if m.Filename == "" {
 		return s.PurgeRepodata(m.Channel, m.Subdir)
 	}
-	err := s.Uncache(m.Channel, m.Subdir, m.Filename)
-	if err != nil && !IsNotFound(err) {
+	ch, err := s.condaChannel(m.Channel)
+	if err != nil {
 		return err
 	}
 	// The blob the served record names goes too, though this replica never
-	// indexed it under that path (it may hold it for another path, or have it
-	// from the shared store): the purge is of the file, everywhere.
-	if ch, cerr := s.condaChannel(m.Channel); cerr == nil {
-		if sv := ch.subdir(m.Subdir).cur.Load(); sv != nil {
-			if ref, ok := sv.packages[m.Filename]; ok && ref.hasSHA {
-				if perr := s.store.PurgeBlob(context.Background(), ref.shaHex()); perr != nil {
-					return perr
-				}
-				return nil
-			}
+	// indexed it under that path (it may have it from the shared store), unless
+	// another path still holds it.
+	f := CachedFile{Subdir: m.Subdir, Filename: m.Filename}
+	if sv := ch.subdir(m.Subdir).cur.Load(); sv != nil {
+		if ref, ok := sv.packages[m.Filename]; ok && ref.hasSHA {
+			f.SHA256 = ref.shaHex()
 		}
 	}
-	return err
+	return s.UncacheFiles(m.Channel, []CachedFile{f})
 }
 
 // listenPurges applies the purges other replicas publish, until s stops. Its
@@ -74,8 +91,8 @@ func (s *Server) listenPurges() {
 			s.log.Warn("ignored a malformed purge message from the coordination bus")
 			return
 		}
-		if _, err := s.condaChannel(m.Channel); err != nil {
-			return // a channel this replica's configuration lacks
+		if s.validPurge(m) != nil {
+			return // a channel, subdir or file this replica does not serve
 		}
 		s.guard("purge", func() error {
 			if err := s.applyPurge(m); err != nil && !IsNotFound(err) {
@@ -142,7 +159,7 @@ func (s *Server) sharedFetch(ctx context.Context, ch *channel, sub string, i int
 		return s.fetchRepodata(ctx, ch, sub, i, prev)
 	}
 	ttl := s.cfg.Cache.MetadataTTL.D()
-	if sh, ok := s.stamp(ctx, key); ok && sh.URL == id && s.now().Sub(sh.CheckedAt) < ttl {
+	if sh, ok := s.stamp(ctx, key); ok && sh.URL == id && s.now().Sub(sh.CheckedAt) < stampTTL(s, sh) {
 		st, err := s.adopt(ctx, sub, prev, sh)
 		if err == nil {
 			return st, nil
@@ -176,6 +193,9 @@ func (s *Server) adopt(ctx context.Context, sub string, prev *upState, sh shared
 		st.CheckedAt, st.ETag, st.LastModified, st.Encoding = sh.CheckedAt, sh.ETag, sh.LastModified, sh.Encoding
 		return &st, nil
 	}
+	if !shaRE.MatchString(sh.SHA) {
+		return nil, fmt.Errorf("stamp names no blob")
+	}
 	ok, err := s.store.Pull(ctx, sh.SHA)
 	if err != nil {
 		return nil, err
@@ -186,6 +206,10 @@ func (s *Server) adopt(ctx context.Context, sub string, prev *upState, sh shared
 	blob, err := s.store.OpenBlob(sh.SHA)
 	if err != nil {
 		return nil, err
+	}
+	if blob.Size > int64(s.cfg.Limits.MaxRepodata) {
+		blob.Close()
+		return nil, fmt.Errorf("the shared document is larger than limits.max_repodata")
 	}
 	data := make([]byte, blob.Size)
 	_, err = io.ReadFull(blob, data)
@@ -246,11 +270,12 @@ func (s *Server) catchUp(ctx context.Context, sd *subdir, sv *served) bool {
 		return false
 	}
 	behind := false
-	for i := range sd.ch.sources {
+	for i, src := range sd.ch.sources {
 		key := stateKey("u", sd.ch.cfg.Name, sd.name, strconv.Itoa(i))
 		sh, ok := s.stamp(ctx, key)
-		if !ok || !sh.CheckedAt.After(sv.checked()) {
-			continue // nothing newer than what sv was cut from
+		if !ok || sh.URL != shortHash(src.Base.String()) || !sh.CheckedAt.After(sv.checked()) ||
+			s.now().Sub(sh.CheckedAt) >= stampTTL(s, sh) {
+			continue // another upstream's, or nothing newer and fresh than what sv was cut from
 		}
 		var st upState
 		if found, err := s.store.Meta.Get(key, &st); err != nil || !found || st.SHA != sh.SHA || st.Found != sh.Found {
@@ -260,8 +285,24 @@ func (s *Server) catchUp(ctx context.Context, sd *subdir, sv *served) bool {
 	if !behind {
 		return false
 	}
+	// Detached: a client that hangs up must not fail the build others share.
 	_, err, _ := s.loads.Do(stateKey("load", sd.ch.cfg.Name, sd.name), func() (any, error) {
-		return s.guardedBuild(ctx, sd, true)
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), buildTimeout)
+		defer cancel()
+		stop := context.AfterFunc(s.base, cancel)
+		defer stop()
+		return s.guardedBuild(bctx, sd, true)
 	})
-	return err == nil
+	return err == nil && sd.cur.Load() != sv
 }
+
+// stampTTL is how long a stamp stands: metadata_ttl for a document, negative_ttl
+// for an upstream 404, as for this replica's own.
+func stampTTL(s *Server, sh sharedState) time.Duration {
+	if !sh.Found {
+		return s.cfg.Cache.NegativeTTL.D()
+	}
+	return s.cfg.Cache.MetadataTTL.D()
+}
+
+var shaRE = regexp.MustCompile(`^[0-9a-f]{64}$`)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"sync"
@@ -53,6 +54,38 @@ func TestSameFileTwoChannelsOneFetch(t *testing.T) {
 	for _, ch := range []string{"a", "b"} {
 		if _, ok := h.srv.pkgEntry(h.srv.channels[ch], "linux-64", zlibLinux); !ok {
 			t.Errorf("channel %s: the file is not indexed under its path", ch)
+		}
+	}
+}
+
+// A purge of one channel's file leaves another channel's copy of the same bytes
+// alone (it is held under that path), and is applied once.
+func TestPurgeKeepsOtherPaths(t *testing.T) {
+	up := newUpstream(t, formatRepo(t))
+	yaml := "cache:\n  memory: 16MiB\nchannels:\n" +
+		"  - name: a\n    upstreams: [{url: " + up.URL + "}]\n" +
+		"  - name: b\n    upstreams: [{url: " + up.URL + "}]\n"
+	h := newHarness(t, yaml)
+	for _, ch := range []string{"a", "b"} {
+		if r := h.get("/" + ch + "/linux-64/" + zlibLinux); r.StatusCode != 200 {
+			t.Fatalf("%s: %d", ch, r.StatusCode)
+		}
+		waitFor(t, "the fill to end", func() bool { return p2FillsIdle(h) })
+	}
+	if err := h.srv.Purge(context.Background(), "a", "linux-64", zlibLinux); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.srv.pkgEntry(h.srv.channels["a"], "linux-64", zlibLinux); ok {
+		t.Error("the purged path is still indexed")
+	}
+	up.status.Store(500) // upstream gone: b must serve its own copy
+	if r := h.get("/b/linux-64/" + zlibLinux); r.StatusCode != 200 {
+		t.Errorf("b after a's purge, upstream down: %d", r.StatusCode)
+	}
+	// Bad purges are refused, not applied to something else.
+	for _, bad := range [][3]string{{"nochan", "linux-64", zlibLinux}, {"a", "zz9-x", zlibLinux}, {"a", "linux-64", "../x.conda"}} {
+		if err := h.srv.Purge(context.Background(), bad[0], bad[1], bad[2]); err == nil {
+			t.Errorf("purge %v accepted", bad)
 		}
 	}
 }

@@ -77,6 +77,8 @@ type Server struct {
 	fillsMu sync.Mutex
 	fills   map[string]*fill
 
+	// indexed remembers the package paths known to be in the index (indexHit).
+	indexed sync.Map
 	// negative holds the upstream 404s of mutable files (files.go).
 	negative negativeCache
 	// direct bounds the repodata forms made per request when they cannot be
@@ -160,7 +162,7 @@ func New(o Options) (*Server, error) {
 	if err := s.sweepOrphans(); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	go s.listenPurges()
+	s.listenPurges() // subscribed before New returns: no purge is missed
 	return s, nil
 }
 
