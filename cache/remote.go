@@ -36,9 +36,30 @@ type remoteTier struct {
 	pulls singleflight.Group // one pull per blob at a time
 }
 
+// Share verifies the bytes against want and puts them in the object store, so
+// that Commit then only makes them local: a caller holding a lock that readers
+// wait on (a fill) uploads before taking it. ctx ends the upload (a shutdown).
+// Without a remote tier it only verifies.
+func (t *Temp) Share(ctx context.Context, want Digest) error {
+	sha, err := t.Verify(want)
+	if err != nil {
+		t.Abort()
+		return err
+	}
+	if t.s.remote == nil || t.local || t.shared {
+		return nil
+	}
+	if err := t.s.upload(ctx, t.f, t.n, sha); err != nil {
+		t.Abort()
+		return err
+	}
+	t.shared = true
+	return nil
+}
+
 // upload puts the verified temp file's bytes in the object store under sha.
-func (s *Store) upload(f io.ReaderAt, size int64, sha string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), remoteTimeout)
+func (s *Store) upload(ctx context.Context, f io.ReaderAt, size int64, sha string) error {
+	ctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	defer cancel()
 	w, err := s.remote.store.Create(ctx)
 	if err != nil {
@@ -61,7 +82,7 @@ func (s *Store) uploadFile(path string, size int64, sha string) error {
 		return err
 	}
 	defer f.Close()
-	return s.upload(f, size, sha)
+	return s.upload(context.Background(), f, size, sha)
 }
 
 // Pull makes sure the blob sha is in the local tier, copying it from the object
@@ -88,6 +109,9 @@ func (s *Store) Pull(ctx context.Context, sha string) (bool, error) {
 			return false, err
 		}
 		r, err := s.remote.store.Open(ctx, sha, 0, -1)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return false, nil // purged since the Stat
+		}
 		if err != nil {
 			return false, err
 		}
@@ -103,6 +127,17 @@ func (s *Store) Pull(ctx context.Context, sha string) (bool, error) {
 		}
 		// Verified against its own name: the object store is shared, not trusted.
 		if _, err := t.Commit(Digest{Size: info.Size, SHA256: sha}); err != nil {
+			var mm *MismatchError
+			if errors.As(err, &mm) {
+				// Not the bytes its name says (changed in the bucket behind
+				// the replicas' backs): gone, so that the next fill fetches
+				// from upstream and puts the right ones back.
+				s.log.Error("a blob in the object store does not match its name; removed", "sha256", sha, "err", err)
+				if derr := s.remote.store.Delete(ctx, sha); derr != nil {
+					return false, derr
+				}
+				return false, nil
+			}
 			return false, err
 		}
 		return true, nil

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
@@ -467,13 +468,14 @@ type Digest struct {
 // Temp is a blob being written. Bytes go to a file in tmp/ and through the hashes;
 // only Commit makes them visible.
 type Temp struct {
-	s     *Store
-	local bool // pulled from the remote tier: not put back there
-	f     *os.File
-	sha   hash.Hash
-	md5   hash.Hash
-	n     int64
-	done  bool
+	s      *Store
+	local  bool // pulled from the remote tier: not put back there
+	shared bool // Share put it in the remote tier already
+	f      *os.File
+	sha    hash.Hash
+	md5    hash.Hash
+	n      int64
+	done   bool
 }
 
 // NewTemp starts a blob.
@@ -536,10 +538,10 @@ func (t *Temp) Commit(want Digest) (sha string, err error) {
 	if err := t.f.Sync(); err != nil {
 		return sha, err
 	}
-	if t.s.remote != nil && !t.local {
+	if t.s.remote != nil && !t.local && !t.shared {
 		// Shared before it is local: a blob this replica serves is one every
 		// replica can. If the object store refuses, nothing is kept.
-		if err := t.s.upload(t.f, t.n, sha); err != nil {
+		if err := t.s.upload(context.Background(), t.f, t.n, sha); err != nil {
 			return sha, err
 		}
 	}

@@ -245,6 +245,15 @@ func (s *Server) download(ctx context.Context, f *fill, resp *upstream.Response,
 			return "", ctx.Err()
 		}
 	}
+	// Shared first, outside the fill's lock: an upload to a slow object store
+	// must not hold every waiter (and every new request for this file) meanwhile.
+	if err = tmp.Share(ctx, want); err != nil {
+		var mm *cache.MismatchError
+		if errors.As(err, &mm) {
+			s.metrics.ChecksumFailures.WithLabelValues(channel).Inc()
+		}
+		return "", err
+	}
 	// Commit under the fill's lock: a waiter that attaches opens the temp path under
 	// the same lock, so it never finds the path already renamed away.
 	f.mu.Lock()

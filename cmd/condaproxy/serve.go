@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/condaproxy/condaproxy/blobstore"
@@ -129,7 +131,11 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 			Name: "condaproxy_redis_fallback_total", Help: "Coordination operations done without Redis (in-process only), by operation.",
 		}, []string{"op"})
 		reg.MustRegister(redisUp, degradedOps)
-		a.coord = coord.NewRedis(a.redis, coord.RedisOptions{}, coord.HealthOptions{
+		// Keys and channels of this deployment only: two deployments on one
+		// Redis (another bucket) must not share locks, stamps or purges.
+		sum := sha256.Sum256([]byte(cfg.Storage.Blobs))
+		prefix := "condaproxy:" + hex.EncodeToString(sum[:4]) + ":"
+		a.coord = coord.NewRedis(a.redis, coord.RedisOptions{Prefix: prefix}, coord.HealthOptions{
 			OnChange: func(up bool, reason error) {
 				if up {
 					redisUp.Set(1)
