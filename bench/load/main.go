@@ -23,6 +23,9 @@
 // absolute figures are low and noisy; the ratios are the point.
 //
 // Every process it starts is stopped on exit, on error and on Ctrl-C.
+//
+// With -replicas it measures three replicas on redis-server and versitygw against
+// the single node and nginx instead (replicas.go).
 package main
 
 import (
@@ -72,7 +75,9 @@ func main() {
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./bench/load [flags]\n\n"+
 			"Runs wrk against nginx, a bare Go ServeContent server and condaproxy on 127.0.0.1.\n"+
-			"Needs nginx and wrk (apt-get install nginx wrk).\n\n")
+			"Needs nginx and wrk (apt-get install nginx wrk).\n"+
+			"With -replicas: three replicas on redis-server and versitygw against the single node and nginx\n"+
+			"(hot 1 MiB package, concurrent misses); see bench/README.md.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -81,13 +86,19 @@ func main() {
 		os.Exit(2)
 	}
 	if *duration < time.Second || *duration > 10*time.Minute || *connections < 1 || *connections > 10000 ||
-		*threads < 1 || *threads > *connections || *rounds < 1 || *rounds > 20 {
+		*threads < 1 || *threads > *connections || *rounds < 1 || *rounds > 20 || !validReplicaFlags() {
 		fmt.Fprintln(os.Stderr, "load: want 1s <= -duration <= 10m, 1 <= -connections <= 10000, "+
-			"1 <= -threads <= -connections, 1 <= -rounds <= 20")
+			"1 <= -threads <= -connections, 1 <= -rounds <= 20, 1 <= -miss-clients <= 200, "+
+			"1 <= -miss-files <= -miss-clients")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	err := run(ctx)
+	var err error
+	if *replicasMode {
+		err = runReplicas(ctx)
+	} else {
+		err = run(ctx)
+	}
 	interrupted := ctx.Err() != nil
 	stop()
 	if err != nil {
