@@ -207,6 +207,14 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 	}
 	f := s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
 		record := func(sha string) (string, error) { return sha, f.indexAll(sha) }
+		// Here already, or in the store the replicas share: no lock needed.
+		if refSHA != "" {
+			if ok, err := s.store.Pull(ctx, refSHA); err != nil {
+				return "", err
+			} else if ok {
+				return record(refSHA)
+			}
+		}
 		// One fetch per file across replicas: hold its lock, then look again,
 		// since another fill (here or on another replica) may have committed it
 		// since our miss.
@@ -220,10 +228,19 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 		}
 		defer lease.Release()
 		if refSHA != "" {
-			if ok, err := s.store.Pull(ctx, refSHA); err != nil {
+			if shared, err := s.store.Shared(ctx, refSHA); err != nil {
 				return "", err
-			} else if ok {
-				return record(refSHA)
+			} else if shared || s.store.Has(refSHA) {
+				// Another replica (or fill) put it there while we waited: the
+				// lock is for upstream fetches, not for copies from the store,
+				// so the next waiter need not wait for this one's pull.
+				lease.Release()
+				if ok, err := s.store.Pull(ctx, refSHA); err != nil {
+					return "", err
+				} else if ok {
+					return record(refSHA)
+				}
+				return "", fmt.Errorf("%s/%s/%s: gone from the shared store while it was pulled: %w", ch.cfg.Name, subdir, fn, cache.ErrNotFound)
 			}
 		}
 		if ref.size < 0 {

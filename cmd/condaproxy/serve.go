@@ -135,7 +135,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		// Redis (another bucket) must not share locks, stamps or purges.
 		sum := sha256.Sum256([]byte(cfg.Storage.Blobs))
 		prefix := "condaproxy:" + hex.EncodeToString(sum[:4]) + ":"
-		a.coord = coord.NewRedis(a.redis, coord.RedisOptions{Prefix: prefix}, coord.HealthOptions{
+		a.coord = coord.NewRedis(a.redis, coord.RedisOptions{Prefix: prefix, MaxPoll: 50 * time.Millisecond}, coord.HealthOptions{
 			OnChange: func(up bool, reason error) {
 				if up {
 					redisUp.Set(1)
