@@ -130,7 +130,8 @@ type proc struct {
 
 // startProc runs the binary with args. The environment's CONDAPROXY_CONFIG is
 // cleared so only -c counts. A Cleanup kills what is left running, so a failing
-// test never leaves a process behind.
+// test never leaves a process behind; and on Linux the kernel kills it if the
+// test process dies first (a test timeout runs no Cleanup).
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
 	p := &proc{out: &testdata.Buffer{}, done: make(chan struct{})}
@@ -138,6 +139,7 @@ func startProc(t *testing.T, args ...string) *proc {
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	p.cmd.Env = append(os.Environ(), "CONDAPROXY_CONFIG=")
+	dieWithTest(p.cmd)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start condaproxy %v: %v", args, err)
 	}

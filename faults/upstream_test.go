@@ -126,18 +126,24 @@ func sortedKeys[V any](m map[string]V) []string {
 // add puts a synthetic package into subdir sub: data with a record that gives its
 // true sha256, md5 and size, listed in the generations listed says.
 func (c *channel) add(sub, name, version string, data []byte, listed func(gen int) bool) *pkg {
-	fn := name + "-" + version + "-0.tar.bz2"
+	p := makePkg(sub, name, version, data)
+	p.listed = listed
+	c.mu.Lock()
+	c.pkgs[sub+"/"+p.fn] = p
+	c.mu.Unlock()
+	return p
+}
+
+// makePkg is the package name-version-0.tar.bz2 of subdir sub holding data,
+// with a record that gives its true sha256, md5 and size.
+func makePkg(sub, name, version string, data []byte) *pkg {
 	m := md5.Sum(data)
-	p := &pkg{sub: sub, fn: fn, data: data, sha: sha256hex(data), listed: listed, rec: map[string]any{
+	return &pkg{sub: sub, fn: name + "-" + version + "-0.tar.bz2", data: data, sha: sha256hex(data), rec: map[string]any{
 		"name": name, "version": version, "build": "0", "build_number": 0,
 		"depends": []string{}, "license": "MIT", "subdir": sub,
 		"md5": hex.EncodeToString(m[:]), "sha256": sha256hex(data), "size": len(data),
 		"timestamp": 1700000000000,
 	}}
-	c.mu.Lock()
-	c.pkgs[sub+"/"+fn] = p
-	c.mu.Unlock()
-	return p
 }
 
 // synthetic returns n bytes drawn from seed: the same seed, the same bytes.
@@ -189,6 +195,13 @@ func (c *channel) sizes() map[string]int64 {
 		out[p.sha] = int64(len(p.data))
 	}
 	return out
+}
+
+// lists says whether the current generation lists p.
+func (c *channel) lists(p *pkg) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return p.listed != nil && p.listed(c.gen)
 }
 
 // listedNow is every package the current generation lists.

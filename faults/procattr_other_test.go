@@ -1,0 +1,8 @@
+//go:build !linux
+
+package faults
+
+import "os/exec"
+
+// dieWithTest: only Linux can tie a child's life to its parent's.
+func dieWithTest(cmd *exec.Cmd) {}
