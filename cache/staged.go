@@ -110,7 +110,8 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 	now := time.Now().UnixNano()
 	fresh := map[string]int64{} // sha256 → size, of blobs not stored before
 	var pinned []*blobEntry
-	var renamed []string // the fresh ones whose file is in place
+	var pinnedSHA []string // pinned[i]'s sha256
+	var renamed []string   // the fresh ones whose file is in place
 	s.mu.Lock()
 	for _, st := range staged {
 		if st.gone {
@@ -126,6 +127,7 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 		if e, ok := s.blobs[st.sha]; ok {
 			e.inUse++
 			pinned = append(pinned, e)
+			pinnedSHA = append(pinnedSHA, st.sha)
 			continue
 		}
 		fresh[st.sha] = st.size
@@ -147,6 +149,9 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 		s.mu.Lock()
 		for _, e := range pinned {
 			e.inUse--
+			// Just imported, so just used: not first in line for eviction
+			// (the batch carries the same time, so a crash keeps it too).
+			e.ATime = now
 		}
 		for _, sha := range renamed {
 			if e, ok := s.blobs[sha]; ok { // a concurrent fill got there first
@@ -203,6 +208,11 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 			return err
 		}
 	}
+	for i, sha := range pinnedSHA {
+		if err := b.Put("b/"+sha, &blobEntry{Size: pinned[i].Size, ATime: now}); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -253,7 +263,7 @@ func (s *Store) CheckFree(n int64) error {
 	if err != nil {
 		return nil // cannot tell: let the writes say
 	}
-	const margin = 64 << 20
+	const margin = 16 << 20
 	if n+margin > free {
 		return fmt.Errorf("the data directory has %d bytes free, %d are needed: %w", free, n+margin, ErrNoSpace)
 	}

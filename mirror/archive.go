@@ -319,6 +319,9 @@ func Import(ctx context.Context, dst ImportTarget, stage Stager, r io.Reader, o 
 		chans[k.channel] = true
 	}
 	if err := dst.CommitImport(commit); err != nil {
+		if errors.Is(err, proxy.ErrImportRefused) {
+			return nil, fmt.Errorf("%w: %v", ErrRefused, err)
+		}
 		return nil, fmt.Errorf("commit: %w", err)
 	}
 	for c := range chans {

@@ -84,13 +84,13 @@ func TestImportDiskFull(t *testing.T) {
 	e := seededIn(t, "", filepath.Join(mnt, "data"), 0)
 
 	t.Run("no room to commit", func(t *testing.T) {
-		// Packages that stage (they fit), but leave less free than they need
-		// again with the margin CheckFree keeps for the metadata: before the
-		// check, this import went through.
+		// Packages that stage (they fit), but leave less free than the margin
+		// CheckFree keeps for the commit's repodata and metadata: before the
+		// check, this import went on into a commit a full disk could break.
 		free := freeOn(t, mnt)
-		const margin = 64 << 20 // cache.Store.CheckFree's
-		need := (free-margin)/2 + 4<<20
-		if need <= 0 || need+8<<20 > free {
+		const margin = 16 << 20 // cache.Store.CheckFree's
+		need := free - margin + 4<<20
+		if need <= 0 || need+2<<20 > free {
 			t.Fatalf("%d bytes free on a 100 MiB tmpfs: no size of import stages but cannot commit", free)
 		}
 		pkgs := bigPkgs("linux-64", "huge", 4, int(need/4))

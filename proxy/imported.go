@@ -131,6 +131,10 @@ type ImportedPackage struct {
 	Blob     *cache.Staged // the bytes, verified against the manifest and the record
 }
 
+// ErrImportRefused marks a CommitImport error that is the tar's fault (its
+// content breaks a rule), not the machine's: nothing was imported.
+var ErrImportRefused = errors.New("import refused")
+
 // ImportCommit is a verified import, to become visible as a whole.
 type ImportCommit struct {
 	Subdirs []ImportedSubdir
@@ -190,7 +194,7 @@ func (s *Server) CommitImport(c ImportCommit) (err error) {
 		// Only what the channel serves: another name would be kept and never
 		// served (and a '|' would run into the index's own separator).
 		if !config.SubdirPattern.MatchString(sd.Subdir) || !ch.serves(sd.Subdir) {
-			return fmt.Errorf("%s/%s: not a subdir the channel serves", sd.Channel, sd.Subdir)
+			return fmt.Errorf("%s/%s: not a subdir the channel serves: %w", sd.Channel, sd.Subdir, ErrImportRefused)
 		}
 		for _, p := range sd.Packages {
 			if !s.store.Has(p.Blob.SHA256()) {
@@ -201,9 +205,16 @@ func (s *Server) CommitImport(c ImportCommit) (err error) {
 	if _, _, limit := s.store.Usage(); limit > 0 && newBytes > limit {
 		// It would evict itself as it commits: on an air-gapped site what is
 		// evicted cannot be fetched again.
-		return fmt.Errorf("the import brings %d bytes of packages, more than cache.max_size (%d): raise it, or import fewer channels at a time", newBytes, limit)
+		return fmt.Errorf("the import brings %d bytes of packages, more than cache.max_size (%d): raise it, or import fewer channels at a time: %w", newBytes, limit, ErrImportRefused)
 	}
-	if err := s.store.CheckFree(newBytes); err != nil {
+	// The packages are staged on this disk already (renaming them takes no
+	// room): what the commit adds is each subdir's merged repodata and the
+	// metadata batch.
+	var docBytes int64
+	for _, sd := range c.Subdirs {
+		docBytes += 2 * sd.Repodata.Size()
+	}
+	if err := s.store.CheckFree(docBytes); err != nil {
 		return err
 	}
 	batch := s.store.Meta.NewBatch()
@@ -297,7 +308,7 @@ func (s *Server) stageImportedSubdir(ch *channel, sd ImportedSubdir, prev *upSta
 		// A filename listed twice: the check would see one record and the
 		// answer serve the other. Refused.
 		if seen[r.Filename] {
-			return fmt.Errorf("%s is listed twice in the repodata", r.Filename)
+			return fmt.Errorf("%s is listed twice in the repodata: %w", r.Filename, ErrImportRefused)
 		}
 		seen[strings.Clone(r.Filename)] = true
 		blob, ok := blobs[r.Filename]
@@ -307,7 +318,7 @@ func (s *Server) stageImportedSubdir(ch *channel, sd ImportedSubdir, prev *upSta
 		// The record's md5, when it has one, must be the file's: an md5-only
 		// record elsewhere is matched to this blob by it.
 		if r.MD5 != "" && !strings.EqualFold(r.MD5, blob.MD5()) {
-			return fmt.Errorf("%s: the record's md5 %s is not the file's (%s)", r.Filename, r.MD5, blob.MD5())
+			return fmt.Errorf("%s: the record's md5 %s is not the file's (%s): %w", r.Filename, r.MD5, blob.MD5(), ErrImportRefused)
 		}
 		e := pkgEntry{SHA256: blob.SHA256(), MD5: blob.MD5(), Size: blob.Size(), Upstream: len(ch.sources),
 			Record: r.Raw, CachedAt: now}
