@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/condaproxy/condaproxy/internal/testdata"
+	"github.com/condaproxy/condaproxy/internal/testproc"
 )
 
 // testTimeout bounds each test as a whole, so a stuck client or proxy cannot hang CI.
@@ -41,45 +42,7 @@ const testTimeout = 2 * time.Minute
 var proxyBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "condaproxy-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	root, err := repoRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	proxyBin = filepath.Join(dir, "condaproxy")
-	build := exec.Command("go", "build", "-o", proxyBin, "./cmd/condaproxy")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/condaproxy: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
-}
-
-// repoRoot is the directory holding go.mod, above the test's working directory.
-func repoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no go.mod above %s", wd)
-		}
-	}
+	os.Exit(testproc.RunWithBinary(m, "e2e", &proxyBin))
 }
 
 // requireRattler skips when node is absent on a developer machine, and fails when CI
@@ -162,28 +125,17 @@ type proxyProc struct {
 	stderr *testdata.Buffer
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // startProxy runs condaproxy serve with one channel, anaconda, pulling from
 // upstreamURL; extra is appended to the configuration file. It returns once
 // /readyz answers 200, and stops the proxy (SIGTERM, then wait) at cleanup.
+// A port another process takes before the proxy binds it is retried with a new one.
 func startProxy(t *testing.T, ctx context.Context, upstreamURL, extra string) *proxyProc {
 	t.Helper()
 	data := t.TempDir()
-	cfgDir := t.TempDir()
-	// The free port is found, released, then taken by the proxy: another process
-	// may grab it in between, so a bind failure is retried with a new port.
-	for attempt := 1; ; attempt++ {
-		port := freePort(t)
-		cfg := fmt.Sprintf(`listen: 127.0.0.1:%d
+	cfgPath := filepath.Join(t.TempDir(), "condaproxy.yaml")
+	var cfg, base string
+	p, err := testproc.OnFreePort(t, func(port int) (*testproc.Proc, error) {
+		cfg = fmt.Sprintf(`listen: 127.0.0.1:%d
 data: %s
 log:
   level: debug
@@ -193,49 +145,32 @@ channels:
     upstreams:
       - url: %s
 %s`, port, data, upstreamURL, extra)
-		cfgPath := filepath.Join(cfgDir, "condaproxy.yaml")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		p := &proxyProc{base: fmt.Sprintf("http://127.0.0.1:%d", port), stderr: &testdata.Buffer{}}
-		cmd := exec.Command(proxyBin, "serve", "-c", cfgPath)
-		cmd.Stdout = p.stderr
-		cmd.Stderr = p.stderr
-		cmd.Env = append(os.Environ(), "CONDAPROXY_CONFIG=")
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start condaproxy: %v", err)
-		}
-		done := make(chan struct{})
-		var waitErr error
-		go func() { waitErr = cmd.Wait(); close(done) }()
-
-		err := waitReady(ctx, p.base+"/readyz", done)
-		if err == nil {
-			t.Cleanup(func() {
-				cmd.Process.Signal(syscall.SIGTERM)
-				select {
-				case <-done:
-				case <-time.After(30 * time.Second):
-					t.Errorf("condaproxy did not stop within 30s of SIGTERM; killing it")
-					cmd.Process.Kill()
-					<-done
-				}
-				if waitErr != nil {
-					t.Errorf("condaproxy exited with %v after SIGTERM (want a clean exit)", waitErr)
-				}
-				if t.Failed() {
-					t.Logf("condaproxy output:\n%s", p.stderr.String())
-				}
-			})
-			return p
-		}
-		cmd.Process.Kill()
-		<-done
-		if attempt < 3 && strings.Contains(p.stderr.String(), "address already in use") {
-			continue
-		}
-		t.Fatalf("condaproxy did not become ready: %v (exit: %v)\nconfig:\n%s\noutput:\n%s", err, waitErr, cfg, p.stderr.String())
+		base = fmt.Sprintf("http://127.0.0.1:%d", port)
+		p := testproc.Start(t, []string{"CONDAPROXY_CONFIG="}, proxyBin, "serve", "-c", cfgPath)
+		return p, waitReady(ctx, base+"/readyz", p.Done())
+	})
+	if err != nil {
+		t.Fatalf("condaproxy did not become ready: %v (exit: %v)\nconfig:\n%s\noutput:\n%s", err, p.Err(), cfg, p.Out.String())
 	}
+	t.Cleanup(func() {
+		p.Cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.Done():
+		case <-time.After(30 * time.Second):
+			t.Errorf("condaproxy did not stop within 30s of SIGTERM; killing it")
+			p.Kill()
+		}
+		if err := p.Err(); err != nil {
+			t.Errorf("condaproxy exited with %v after SIGTERM (want a clean exit)", err)
+		}
+		if t.Failed() {
+			t.Logf("condaproxy output:\n%s", p.Out.String())
+		}
+	})
+	return &proxyProc{base: base, stderr: p.Out}
 }
 
 func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {

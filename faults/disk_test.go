@@ -81,8 +81,8 @@ func TestFullDisk(t *testing.T) {
 	revalidations := ch.hitCount("/linux-64/repodata.json.zst") + ch.hitCount("/linux-64/repodata.json")
 	time.Sleep(1100 * time.Millisecond) // past metadata_ttl
 	for i := range 3 {
-		if srv.exited() {
-			t.Fatalf("the server died with the disk full: %v\n%s", srv.err, srv.out.String())
+		if srv.Exited() {
+			t.Fatalf("the server died with the disk full: %v\n%s", srv.Err(), srv.Out.String())
 		}
 		if got := mustGet(t, base+small.fn); got != nil && !bytes.Equal(got, small.data) {
 			t.Errorf("GET %s with the disk full: %d bytes, want upstream's %d", small.fn, len(got), len(small.data))
@@ -121,11 +121,11 @@ func TestFullDisk(t *testing.T) {
 	}
 
 	// And it stays: after a restart both packages come from the cache.
-	if err := srv.stop(35 * time.Second); err != nil {
+	if err := srv.Stop(35 * time.Second); err != nil {
 		t.Errorf("serve: %v", err)
 	}
 	if t.Failed() {
-		t.Logf("output of the server that saw the disk full:\n%s", srv.out.String())
+		t.Logf("output of the server that saw the disk full:\n%s", srv.Out.String())
 	}
 	srv = startServer(t, s)
 	if left := tmpEntries(t, s.data); len(left) > 0 {
@@ -160,11 +160,11 @@ func TestFullDisk(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if err := srv.stop(35 * time.Second); err != nil {
+	if err := srv.Stop(35 * time.Second); err != nil {
 		t.Errorf("serve: %v", err)
 	}
 	if t.Failed() {
-		t.Logf("server output:\n%s", srv.out.String())
+		t.Logf("server output:\n%s", srv.Out.String())
 	}
 }
 
@@ -187,8 +187,8 @@ func TestFullDiskUnbuiltRepodataForms(t *testing.T) {
 		checkRepodata(t, base, form)
 	}
 	checkGzipRepodata(t, base+"repodata.json")
-	if srv.exited() {
-		t.Fatalf("the server died with the disk full: %v", srv.err)
+	if srv.Exited() {
+		t.Fatalf("the server died with the disk full: %v", srv.Err())
 	}
 	// With space back, every form serves.
 	if err := os.Remove(filler); err != nil {
@@ -198,11 +198,11 @@ func TestFullDiskUnbuiltRepodataForms(t *testing.T) {
 		checkRepodata(t, base, form)
 	}
 	checkGzipRepodata(t, base+"repodata.json")
-	if err := srv.stop(35 * time.Second); err != nil {
+	if err := srv.Stop(35 * time.Second); err != nil {
 		t.Errorf("serve: %v", err)
 	}
 	if t.Failed() {
-		t.Logf("server output:\n%s", srv.out.String())
+		t.Logf("server output:\n%s", srv.Out.String())
 	}
 }
 

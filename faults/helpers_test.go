@@ -10,20 +10,17 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/condaproxy/condaproxy/internal/testdata"
+	"github.com/condaproxy/condaproxy/internal/testproc"
 )
 
 // bin is the condaproxy binary TestMain builds: the tests run the real program,
@@ -31,47 +28,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-// runMain builds the binary once for every test of the package, in a temp dir it
-// removes afterwards.
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "condaproxy-faults-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "faults:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	root, err := repoRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "faults:", err)
-		return 1
-	}
-	bin = filepath.Join(dir, "condaproxy")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/condaproxy")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "faults: go build ./cmd/condaproxy: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
-}
-
-// repoRoot is the directory holding go.mod, above the test's working directory.
-func repoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no go.mod above %s", wd)
-		}
-	}
+	os.Exit(testproc.RunWithBinary(m, "faults", &bin))
 }
 
 // --- configuration ---------------------------------------------------------------
@@ -105,97 +62,16 @@ channels:
 	}
 }
 
-// freePort asks the kernel for a free loopback port. It is released before the
-// proxy takes it, so startServer retries when another process got there first.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // --- processes -------------------------------------------------------------------
 
-// proc is one condaproxy process the test started. out collects its stdout and
-// stderr, shown when something about it fails.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *testdata.Buffer
-	done chan struct{} // closed when the process has exited and been reaped
-	err  error         // cmd.Wait's result, once done is closed
-}
+// proc is one condaproxy process the test started.
+type proc = testproc.Proc
 
 // startProc runs the binary with args. The environment's CONDAPROXY_CONFIG is
-// cleared so only -c counts. A Cleanup kills what is left running, so a failing
-// test never leaves a process behind; and on Linux the kernel kills it if the
-// test process dies first (a test timeout runs no Cleanup).
+// cleared so only -c counts.
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{out: &testdata.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout = p.out
-	p.cmd.Stderr = p.out
-	p.cmd.Env = append(os.Environ(), "CONDAPROXY_CONFIG=")
-	dieWithTest(p.cmd)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start condaproxy %v: %v", args, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(p.kill)
-	return p
-}
-
-// wait waits up to limit for the process to end by itself and returns why it did
-// not end well: a non-zero status, or no exit in time (then it is killed).
-func (p *proc) wait(limit time.Duration) error {
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(limit):
-		p.kill()
-		return fmt.Errorf("still running after %v; killed", limit)
-	}
-}
-
-// exited says whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL and waits until the process is reaped: only then are its
-// locks released and its files closed, as after a real crash.
-func (p *proc) kill() {
-	if !p.exited() {
-		p.cmd.Process.Signal(syscall.SIGKILL)
-	}
-	<-p.done
-}
-
-// stop sends SIGTERM and waits up to timeout for a clean exit; it returns why the
-// stop was not clean (a non-zero status, or no exit in time, then SIGKILL).
-func (p *proc) stop(timeout time.Duration) error {
-	if p.exited() {
-		return fmt.Errorf("had already exited: %v", p.err)
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if p.err != nil {
-			return fmt.Errorf("exited with %v after SIGTERM, want status 0", p.err)
-		}
-		return nil
-	case <-time.After(timeout):
-		p.kill()
-		return fmt.Errorf("did not exit within %v of SIGTERM; killed", timeout)
-	}
+	return testproc.Start(t, []string{"CONDAPROXY_CONFIG="}, bin, args...)
 }
 
 // server is a serving condaproxy process and its base URL.
@@ -205,49 +81,29 @@ type server struct {
 }
 
 // startServer starts `condaproxy serve -c` on a fresh port and waits for /healthz.
-// A port taken between freePort and the bind is retried with another.
+// A port taken between the kernel's offer and the bind is retried with another.
 func startServer(t *testing.T, s setup) *server {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		port := freePort(t)
+	var srv *server
+	p, err := testproc.OnFreePort(t, func(port int) (*proc, error) {
 		s.write(t, port)
 		p := startProc(t, "serve", "-c", s.path)
-		srv := &server{proc: p, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
-		err := srv.waitHealthy(30 * time.Second)
-		if err == nil {
-			return srv
-		}
-		p.kill()
-		if attempt < 3 && strings.Contains(p.out.String(), "address already in use") {
-			continue
-		}
-		t.Fatalf("condaproxy serve did not become healthy: %v (exit: %v)\noutput:\n%s", err, p.err, p.out.String())
+		srv = &server{proc: p, base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+		return p, p.WaitHealthy(client, srv.base, 30*time.Second)
+	})
+	if err != nil {
+		t.Fatalf("condaproxy serve did not become healthy: %v (exit: %v)\noutput:\n%s", err, p.Err(), p.Out.String())
 	}
+	return srv
 }
 
 // startServerNoWait starts serve without waiting for it, for kills that must land
 // while it opens its data directory.
 func startServerNoWait(t *testing.T, s setup) *server {
 	t.Helper()
-	port := freePort(t)
+	port := testproc.FreePort(t)
 	s.write(t, port)
 	return &server{proc: startProc(t, "serve", "-c", s.path), base: fmt.Sprintf("http://127.0.0.1:%d", port)}
-}
-
-func (s *server) waitHealthy(limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		if code, _, err := get(s.base + "/healthz"); err == nil && code == http.StatusOK {
-			return nil
-		}
-		if s.exited() {
-			return errors.New("process exited")
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no 200 from /healthz within %v", limit)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // --- HTTP --------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/condaproxy/condaproxy/internal/testproc"
 )
 
 // The import rounds of TestSIGKILLAtRandomPoints. Every round that imports
@@ -182,7 +184,7 @@ func (im *imports) tryWhole(t *testing.T, ch *channel, work string) {
 	t.Helper()
 	s := setup{path: filepath.Join(work, "scratch.yaml"), data: filepath.Join(work, "scratch"),
 		upstream: ch.srv.URL, cache: killCache}
-	s.write(t, freePort(t))
+	s.write(t, testproc.FreePort(t))
 	var took []time.Duration
 	var last int
 	for range 2 {
@@ -190,8 +192,8 @@ func (im *imports) tryWhole(t *testing.T, ch *channel, work string) {
 		last = v
 		began := time.Now()
 		p := startProc(t, "import", "-c", s.path, im.tars[v])
-		if err := p.wait(time.Minute); err != nil {
-			t.Fatalf("import of %s into a directory of its own: %v\n%s", versionName(v), err, p.out.String())
+		if err := p.Wait(time.Minute); err != nil {
+			t.Fatalf("import of %s into a directory of its own: %v\n%s", versionName(v), err, p.Out.String())
 		}
 		took = append(took, time.Since(began))
 		im.took = max(im.took, time.Since(began))
@@ -202,8 +204,8 @@ func (im *imports) tryWhole(t *testing.T, ch *channel, work string) {
 			detail, versionName(last))
 	}
 	checkServes(t, srv.base, ch, im)
-	if err := srv.stop(35 * time.Second); err != nil {
-		t.Fatalf("scratch server: %v\n%s", err, srv.out.String())
+	if err := srv.Stop(35 * time.Second); err != nil {
+		t.Fatalf("scratch server: %v\n%s", err, srv.Out.String())
 	}
 	t.Logf("an import of %d subdirs of %d packages, run to its end: %v into an empty directory, %v over the other",
 		len(im.subdirs), importPkgs, took[0].Round(time.Millisecond), took[1].Round(time.Millisecond))
@@ -342,20 +344,20 @@ func killImport(t *testing.T, rng *rand.Rand, s setup, im *imports) (kind, what 
 	r := &importRound{from: im.cur, to: next, all: im.staged, target: im.aims[0]}
 	im.aims = im.aims[1:]
 	im.pending = r
-	s.write(t, freePort(t))
+	s.write(t, testproc.FreePort(t))
 	p := startProc(t, "import", "-c", s.path, im.tars[next])
 	reached := im.watch(t, rng, p, s.data, before, r.target)
-	p.kill()
+	p.Kill()
 	var ended *exec.ExitError
 	switch {
-	case p.err == nil:
+	case p.Err() == nil:
 		r.exited = true
 		return "import", fmt.Sprintf("import of %s over %s, aimed at %q, ended by itself (%s)",
 			versionName(next), versionName(r.from), r.target, reached)
-	case errors.As(p.err, &ended) && ended.ExitCode() >= 0:
+	case errors.As(p.Err(), &ended) && ended.ExitCode() >= 0:
 		// It finished before the kill, and failed: an import of a whole tar
 		// has no reason to.
-		t.Errorf("import of %s ended by itself with %v:\n%s", versionName(next), p.err, p.out.String())
+		t.Errorf("import of %s ended by itself with %v:\n%s", versionName(next), p.Err(), p.Out.String())
 	}
 	r.tmp = stagedFiles(t, s.data)
 	for name := range importFiles(t, s.data) {
@@ -392,7 +394,7 @@ func (im *imports) watch(t *testing.T, rng *rand.Rand, p *proc, data string, bef
 	written := 1 + rng.IntN(len(im.subdirs))
 	placed := 1 + rng.IntN(importPkgs*len(im.subdirs))
 	most := 0
-	for !p.exited() && time.Since(began) < 30*time.Second {
+	for !p.Exited() && time.Since(began) < 30*time.Second {
 		n := stagedFiles(t, data)
 		most = max(most, n)
 		wrote, gone := 0, 0

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/condaproxy/condaproxy/internal/testproc"
 )
 
 // killRounds is how many times TestSIGKILLAtRandomPoints kills the binary; the
@@ -91,12 +93,12 @@ func TestSIGKILLAtRandomPoints(t *testing.T) {
 	// Last, a server is killed and an import then runs to its end on the same
 	// directory: the dead server's server.json must not stop it.
 	srv := startServer(t, s)
-	srv.kill()
-	s.write(t, freePort(t))
+	srv.Kill()
+	s.write(t, testproc.FreePort(t))
 	next := im.fresh(t)
 	p := startProc(t, "import", "-c", s.path, im.tars[next])
-	if err := p.wait(time.Minute); err != nil {
-		t.Fatalf("import after a killed server: %v\n%s", err, p.out.String())
+	if err := p.Wait(time.Minute); err != nil {
+		t.Fatalf("import after a killed server: %v\n%s", err, p.Out.String())
 	}
 	im.pending = &importRound{from: im.cur, to: next, exited: true}
 	checkAfterKill(t, rng, ch, s, im)
@@ -123,7 +125,7 @@ func killOnce(t *testing.T, rng *rand.Rand, ch *channel, s setup, im *imports, n
 	case n == 0:
 		srv := startServerNoWait(t, s)
 		time.Sleep(wait)
-		srv.kill()
+		srv.Kill()
 		return "start", fmt.Sprintf("serve killed %v after its start", wait)
 	case n <= 3:
 		return killImport(t, rng, s, im)
@@ -142,7 +144,7 @@ func killOnce(t *testing.T, rng *rand.Rand, ch *channel, s setup, im *imports, n
 			}()
 		}
 		time.Sleep(wait)
-		srv.kill()
+		srv.Kill()
 		wg.Wait()
 		names := make([]string, len(reqs))
 		for i, q := range reqs {
@@ -273,12 +275,12 @@ func checkAfterKill(t *testing.T, rng *rand.Rand, ch *channel, s setup, im *impo
 	checkServes(t, srv.base, ch, im)
 	checkBlobs(t, s.data, ch.sizes())
 	if rng.IntN(4) == 0 {
-		srv.kill()
-	} else if err := srv.stop(35 * time.Second); err != nil {
+		srv.Kill()
+	} else if err := srv.Stop(35 * time.Second); err != nil {
 		t.Errorf("serve: %v", err)
 	}
 	if t.Failed() {
-		t.Logf("server output:\n%s", srv.out.String())
+		t.Logf("server output:\n%s", srv.Out.String())
 	}
 	return landed
 }

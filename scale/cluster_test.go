@@ -10,7 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/condaproxy/condaproxy/blobstore/s3/s3test"
 	"github.com/condaproxy/condaproxy/internal/testdata"
+	"github.com/condaproxy/condaproxy/internal/testproc"
 )
 
 // A cluster is what an operator deploys past one machine: replicas of condaproxy
@@ -66,7 +66,7 @@ func newCluster(t *testing.T, n int, ttl string) *cluster {
 			return
 		}
 		for _, r := range c.replicas {
-			t.Logf("--- %s (%s) printed:\n%s", r.name, r.base, r.tail(6000))
+			t.Logf("--- %s (%s) printed:\n%s", r.name, r.base, r.Tail(6000))
 		}
 		t.Logf("--- upstream requests: %s", c.up.requests())
 	})
@@ -93,27 +93,21 @@ func (c *cluster) add() *replica {
 	return r
 }
 
-// start runs r on a fresh port. A port taken between freePort and the bind is
-// retried with another.
+// start runs r on a fresh port. A port taken between the kernel's offer and the
+// bind is retried with another.
 func (c *cluster) start(r *replica) {
 	c.t.Helper()
-	for attempt := 1; ; attempt++ {
-		port := freePort(c.t)
+	_, err := testproc.OnFreePort(c.t, func(port int) (*proc, error) {
 		if err := os.WriteFile(r.cfg, []byte(c.config(r, port)), 0o600); err != nil {
 			c.t.Fatal(err)
 		}
 		// CONDAPROXY_CONFIG cleared: only -c counts.
-		r.proc = startProc(c.t, []string{"CONDAPROXY_CONFIG="}, bin, "serve", "-c", r.cfg)
+		r.proc = testproc.Start(c.t, []string{"CONDAPROXY_CONFIG="}, bin, "serve", "-c", r.cfg)
 		r.base = fmt.Sprintf("http://127.0.0.1:%d", port)
-		err := r.waitHealthy(30 * time.Second)
-		if err == nil {
-			return
-		}
-		r.kill()
-		if attempt < 3 && strings.Contains(r.out.String(), "address already in use") {
-			continue
-		}
-		c.t.Fatalf("replica %s did not become healthy: %v (exit: %v)\noutput:\n%s", r.name, err, r.err, r.tail(6000))
+		return r.proc, r.WaitHealthy(client, r.base, 30*time.Second)
+	})
+	if err != nil {
+		c.t.Fatalf("replica %s did not become healthy: %v (exit: %v)\noutput:\n%s", r.name, err, r.Err(), r.Tail(6000))
 	}
 }
 
@@ -145,22 +139,6 @@ channels:
     platforms: [linux-64, osx-64, win-32, win-64, noarch]
 `, port, r.data, c.redis.addr, bucket, prefix, c.s3.Endpoint, s3test.Region, s3test.AccessKey, s3test.SecretKey,
 		adminToken, c.ttl, channelName, c.up.srv.URL)
-}
-
-func (r *replica) waitHealthy(limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		if a := get(r.base + "/healthz"); a.err == nil && a.code == http.StatusOK {
-			return nil
-		}
-		if r.exited() {
-			return fmt.Errorf("process exited")
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no 200 from /healthz within %v", limit)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // url is the address of a channel path on r.

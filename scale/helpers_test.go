@@ -15,11 +15,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/condaproxy/condaproxy/internal/testdata"
+	"github.com/condaproxy/condaproxy/internal/testproc"
 )
 
 // bin is the condaproxy binary TestMain builds: the replicas are the real program,
@@ -27,59 +27,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-// runMain builds the binary once for every test of the package, in a temp dir it
-// removes afterwards.
-func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "condaproxy-scale-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "scale:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	root, err := repoRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "scale:", err)
-		return 1
-	}
-	bin = filepath.Join(dir, "condaproxy")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/condaproxy")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "scale: go build ./cmd/condaproxy: %v\n%s", err, out)
-		return 1
-	}
-	return m.Run()
-}
-
-// repoRoot is the directory holding go.mod, above the test's working directory.
-func repoRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for dir := wd; ; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		if filepath.Dir(dir) == dir {
-			return "", fmt.Errorf("no go.mod above %s", wd)
-		}
-	}
-}
-
-// freePort asks the kernel for a free loopback port. It is released before the
-// server takes it, so starters retry when another process got there first.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	os.Exit(testproc.RunWithBinary(m, "scale", &bin))
 }
 
 // waitDial waits up to limit for something to accept on addr.
@@ -102,60 +50,9 @@ func waitDial(addr string, limit time.Duration, exited func() bool) error {
 
 // --- processes -------------------------------------------------------------------
 
-// proc is one child process the test started. out collects its stdout and stderr,
-// shown when something about it fails.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *testdata.Buffer
-	done chan struct{} // closed when the process has exited and been reaped
-	err  error         // cmd.Wait's result, once done is closed
-}
-
-// startProc runs name with args. A Cleanup kills what is left running, so a
-// failing test never leaves a process behind.
-func startProc(t *testing.T, env []string, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{out: &testdata.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(name, args...)
-	p.cmd.Stdout = p.out
-	p.cmd.Stderr = p.out
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.SysProcAttr = sysProcAttr()
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s %v: %v", name, args, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(p.kill)
-	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// kill sends SIGKILL and waits until the process is reaped: only then are its
-// sockets closed, as after a real crash. Its Redis leases are not released: they
-// run out, as they would.
-func (p *proc) kill() {
-	if !p.exited() {
-		p.cmd.Process.Signal(syscall.SIGKILL)
-	}
-	<-p.done
-}
-
-// tail is the end of what the process printed, for a failure message.
-func (p *proc) tail(n int) string {
-	s := p.out.String()
-	if len(s) > n {
-		s = "…" + s[len(s)-n:]
-	}
-	return s
-}
+// proc is one child process the test started. Killed, a replica's Redis leases
+// are not released: they run out, as they would after a real crash.
+type proc = testproc.Proc
 
 // --- redis-server ------------------------------------------------------------------
 
@@ -181,7 +78,7 @@ func startRedis(t *testing.T) *redisServer {
 	}
 	r := &redisServer{t: t, bin: path, dir: t.TempDir()}
 	for attempt := 1; ; attempt++ {
-		r.port = freePort(t)
+		r.port = testproc.FreePort(t)
 		r.addr = fmt.Sprintf("127.0.0.1:%d", r.port)
 		err := r.start()
 		if err == nil {
@@ -196,11 +93,11 @@ func startRedis(t *testing.T) *redisServer {
 func (r *redisServer) start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := startProc(r.t, nil, r.bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(r.port),
+	p := testproc.Start(r.t, nil, r.bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(r.port),
 		"--save", "", "--appendonly", "no", "--dir", r.dir)
-	if err := waitDial(r.addr, 10*time.Second, p.exited); err != nil {
-		p.kill()
-		return fmt.Errorf("redis-server on %s: %v\n%s", r.addr, err, p.tail(2000))
+	if err := waitDial(r.addr, 10*time.Second, p.Exited); err != nil {
+		p.Kill()
+		return fmt.Errorf("redis-server on %s: %v\n%s", r.addr, err, p.Tail(2000))
 	}
 	r.p = p
 	return nil
@@ -211,7 +108,7 @@ func (r *redisServer) kill() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.p != nil {
-		r.p.kill()
+		r.p.Kill()
 		r.p = nil
 	}
 }

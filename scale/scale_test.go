@@ -435,7 +435,7 @@ func TestFillerKilledMidFillAnotherReplicaTakesOver(t *testing.T) {
 	// Let B's and C's requests reach the fill lock A holds; nothing here can see
 	// them wait, so this is a pause, not an assertion.
 	time.Sleep(500 * time.Millisecond)
-	a.kill()
+	a.Kill()
 	sentAtKill := c.up.bytesSent(p.path())
 	if sentAtKill >= p.size {
 		t.Fatalf("the kill came after the whole file was sent (%d of %d bytes): not a mid-fill kill", sentAtKill, p.size)

@@ -1,4 +1,4 @@
-package faults
+package testproc
 
 import (
 	"os/exec"
