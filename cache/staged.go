@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/condaproxy/condaproxy/internal/fsdir"
 )
 
 // Staged blobs are what an import verified and holds back until it commits as a
@@ -242,17 +244,8 @@ func (s *Store) FileNames(prefix string) ([]string, error) {
 	return out, nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+// syncDir makes the entries of dir durable (fsdir.Sync).
+func syncDir(dir string) error { return fsdir.Sync(dir) }
 
 // CheckFree refuses, before anything is written, an operation that needs n
 // bytes more in the data directory than its file system has free (with room for

@@ -22,6 +22,7 @@ import (
 
 	"github.com/condaproxy/condaproxy/blobstore"
 	"github.com/condaproxy/condaproxy/blobstore/internal/spool"
+	"github.com/condaproxy/condaproxy/internal/fsdir"
 )
 
 // Store keeps objects under one directory.
@@ -125,59 +126,38 @@ func (r *section) Close() error { return r.f.Close() }
 
 // Create implements blobstore.Store.
 func (s *Store) Create(ctx context.Context) (blobstore.Writer, error) {
-	if err := ctx.Err(); err != nil {
+	w, err := spool.NewWriter(ctx, s.tmp, "blobstore/disk")
+	if err != nil {
 		return nil, err
 	}
-	sp, err := spool.Create(s.tmp)
-	if err != nil {
-		return nil, fmt.Errorf("blobstore/disk: create: %w", err)
-	}
-	return &writer{s: s, sp: sp}, nil
+	return &writer{Writer: w, s: s}, nil
 }
 
 type writer struct {
-	s    *Store
-	sp   *spool.File
-	done bool
-}
-
-func (w *writer) Write(p []byte) (int, error) {
-	if w.done {
-		return 0, blobstore.ErrFinished
-	}
-	return w.sp.Write(p)
-}
-
-func (w *writer) Abort() {
-	w.done = true
-	w.sp.Remove()
+	*spool.Writer
+	s *Store
 }
 
 func (w *writer) Commit(ctx context.Context, want blobstore.Digest) (string, error) {
-	if w.done {
-		return "", blobstore.ErrFinished
-	}
-	defer w.Abort()
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	sha, _, err := w.sp.Verify(want)
-	if err != nil {
-		return "", fmt.Errorf("blobstore/disk: commit: %w", err)
-	}
+	return w.Writer.Commit(ctx, want, w.place)
+}
+
+// place renames the verified spool file to the object's name.
+func (w *writer) place(sha string) (string, error) {
+	sp := w.File
 	final := w.s.path(sha)
 	// Another writer committed these bytes already: nothing to do. A file of
 	// the wrong size there (damaged outside this store) is replaced below.
-	if fi, err := os.Stat(final); err == nil && fi.Size() == w.sp.Size() {
+	if fi, err := os.Stat(final); err == nil && fi.Size() == sp.Size() {
 		return sha, nil
 	}
-	if err := w.sp.Sync(); err != nil {
+	if err := sp.Sync(); err != nil {
 		return "", fmt.Errorf("blobstore/disk: commit %s: %w", sha, err)
 	}
 	sub := filepath.Dir(final)
 	if err := os.Mkdir(sub, 0o755); err == nil {
 		// A new directory entry is durable only once its parent is synced.
-		if err := syncDir(w.s.dir); err != nil {
+		if err := fsdir.Sync(w.s.dir); err != nil {
 			return "", fmt.Errorf("blobstore/disk: commit %s: %w", sha, err)
 		}
 	} else if !errors.Is(err, fs.ErrExist) {
@@ -186,26 +166,14 @@ func (w *writer) Commit(ctx context.Context, want blobstore.Digest) (string, err
 	// Concurrent committers of one sha may both get here; each rename
 	// replaces identical bytes atomically, and a reader holds whichever inode
 	// it opened.
-	if err := os.Rename(w.sp.Name(), final); err != nil {
+	if err := os.Rename(sp.Name(), final); err != nil {
 		return "", fmt.Errorf("blobstore/disk: commit %s: %w", sha, err)
 	}
-	w.sp.Moved()
-	if err := syncDir(sub); err != nil {
+	sp.Moved()
+	if err := fsdir.Sync(sub); err != nil {
 		return "", fmt.Errorf("blobstore/disk: commit %s: %w", sha, err)
 	}
 	return sha, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Delete implements blobstore.Store. The directory is not synced: a delete

@@ -249,32 +249,16 @@ func (s *Store) emptyAt(ctx context.Context, sha string, off int64) (io.ReadClos
 
 // Create implements blobstore.Store.
 func (s *Store) Create(ctx context.Context) (blobstore.Writer, error) {
-	if err := ctx.Err(); err != nil {
+	w, err := spool.NewWriter(ctx, s.tmp, "blobstore/s3")
+	if err != nil {
 		return nil, err
 	}
-	sp, err := spool.Create(s.tmp)
-	if err != nil {
-		return nil, fmt.Errorf("blobstore/s3: create: %w", err)
-	}
-	return &writer{s: s, sp: sp}, nil
+	return &writer{Writer: w, s: s}, nil
 }
 
 type writer struct {
-	s    *Store
-	sp   *spool.File
-	done bool
-}
-
-func (w *writer) Write(p []byte) (int, error) {
-	if w.done {
-		return 0, blobstore.ErrFinished
-	}
-	return w.sp.Write(p)
-}
-
-func (w *writer) Abort() {
-	w.done = true
-	w.sp.Remove()
+	*spool.Writer
+	s *Store
 }
 
 // conflictRetries bounds the retries of a 409: S3 answers it to a
@@ -283,26 +267,22 @@ func (w *writer) Abort() {
 const conflictRetries = 5
 
 func (w *writer) Commit(ctx context.Context, want blobstore.Digest) (string, error) {
-	if w.done {
-		return "", blobstore.ErrFinished
-	}
-	defer w.Abort()
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	sha, _, err := w.sp.Verify(want)
-	if err != nil {
-		return "", fmt.Errorf("blobstore/s3: commit: %w", err)
-	}
+	return w.Writer.Commit(ctx, want, func(sha string) (string, error) { return w.upload(ctx, sha) })
+}
+
+// upload puts the verified spool file under the object's key, unless the
+// key is taken (by the same bytes: its name is their sha256).
+func (w *writer) upload(ctx context.Context, sha string) (string, error) {
+	sp := w.File
 	s := w.s
 	key := s.key(sha)
-	sum := base64.StdEncoding.EncodeToString(w.sp.SHA256Sum())
+	sum := base64.StdEncoding.EncodeToString(sp.SHA256Sum())
 	for attempt := 0; ; attempt++ {
-		_, err = s.client.PutObject(ctx, &s3api.PutObjectInput{
+		_, err := s.client.PutObject(ctx, &s3api.PutObjectInput{
 			Bucket:         &s.bucket,
 			Key:            &key,
-			Body:           w.sp.Reader(),
-			ContentLength:  aws.Int64(w.sp.Size()),
+			Body:           sp.Reader(),
+			ContentLength:  aws.Int64(sp.Size()),
 			ContentType:    aws.String("application/octet-stream"),
 			IfNoneMatch:    aws.String("*"),
 			ChecksumSHA256: &sum,

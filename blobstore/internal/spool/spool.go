@@ -5,9 +5,11 @@
 package spool
 
 import (
+	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"hash"
 	"io"
 	"os"
@@ -106,4 +108,61 @@ func (s *File) Remove() {
 	if !s.moved {
 		os.Remove(s.f.Name())
 	}
+}
+
+// Writer is what every store's blobstore.Writer has in common: writes go to a
+// spool File, Abort removes it, and Commit refuses a finished writer or a
+// cancelled context and verifies the bytes before the store places them. A
+// store embeds it and implements Commit with Writer.Commit and its own place.
+type Writer struct {
+	File *File
+	pkg  string // the store's package, first in every error
+	done bool
+}
+
+// NewWriter opens a spool file in dir for a store's Create; pkg (such as
+// "blobstore/disk") starts the errors it returns.
+func NewWriter(ctx context.Context, dir, pkg string) (*Writer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := Create(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: create: %w", pkg, err)
+	}
+	return &Writer{File: f, pkg: pkg}, nil
+}
+
+// Write implements blobstore.Writer.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.done {
+		return 0, blobstore.ErrFinished
+	}
+	return w.File.Write(p)
+}
+
+// Abort implements blobstore.Writer.
+func (w *Writer) Abort() {
+	w.done = true
+	w.File.Remove()
+}
+
+// Commit finishes the writer: it checks the bytes written against want and
+// hands their sha256 to place, which makes them the store's object and
+// returns its name. The spool file is removed afterwards, unless place moved
+// it (File.Moved); a writer is finished once Commit returns, whatever it
+// returns.
+func (w *Writer) Commit(ctx context.Context, want blobstore.Digest, place func(sha string) (string, error)) (string, error) {
+	if w.done {
+		return "", blobstore.ErrFinished
+	}
+	defer w.Abort()
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	sha, _, err := w.File.Verify(want)
+	if err != nil {
+		return "", fmt.Errorf("%s: commit: %w", w.pkg, err)
+	}
+	return place(sha)
 }
