@@ -176,6 +176,16 @@ func (r *replica) readyz() (int, string) {
 	return a.code, string(a.body)
 }
 
+// checkStores checks the object store (checkObjectStore), then the local tier of
+// each of replicas (checkLocalTier).
+func (c *cluster) checkStores(t *testing.T, replicas ...*replica) {
+	t.Helper()
+	c.checkObjectStore(t)
+	for _, r := range replicas {
+		checkLocalTier(t, r)
+	}
+}
+
 // checkObjectStore reads the bucket behind the replicas' backs: every object whose
 // name is a sha256 must hash to it and have the size the upstream's record gives
 // when the test knows it. A partial or unverified object would fail here.

@@ -49,10 +49,7 @@ func TestConcurrentMissesAcrossReplicasFetchOnce(t *testing.T) {
 	if !c.objectStoreHas(p.sha) {
 		t.Errorf("the object store lacks %s after its fill", p.sha)
 	}
-	c.checkObjectStore(t)
-	for _, r := range c.replicas {
-		checkLocalTier(t, r)
-	}
+	c.checkStores(t, c.replicas...)
 }
 
 // TestFileFetchedThroughOneReplicaIsServedByTheOthers: once A fetched a file, B
@@ -287,10 +284,7 @@ func TestRedisDownReplicasGoOnAlone(t *testing.T) {
 		t.Errorf("after Redis came back, %d concurrent misses over %d replicas made %d upstream requests for %s, want 1",
 			len(answers), len(c.replicas), n, after.path())
 	}
-	c.checkObjectStore(t)
-	for _, r := range c.replicas {
-		checkLocalTier(t, r)
-	}
+	c.checkStores(t, c.replicas...)
 }
 
 // expectRedis waits (up to 20 s: a health check runs every few seconds) for r's
@@ -381,10 +375,7 @@ func TestObjectStoreDown(t *testing.T) {
 		t.Errorf("B's request for %s went upstream (%d → %d requests): A's fill did not reach the store", q.file, n, m)
 	}
 	t.Logf("upstream requests for %s: %d during the outage, %d in all", q.path(), qBefore, c.up.count(q.path()))
-	c.checkObjectStore(t)
-	for _, r := range c.replicas {
-		checkLocalTier(t, r)
-	}
+	c.checkStores(t, c.replicas...)
 }
 
 // TestFillerKilledMidFillAnotherReplicaTakesOver: A is filling a file from a slow
@@ -469,10 +460,7 @@ func TestFillerKilledMidFillAnotherReplicaTakesOver(t *testing.T) {
 	if !c.objectStoreHas(p.sha) {
 		t.Errorf("the object store lacks %s after the takeover", p.file)
 	}
-	c.checkObjectStore(t)
-	for _, r := range c.replicas[1:] {
-		checkLocalTier(t, r)
-	}
+	c.checkStores(t, c.replicas[1:]...)
 
 	// A back on the data directory it died with: it starts, serves the file from
 	// the store, and shows nothing of the fill it was killed in.
