@@ -203,7 +203,7 @@ func (im *imports) tryWhole(t *testing.T, ch *channel, work string) {
 		t.Fatalf("after importing two tars to their end, one over the other, the subdirs serve: %s; want %s in every one",
 			detail, versionName(last))
 	}
-	checkServes(t, srv.base, ch, im)
+	checkServes(t, srv.base, s.data, ch, im)
 	if err := srv.Stop(35 * time.Second); err != nil {
 		t.Fatalf("scratch server: %v\n%s", err, srv.Out.String())
 	}
