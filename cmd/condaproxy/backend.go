@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/condaproxy/condaproxy/admin"
 	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/jobs"

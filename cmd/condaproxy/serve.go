@@ -225,6 +225,10 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
+	// Said before the first request is answered (the listener is open, so a
+	// client waits): whoever sees an answer can read the line.
+	a.log.Info("condaproxy serving", "addr", ln.Addr().String(), "data", a.cfg.Data,
+		"channels", len(a.cfg.Channels), "config", a.cfg.Source, "version", buildVersion())
 	errc := make(chan error, 1)
 	go func() {
 		if a.cfg.TLS.Cert != "" {
@@ -233,8 +237,6 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 			errc <- srv.Serve(ln)
 		}
 	}()
-	a.log.Info("condaproxy serving", "addr", ln.Addr().String(), "data", a.cfg.Data,
-		"channels", len(a.cfg.Channels), "config", a.cfg.Source, "version", buildVersion())
 	// Maintenance commands run on the same data directory find the server here.
 	if err := writeServerFile(a.cfg.Data, ln.Addr(), a.cfg.TLS.Cert != ""); err != nil {
 		a.log.Warn("cannot write the server file; maintenance commands need --server", "err", err)
