@@ -2,7 +2,6 @@ package admin
 
 import (
 	"context"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -42,22 +41,11 @@ func newRedacting(b Backend, secrets []string) redacting {
 // never masked, so quoting it answers no guess.
 const minMasked = 3
 
-var (
-	// urlInText is a URL inside free text: up to a space or a quote.
-	urlInText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>]+`)
-	// urlPassword is the password of scheme://user:password@, for a URL that
-	// url.Parse refuses (and config.RedactURL therefore leaves as it is).
-	urlPassword = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:\s]*:)[^/?#@\s]*@`)
-)
-
-// redactText masks the secrets s may quote: the configured ones red knows (client
-// and admin tokens, upstream passwords), URL passwords and /t/<token>/ segments.
-func redactText(s string, red *config.Redactor) string {
-	s = red.String(s) // configured secrets, /t/<token> segments
-	return urlInText.ReplaceAllStringFunc(s, func(u string) string {
-		return config.RedactURL(urlPassword.ReplaceAllString(u, "${1}"+config.Mask+"@"))
-	})
-}
+// redactText masks the secrets s may quote: the configured ones red knows
+// (client and admin tokens, upstream passwords), /t/<token>/ segments and the
+// credentials of any URL in it (config.Redactor, the process's one rule; a nil
+// red knows no configured secret).
+func redactText(s string, red *config.Redactor) string { return red.String(s) }
 
 func (x redacting) text(s string) string { return redactText(s, x.red) }
 

@@ -145,9 +145,7 @@ func (c *Config) Secrets() []string {
 			add(up.Password)
 		}
 	}
-	// Longest first: a token that contains another is masked whole.
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
-	return slices.Compact(out)
+	return out // NewRedactor orders and dedupes them
 }
 
 // Redactor masks secrets in text: the configured values, and any /t/<token>/

@@ -409,14 +409,12 @@ func (l *reqLog) logger() *slog.Logger {
 	return l.log
 }
 
-func redactTokenPath(p string) string {
-	if strings.HasPrefix(p, "/t/") {
-		if _, rest, ok := strings.Cut(p[3:], "/"); ok {
-			return "/t/" + config.Mask + "/" + rest
-		}
-	}
-	return p
-}
+// redactTokenPath masks a /t/<token>/ segment of a request path, valid or
+// guessed, by the process's one redaction rule (config.Redactor).
+func redactTokenPath(p string) string { return pathRedactor.String(p) }
+
+// pathRedactor knows no configured secret: a path's token may be any guess.
+var pathRedactor = config.NewRedactor(nil)
 
 // hidesChannels reports whether a path below no channel must answer 401 rather
 // than go to the fallback's 404: with client tokens set, a client that may not
