@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/condaproxy/condaproxy/cache"
 	"log/slog"
 	"net/http"
+
+	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/fill"
 
 	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/upstream"
@@ -32,6 +34,15 @@ var (
 	errURITooLong     = &httpError{http.StatusRequestURITooLong, "request target too long (limits.max_url)"}
 	errHeaderTooLarge = &httpError{http.StatusRequestHeaderFieldsTooLarge, "request header too large (limits.max_request_header)"}
 )
+
+// fillError is a fill's failure as a sync reports it: a mismatch says what the
+// client would have heard.
+func fillError(err error) error {
+	if errors.As(err, new(*cache.MismatchError)) {
+		return errChecksum
+	}
+	return err
+}
 
 // hiddenError is a package the channel's filter hides.
 type hiddenError struct{ rule string }
@@ -84,7 +95,11 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, errBadPath.msg
 	case errors.Is(err, upstream.ErrRefused):
 		return http.StatusBadGateway, "upstream named a location the proxy may not fetch from"
-	case errors.As(err, new(*tooLargeError)), errors.Is(err, repodata.ErrTooLarge):
+	case errors.Is(err, fill.ErrShuttingDown):
+		return http.StatusServiceUnavailable, "shutting down"
+	case errors.As(err, new(*cache.MismatchError)):
+		return errChecksum.status, errChecksum.msg
+	case errors.As(err, new(*fill.TooLargeError)), errors.Is(err, repodata.ErrTooLarge):
 		return http.StatusBadGateway, "upstream sent a file larger than this proxy's limits allow; nothing was cached"
 	case errors.Is(err, upstream.ErrNotFound):
 		return http.StatusNotFound, "not found upstream"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/fill"
 	"github.com/condaproxy/condaproxy/upstream"
 )
 
@@ -57,7 +58,7 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 				result = "stale"
 				prev := e
 				// Serve what we have now; the next client gets the new one.
-				s.startFill(r.Context(), key, func(ctx context.Context, f *fill) (string, error) {
+				s.fills.Start(r.Context(), key, func(ctx context.Context, f *fill.Fill) (string, error) {
 					return s.fetchMutable(ctx, f, ch, rel, key, &prev)
 				})
 			}
@@ -73,12 +74,13 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 		}
 	}
 	s.metrics.CacheLookups.WithLabelValues("file", "miss").Inc()
-	f := s.startFill(r.Context(), key, func(ctx context.Context, f *fill) (string, error) {
+	f := s.fills.Start(r.Context(), key, func(ctx context.Context, f *fill.Fill) (string, error) {
 		return s.fetchMutable(ctx, f, ch, rel, key, nil)
 	})
-	err = s.serveFill(w, r, f, func(h http.Header, sha, lastModified string) {
+	err = s.fills.Serve(w, r, f, func(w http.ResponseWriter, sha, lastModified string, streaming bool) {
 		// From the fill itself: the stored entry may still describe older bytes.
-		s.mutableHeaders(rel, fileEntry{SHA256: sha, LastModified: lastModified})(h)
+		s.mutableHeaders(rel, fileEntry{SHA256: sha, LastModified: lastModified})(w.Header())
+		fillSource(w, streaming)
 	})
 	if errors.Is(err, upstream.ErrNotFound) {
 		return errNotFound
@@ -107,16 +109,16 @@ func (s *Server) mutableSHA(ctx context.Context, ch *channel, rel string) (strin
 	if found && !e.NotFound && s.store.Has(e.SHA256) {
 		if age >= s.cfg.Cache.MetadataTTL.D() {
 			prev := e
-			s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
+			s.fills.Start(ctx, key, func(ctx context.Context, f *fill.Fill) (string, error) {
 				return s.fetchMutable(ctx, f, ch, rel, key, &prev)
 			})
 		}
 		return e.SHA256, nil
 	}
-	f := s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
+	f := s.fills.Start(ctx, key, func(ctx context.Context, f *fill.Fill) (string, error) {
 		return s.fetchMutable(ctx, f, ch, rel, key, nil)
 	})
-	sha, _, err := f.wait(ctx)
+	sha, err := f.Wait(ctx)
 	if errors.Is(err, upstream.ErrNotFound) {
 		return "", errNotFound
 	}
@@ -157,7 +159,7 @@ func (s *Server) mutableHeaders(rel string, e fileEntry) func(h http.Header) {
 
 // fetchMutable asks the upstreams in order for rel (conditionally when prev is
 // known) and records the outcome. It returns the sha256 of the blob now current.
-func (s *Server) fetchMutable(ctx context.Context, f *fill, ch *channel, rel, key string, prev *fileEntry) (string, error) {
+func (s *Server) fetchMutable(ctx context.Context, f *fill.Fill, ch *channel, rel, key string, prev *fileEntry) (string, error) {
 	log := s.logger(ctx)
 	var firstErr error
 	for i, src := range ch.sources {
@@ -175,6 +177,7 @@ func (s *Server) fetchMutable(ctx context.Context, f *fill, ch *channel, rel, ke
 			}
 			continue
 		}
+		defer resp.Body.Close() // the loop ends with this answer
 		if resp.Status == http.StatusNotModified {
 			if prev == nil || cond == (upstream.Conditional{}) {
 				// A 304 to a request that named no validator: there is nothing it
@@ -191,15 +194,12 @@ func (s *Server) fetchMutable(ctx context.Context, f *fill, ch *channel, rel, ke
 		if ch.cfg.Kind == config.KindFiles {
 			limit = int64(s.cfg.Cache.MaxSize)
 		}
-		sha, err := s.download(ctx, f, resp, cache.Digest{Size: -1}, ch.cfg.Name, limit)
+		sha, err := s.fills.Download(ctx, f, s.download(resp, cache.Digest{Size: -1}, ch, limit))
 		if err != nil {
 			log.Warn("file fill failed; nothing cached", "channel", ch.cfg.Name, "path", rel, "upstream", src.String(), "err", err)
 			return "", err
 		}
-		e := fileEntry{SHA256: sha, Size: f.size, Upstream: i, ETag: resp.ETag, LastModified: resp.LastModified, CheckedAt: s.now()}
-		if e.Size < 0 {
-			e.Size = f.written
-		}
+		e := fileEntry{SHA256: sha, Size: f.Size(), Upstream: i, ETag: resp.ETag, LastModified: resp.LastModified, CheckedAt: s.now()}
 		return sha, s.store.Meta.Put(key, e)
 	}
 	if firstErr != nil {

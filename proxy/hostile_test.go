@@ -18,6 +18,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/condaproxy/condaproxy/fill"
 	"github.com/condaproxy/condaproxy/internal/testdata"
 )
 
@@ -176,12 +177,12 @@ func TestUnasked304(t *testing.T) {
 func TestPanicFailsOneFill(t *testing.T) {
 	up := newUpstream(t, formatRepo(t))
 	h := newHarness(t, channelYAML("", up.URL))
-	f := h.srv.startFill(context.Background(), "test|panic", func(context.Context, *fill) (string, error) {
+	f := h.srv.fills.Start(context.Background(), "test|panic", func(context.Context, *fill.Fill) (string, error) {
 		var m map[string]int
 		m["boom"]++ // a nil map write: the kind of bug a hostile input finds
 		return "", nil
 	})
-	_, _, err := f.wait(context.Background())
+	_, err := f.Wait(context.Background())
 	var pe *PanicError
 	if !errors.As(err, &pe) || pe.Unit != "fill" {
 		t.Fatalf("waiter got %v, want a *PanicError of the fill", err)

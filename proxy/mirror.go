@@ -159,11 +159,10 @@ func (s *Server) prefetch(ctx context.Context, channel, subdir, filename string)
 		return false, fmt.Errorf("%s/%s/%s: the record has no checksum to verify against", channel, subdir, filename)
 	}
 	f := s.startPackageFill(ctx, ch, subdir, filename, sv, ref)
-	_, fetched, err = f.wait(ctx)
-	if err != nil {
+	if _, err = f.Wait(ctx); err != nil {
 		return false, fillError(err)
 	}
-	return fetched, nil
+	return f.Streamed(), nil
 }
 
 // CachedFile is a package in the cache under a channel path.

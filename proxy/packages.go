@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/fill"
 	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/upstream"
@@ -182,13 +183,25 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 		return &httpError{status: http.StatusBadGateway, msg: "the repodata record has no checksum to verify the file against"}
 	}
 	f := s.startPackageFill(r.Context(), rt.channel, rt.subdir, rt.file, sv, ref)
-	return s.serveFill(w, r, f, func(h http.Header, sha, _ string) { packageHeaders(cmp.Or(refSHA, sha))(h) })
+	return s.fills.Serve(w, r, f, func(w http.ResponseWriter, sha, _ string, streaming bool) {
+		packageHeaders(cmp.Or(refSHA, sha))(w.Header())
+		fillSource(w, streaming)
+	})
+}
+
+// fillSource marks an answer from a fill: the bytes come from upstream, as they
+// arrive when streaming.
+func fillSource(w http.ResponseWriter, streaming bool) {
+	if streaming {
+		w.Header().Set("X-Condaproxy-Cache", "miss")
+	}
+	setSource(w, "upstream")
 }
 
 // startPackageFill starts (or joins) the one fill of channel/subdir/fn, verified
 // against ref, the record sv serves. Its index entry is written once the blob is in
 // place, also when the blob was already there under another path.
-func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn string, sv *served, ref pkgRef) *fill {
+func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn string, sv *served, ref pkgRef) *fill.Fill {
 	refSHA, refMD5 := ref.shaHex(), ref.md5Hex()
 	// One fill per content address: the same file asked for under two channels
 	// (or two names) is one fetch. A record with md5 only is keyed by its path.
@@ -205,44 +218,13 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 			Record: recordJSON, CachedAt: s.now()}
 		return s.store.Meta.Put(stateKey("p", ch.cfg.Name, subdir, fn), e)
 	}
-	f := s.startFill(ctx, key, func(ctx context.Context, f *fill) (string, error) {
-		record := func(sha string) (string, error) { return sha, f.indexAll(sha) }
-		// Here already, or in the store the replicas share: no lock needed.
-		if refSHA != "" {
-			if ok, err := s.store.Pull(ctx, refSHA); err != nil {
-				return "", err
-			} else if ok {
-				return record(refSHA)
-			}
-		}
-		// One fetch per file across replicas: hold its lock, then look again,
-		// since another fill (here or on another replica) may have committed it
-		// since our miss.
-		lockKey := refSHA
-		if lockKey == "" {
-			lockKey = ch.cfg.Name + "/" + subdir + "/" + fn
-		}
-		lease, err := s.fillLock(ctx, lockKey)
-		if err != nil {
-			return "", err
-		}
-		defer lease.Release()
-		if refSHA != "" {
-			if shared, err := s.store.Shared(ctx, refSHA); err != nil {
-				return "", err
-			} else if shared || s.store.Has(refSHA) {
-				// Another replica (or fill) put it there while we waited: the
-				// lock is for upstream fetches, not for copies from the store,
-				// so the next waiter need not wait for this one's pull.
-				lease.Release()
-				if ok, err := s.store.Pull(ctx, refSHA); err != nil {
-					return "", err
-				} else if ok {
-					return record(refSHA)
-				}
-				return "", fmt.Errorf("%s/%s/%s: gone from the shared store while it was pulled: %w", ch.cfg.Name, subdir, fn, cache.ErrNotFound)
-			}
-		}
+	lockKey := refSHA
+	if lockKey == "" {
+		lockKey = ch.cfg.Name + "/" + subdir + "/" + fn
+	}
+	// Here already, or in the store the replicas share: no upstream request. Else
+	// one fetch per file across replicas, under its lock (fill.Group.Blob).
+	f := s.fills.Start(ctx, key, s.fills.Blob(refSHA, lockKey, func(ctx context.Context, f *fill.Fill) (string, error) {
 		if ref.size < 0 {
 			// Every conda record states its size; without one an upstream could
 			// send bytes without end before the digest is ever checked.
@@ -264,21 +246,22 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 				"upstream", src.String(), "err", err)
 			return "", err
 		}
+		defer resp.Body.Close()
 		if resp.Status != http.StatusOK {
 			return "", unasked304(src, fn)
 		}
-		sha, err := s.download(ctx, f, resp, want, ch.cfg.Name, 0)
+		sha, err := s.fills.Download(ctx, f, s.download(resp, want, ch, 0))
 		if err != nil {
 			log.Error("package fill failed; nothing cached", "channel", ch.cfg.Name, "subdir", subdir,
 				"file", fn, "upstream", src.String(), "err", err)
 			return "", err
 		}
 		log.Info("package cached", "channel", ch.cfg.Name, "subdir", subdir, "file", fn, "size", ref.size)
-		return record(sha)
-	})
+		return f.Committed(sha)
+	}))
 	// Every caller's path is indexed once the blob is in place, the fill's
 	// starter's and every joiner's alike.
-	if err := f.addIndex(index); err != nil {
+	if err := f.AfterCommit(index); err != nil {
 		log.Warn("cannot index a cached package", "channel", ch.cfg.Name, "subdir", subdir, "file", fn, "err", err)
 	}
 	return f
@@ -307,6 +290,13 @@ func (s *Server) recordBytes(sv *served, ref pkgRef) []byte {
 // sourceSetter is implemented by the response writer wrapper that counts bytes by
 // their source for metrics.
 type sourceSetter interface{ setSource(string) }
+
+// download is resp as a fill.Download checked against want, its mismatches
+// counted against ch; limit as fill.Download.Limit.
+func (s *Server) download(resp *upstream.Response, want cache.Digest, ch *channel, limit int64) fill.Download {
+	return fill.Download{Body: resp.Body, Size: resp.Size, LastModified: resp.LastModified, Want: want, Limit: limit,
+		OnMismatch: func() { s.metrics.ChecksumFailures.WithLabelValues(ch.cfg.Name).Inc() }}
+}
 
 func setSource(w http.ResponseWriter, src string) {
 	if s, ok := w.(sourceSetter); ok {

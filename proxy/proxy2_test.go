@@ -158,9 +158,7 @@ func p2Revalidate(t *testing.T, h *harness, channel, subdir string) {
 
 // p2FillsIdle reports whether no fill (download or file revalidation) is running.
 func p2FillsIdle(h *harness) bool {
-	h.srv.fillsMu.Lock()
-	defer h.srv.fillsMu.Unlock()
-	return len(h.srv.fills) == 0
+	return h.srv.fills.Idle()
 }
 
 const p2Shared = "zlib-1.2.11-h1de35cc_3.conda"
@@ -728,17 +726,7 @@ func TestShutdownDuringFill(t *testing.T) {
 	}()
 	// Observed through the fill's own lock: that orders the fill's start (and its
 	// registration with Shutdown's WaitGroup) before the Shutdown below.
-	waitFor(t, "the fill to start writing", func() bool {
-		h.srv.fillsMu.Lock()
-		defer h.srv.fillsMu.Unlock()
-		for _, f := range h.srv.fills {
-			f.mu.Lock()
-			started := f.started && f.written > 0
-			f.mu.Unlock()
-			return started
-		}
-		return false
-	})
+	waitFor(t, "the fill to start writing", h.srv.fills.Writing)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()

@@ -27,6 +27,7 @@ import (
 
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/fill"
 	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/upstream"
 )
@@ -66,7 +67,6 @@ type Server struct {
 	fallback http.Handler
 	log      *slog.Logger
 	now      func() time.Time
-	fillTTL  time.Duration
 
 	channels map[string]*channel
 	tokens   []config.Token
@@ -74,8 +74,8 @@ type Server struct {
 	// loads merges concurrent repodata loads of one subdir.
 	loads singleflight.Group
 
-	fillsMu sync.Mutex
-	fills   map[string]*fill
+	// fills runs the downloads into the cache (package fill).
+	fills *fill.Group
 
 	// indexed remembers the package paths known to be in the index (indexHit).
 	indexed sync.Map
@@ -137,10 +137,12 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: o.Config, store: o.Store, coord: o.Coord, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
-		log: o.Logger, now: o.Now, fillTTL: o.FillTimeout,
-		channels: map[string]*channel{}, fills: map[string]*fill{}, direct: make(chan struct{}, 2),
+		log: o.Logger, now: o.Now,
+		channels: map[string]*channel{}, direct: make(chan struct{}, 2),
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
+	s.fills = fill.New(fill.Options{Store: o.Store, Locker: o.Coord.Locker, Timeout: o.FillTimeout,
+		Background: s.background, Guard: s.guard, Base: s.base, InFlight: o.Metrics.FillsInFlight})
 	// Request numbers start at the clock, so they do not repeat across restarts.
 	s.reqSeq.Store(uint64(time.Now().UnixNano()) &^ 0xffffffff)
 	s.tokens = o.Config.Auth.Tokens
@@ -183,9 +185,6 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	s.cancel()
 }
-
-// errShuttingDown answers work asked for while the server stops.
-var errShuttingDown = &httpError{status: http.StatusServiceUnavailable, msg: "shutting down"}
 
 // background runs fn detached from any request, tracked for Shutdown. It reports
 // false, and runs nothing, once Shutdown has begun.
