@@ -18,7 +18,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/condaproxy/condaproxy/proxy"
 )
@@ -184,12 +183,4 @@ func reason(err error) string {
 		return "timed out"
 	}
 	return err.Error()
-}
-
-// LastSync is what the data directory remembers of a channel's last sync.
-type LastSync struct {
-	Finished time.Time `json:"finished"`
-	Records  int       `json:"records"`
-	Fetched  int       `json:"fetched"`
-	Failed   int       `json:"failed"`
 }

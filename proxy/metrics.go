@@ -117,9 +117,9 @@ func (m *Metrics) observeUpstream(host string, status int, d time.Duration, err 
 	}
 }
 
-// Metrics returns the request path's metrics, for readers of its counters (the
-// admin API's stats).
-func (s *Server) Metrics() *Metrics { return s.metrics }
+// Counts reads the request path's counters (Metrics.Counts), for the admin
+// API's stats.
+func (s *Server) Counts() Counts { return s.metrics.Counts() }
 
 // Lookup is a kind of file and a cache lookup's result, as CacheLookups labels it.
 type Lookup struct{ Kind, Result string }

@@ -21,8 +21,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/condaproxy/condaproxy/admin"
+	"github.com/condaproxy/condaproxy/admin/backend"
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/mirror"
 	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/proxy"
 	"github.com/condaproxy/condaproxy/upstream"
@@ -90,7 +92,7 @@ type app struct {
 	handler http.Handler
 	redis   *redis.Client
 	coord   *coord.Set
-	backend *backend
+	backend *backend.Backend
 }
 
 func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
@@ -107,7 +109,6 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	}
 	a := &app{cfg: cfg, log: log, store: store}
 	reg := prometheus.NewRegistry()
-	a.backend = newBackend(a)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(reg, store)
 	ready := []admin.Check{{Name: "storage", Fn: func(context.Context) error {
@@ -169,6 +170,9 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		a.Close()
 		return nil, err
 	}
+	// The admin API answers every path outside the channels; it is built on
+	// the proxy, so the proxy reaches it through adminHandler, set below.
+	var adminHandler http.Handler
 	a.proxy, err = proxy.New(proxy.Options{
 		Config:   cfg,
 		Policies: policies,
@@ -176,24 +180,27 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		Coord:    a.coord,
 		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion(),
 			IdleTimeout: cfg.Limits.UpstreamIdleTimeout.D()}),
-		Metrics: metrics,
-		Fallback: admin.New(admin.Options{
-			Gatherer:     reg,
-			Ready:        ready,
-			CanRead:      func(r *http.Request) bool { return a.proxy.CanRead(r) },
-			AdminToken:   cfg.Auth.AdminToken,
-			Secrets:      cfg.Secrets(),
-			ClientTokens: len(cfg.Auth.Tokens) > 0,
-			PublicURL:    cfg.PublicURL,
-			Logger:       log,
-			Backend:      a.backend, // the admin API's backend (backend.go)
-		}),
-		Logger: log,
+		Metrics:  metrics,
+		Fallback: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminHandler.ServeHTTP(w, r) }),
+		Logger:   log,
 	})
 	if err != nil {
 		a.Close()
 		return nil, err
 	}
+	a.backend = backend.New(backend.Options{Config: cfg, Proxy: a.proxy, Store: store,
+		Ledger: mirror.SyncLedger{Meta: store.Meta}, Logger: log})
+	adminHandler = admin.New(admin.Options{
+		Gatherer:     reg,
+		Ready:        ready,
+		CanRead:      a.proxy.CanRead,
+		AdminToken:   cfg.Auth.AdminToken,
+		Secrets:      cfg.Secrets(),
+		ClientTokens: len(cfg.Auth.Tokens) > 0,
+		PublicURL:    cfg.PublicURL,
+		Logger:       log,
+		Backend:      a.backend,
+	})
 	a.handler = a.proxy
 	return a, nil
 }
@@ -259,7 +266,9 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (a *app) Close() {
-	a.backend.Close() // sync jobs stop before the store closes
+	if a.backend != nil {
+		a.backend.Close() // sync jobs stop before the store closes
+	}
 	if a.coord != nil {
 		a.coord.Close()
 	}

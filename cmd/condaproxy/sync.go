@@ -105,14 +105,8 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	printSyncReport(stdout, rep, *dryRun, time.Since(start))
 	if !*dryRun {
-		for _, ch := range rep.Channels {
-			failed := 0
-			for _, f := range rep.Failures {
-				if f.Channel == ch {
-					failed++
-				}
-			}
-			a.store.Meta.Put("sync/"+ch, mirror.LastSync{Finished: time.Now().UTC(), Records: rep.Records, Fetched: rep.Fetched, Failed: failed})
+		if err := (mirror.SyncLedger{Meta: a.store.Meta}).Record(rep, time.Now()); err != nil {
+			a.log.Warn("cannot record the sync for the admin page", "err", err)
 		}
 	}
 	if err != nil {

@@ -1,9 +1,14 @@
-package main
+// Package backend is the admin API's admin.Backend on a running condaproxy: it
+// answers from the request path (Proxy, which *proxy.Server plays), the cache's
+// usage and the sync ledger, and hands syncs to a job manager (package jobs).
+// Package admin is the HTTP side; this is what its answers are made of.
+package backend
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -21,12 +26,54 @@ import (
 // the package index, which the page asks for every few seconds.
 const usageTTL = 10 * time.Second
 
-// backend is the admin API's admin.Backend on the running app: it answers from
-// the proxy, its metrics and the store, and hands syncs to a job manager
-// (package jobs).
-type backend struct {
-	a    *app
-	jobs *jobs.Manager
+// Proxy is what the admin API asks of the request path; *proxy.Server plays it.
+// The value types it answers with (proxy.ChannelStatus...) are the data, not
+// the dependency.
+type Proxy interface {
+	// mirror.Warmer: a sync job pre-warms through the same fills clients take.
+	mirror.Warmer
+	ChannelNames() []string
+	ChannelStatus(name string) (proxy.ChannelStatus, error)
+	CachedUsage(channel string) (files int, bytes int64, err error)
+	SearchPackages(ctx context.Context, channel, subdir, q string, offset, limit int) (proxy.PackageSearch, error)
+	Explain(ctx context.Context, channel, subdir, query string) ([]proxy.Explanation, error)
+	// Counts reads the request path's counters, the numbers /metrics shows.
+	Counts() proxy.Counts
+	// Purge drops cached repodata or one file on every replica.
+	Purge(ctx context.Context, channel, subdir, filename string) error
+	// Guard runs a unit of work whose panic fails it alone.
+	Guard(unit string, fn func() error) error
+}
+
+// Store is what the admin API asks of the cache; *cache.Store plays it.
+type Store interface {
+	mirror.Verifier
+	Usage() (bytes int64, files int, limit int64)
+}
+
+// Ledger remembers each channel's last sync; mirror.SyncLedger is one.
+type Ledger interface {
+	Last(channel string) (mirror.LastSync, bool)
+	Record(rep *mirror.SyncReport, at time.Time) error
+}
+
+// Options are what a Backend answers from. All are required.
+type Options struct {
+	Config *config.Config
+	Proxy  Proxy
+	Store  Store
+	Ledger Ledger
+	Logger *slog.Logger
+}
+
+// Backend is admin.Backend on a running proxy.
+type Backend struct {
+	cfg    *config.Config
+	proxy  Proxy
+	store  Store
+	ledger Ledger
+	log    *slog.Logger
+	jobs   *jobs.Manager
 
 	usageMu sync.Mutex
 	usage   map[string]chanUsage
@@ -38,20 +85,20 @@ type chanUsage struct {
 	at    time.Time
 }
 
-var _ admin.Backend = (*backend)(nil)
+var _ admin.Backend = (*Backend)(nil)
 
-// newBackend reads a.proxy, a.store and a.cfg when called, not now: the proxy is
-// built after the admin handler that holds the backend. The registry is not
-// read (Stats asks the proxy's Metrics); the parameter stays for serve.go's call.
-func newBackend(a *app) *backend {
-	b := &backend{a: a, usage: map[string]chanUsage{}}
-	b.jobs = jobs.New(b.syncChannel, jobs.Options{Logger: a.log})
+// New returns a Backend with no job running.
+func New(o Options) *Backend {
+	b := &Backend{cfg: o.Config, proxy: o.Proxy, store: o.Store, ledger: o.Ledger, log: o.Logger,
+		usage: map[string]chanUsage{}}
+	b.jobs = jobs.New(b.syncChannel, jobs.Options{Logger: o.Logger})
 	return b
 }
 
 // Close cancels running jobs and waits for them to stop. Their fills in progress
-// are the proxy's (proxy.Shutdown): call it first, and Close before the store's.
-func (b *backend) Close() { b.jobs.Close() }
+// are the proxy's (proxy.Server.Shutdown): call it first, and Close before the
+// store's.
+func (b *Backend) Close() { b.jobs.Close() }
 
 // The Backend's errors never quote a value the request passed (a channel,
 // subdir, package, filename): the admin API masks the configured secrets in
@@ -85,8 +132,8 @@ func invalid(msg string) error {
 	return fmt.Errorf("%w: %s", admin.ErrInvalid, msg)
 }
 
-func (b *backend) condaChannel(name string) error {
-	ch := b.a.cfg.Channel(name)
+func (b *Backend) condaChannel(name string) error {
+	ch := b.cfg.Channel(name)
 	if ch == nil || ch.Kind != config.KindConda {
 		return errNoChannel
 	}
@@ -96,28 +143,27 @@ func (b *backend) condaChannel(name string) error {
 // checkSubdir refuses a subdir that is no subdir's name, or that channel (a
 // configured conda channel) does not serve: one outside its platforms, when it
 // lists them (noarch is always served).
-func (b *backend) checkSubdir(channel, sub string) error {
+func (b *Backend) checkSubdir(channel, sub string) error {
 	if !config.SubdirPattern.MatchString(sub) {
 		return errSubdirShape
 	}
-	if ch := b.a.cfg.Channel(channel); ch != nil && len(ch.Platforms) > 0 && sub != "noarch" && !slices.Contains(ch.Platforms, sub) {
+	if ch := b.cfg.Channel(channel); ch != nil && len(ch.Platforms) > 0 && sub != "noarch" && !slices.Contains(ch.Platforms, sub) {
 		return errNotPlatform
 	}
 	return nil
 }
 
-func (b *backend) Channels(ctx context.Context) []admin.ChannelInfo {
+func (b *Backend) Channels(ctx context.Context) []admin.ChannelInfo {
 	out := []admin.ChannelInfo{}
-	for _, name := range b.a.proxy.ChannelNames() {
-		st, err := b.a.proxy.ChannelStatus(name)
+	for _, name := range b.proxy.ChannelNames() {
+		st, err := b.proxy.ChannelStatus(name)
 		if err != nil {
 			continue
 		}
 		info := admin.ChannelInfo{Name: st.Name, Kind: st.Kind, Upstreams: st.Upstreams, Platforms: st.Platforms,
 			LastRefresh: st.LastRefresh, UpstreamOK: st.UpstreamOK}
 		info.PackagesCached, info.BytesCached = b.cachedUsage(name)
-		var last mirror.LastSync
-		if ok, _ := b.a.store.Meta.Get("sync/"+name, &last); ok {
+		if last, ok := b.ledger.Last(name); ok {
 			info.LastSync = last.Finished
 		}
 		out = append(out, info)
@@ -126,35 +172,35 @@ func (b *backend) Channels(ctx context.Context) []admin.ChannelInfo {
 }
 
 // cachedUsage is proxy.CachedUsage, reused for usageTTL.
-func (b *backend) cachedUsage(channel string) (int, int64) {
+func (b *Backend) cachedUsage(channel string) (int, int64) {
 	b.usageMu.Lock()
 	defer b.usageMu.Unlock()
 	if u, ok := b.usage[channel]; ok && time.Since(u.at) < usageTTL {
 		return u.files, u.bytes
 	}
-	files, bytes, err := b.a.proxy.CachedUsage(channel)
+	files, bytes, err := b.proxy.CachedUsage(channel)
 	if err != nil {
-		b.a.log.Warn("admin: counting cached files failed", "channel", channel, "err", err)
+		b.log.Warn("admin: counting cached files failed", "channel", channel, "err", err)
 		return 0, 0
 	}
 	b.usage[channel] = chanUsage{files: files, bytes: bytes, at: time.Now()}
 	return files, bytes
 }
 
-func (b *backend) forgetUsage(channel string) {
+func (b *Backend) forgetUsage(channel string) {
 	b.usageMu.Lock()
 	delete(b.usage, channel)
 	b.usageMu.Unlock()
 }
 
-func (b *backend) Packages(ctx context.Context, channel, subdir, q string, offset, limit int) (admin.PackagePage, error) {
+func (b *Backend) Packages(ctx context.Context, channel, subdir, q string, offset, limit int) (admin.PackagePage, error) {
 	if err := b.condaChannel(channel); err != nil {
 		return admin.PackagePage{}, err
 	}
 	if err := b.checkSubdir(channel, subdir); err != nil {
 		return admin.PackagePage{}, err
 	}
-	res, err := b.a.proxy.SearchPackages(ctx, channel, subdir, q, offset, limit)
+	res, err := b.proxy.SearchPackages(ctx, channel, subdir, q, offset, limit)
 	if err != nil {
 		return admin.PackagePage{}, notFound(err)
 	}
@@ -169,14 +215,14 @@ func (b *backend) Packages(ctx context.Context, channel, subdir, q string, offse
 // Explain answers a subdir outside the channel's platforms 404, as Packages
 // does, where proxy.Explain answers one record named after the package asked
 // for: nothing asked is quoted.
-func (b *backend) Explain(ctx context.Context, channel, subdir, pkg string) ([]admin.Explanation, error) {
+func (b *Backend) Explain(ctx context.Context, channel, subdir, pkg string) ([]admin.Explanation, error) {
 	if err := b.condaChannel(channel); err != nil {
 		return nil, err
 	}
 	if err := b.checkSubdir(channel, subdir); err != nil {
 		return nil, err
 	}
-	res, err := b.a.proxy.Explain(ctx, channel, subdir, pkg)
+	res, err := b.proxy.Explain(ctx, channel, subdir, pkg)
 	if err != nil {
 		return nil, notFound(err)
 	}
@@ -190,10 +236,10 @@ func (b *backend) Explain(ctx context.Context, channel, subdir, pkg string) ([]a
 
 // Stats reads the request path's counters, the same numbers /metrics and the
 // dashboards show, and the cache's usage from the store.
-func (b *backend) Stats(ctx context.Context) admin.Stats {
+func (b *Backend) Stats(ctx context.Context) admin.Stats {
 	st := admin.Stats{BytesBySource: map[string]int64{}}
-	st.CacheBytes, st.CacheFiles, st.CacheLimit = b.a.store.Usage()
-	c := b.a.proxy.Metrics().Counts()
+	st.CacheBytes, st.CacheFiles, st.CacheLimit = b.store.Usage()
+	c := b.proxy.Counts()
 	for l, n := range c.Lookups {
 		if l.Kind != "package" && l.Kind != "repodata" {
 			continue
@@ -216,7 +262,7 @@ func (b *backend) Stats(ctx context.Context) admin.Stats {
 
 // Purge drops cached repodata (filename "") or one cached package, on every
 // replica: the proxy applies it here and fans it out over Redis.
-func (b *backend) Purge(ctx context.Context, channel, subdir, filename string) error {
+func (b *Backend) Purge(ctx context.Context, channel, subdir, filename string) error {
 	if err := b.condaChannel(channel); err != nil {
 		return err
 	}
@@ -226,7 +272,7 @@ func (b *backend) Purge(ctx context.Context, channel, subdir, filename string) e
 		}
 	}
 	if filename == "" {
-		return notFound(b.a.proxy.Purge(ctx, channel, subdir, ""))
+		return notFound(b.proxy.Purge(ctx, channel, subdir, ""))
 	}
 	if subdir == "" {
 		return invalid("a filename needs its subdir")
@@ -235,32 +281,33 @@ func (b *backend) Purge(ctx context.Context, channel, subdir, filename string) e
 		return invalid("filename: want a package file name ending in .conda or .tar.bz2")
 	}
 	defer b.forgetUsage(channel)
-	return notFound(b.a.proxy.Purge(ctx, channel, subdir, filename))
+	return notFound(b.proxy.Purge(ctx, channel, subdir, filename))
 }
 
 // syncChannel is one channel of a sync job (jobs.SyncFunc): mirror.Sync on the
 // running proxy, under its panic guard, recording the channel's last sync as the
 // CLI's `condaproxy sync` does.
-func (b *backend) syncChannel(ctx context.Context, name string, p mirror.Progress) (*mirror.SyncReport, error) {
+func (b *Backend) syncChannel(ctx context.Context, name string, p mirror.Progress) (*mirror.SyncReport, error) {
 	defer b.forgetUsage(name)
 	var rep *mirror.SyncReport
-	err := b.a.proxy.Guard("job", func() (err error) {
-		rep, err = mirror.Sync(ctx, b.a.proxy, b.a.store, []string{name}, mirror.SyncOptions{Progress: p})
+	err := b.proxy.Guard("job", func() (err error) {
+		rep, err = mirror.Sync(ctx, b.proxy, b.store, []string{name}, mirror.SyncOptions{Progress: p})
 		return err
 	})
 	if rep != nil && err == nil {
-		b.a.store.Meta.Put("sync/"+name, mirror.LastSync{Finished: time.Now().UTC(),
-			Records: rep.Records, Fetched: rep.Fetched, Failed: len(rep.Failures)})
+		if err := b.ledger.Record(rep, time.Now()); err != nil {
+			b.log.Warn("admin: cannot record the sync", "channel", name, "err", err)
+		}
 	}
 	return rep, err
 }
 
 // StartSync starts a pre-warm of channels (every conda channel when empty). A
 // channel a running job syncs is refused (ErrBusy) rather than synced twice.
-func (b *backend) StartSync(channels []string) (admin.Job, error) {
+func (b *Backend) StartSync(channels []string) (admin.Job, error) {
 	var names []string
 	if len(channels) == 0 {
-		for _, ch := range b.a.cfg.Channels {
+		for _, ch := range b.cfg.Channels {
 			if ch.Kind == config.KindConda {
 				names = append(names, ch.Name)
 			}
@@ -288,13 +335,13 @@ func (b *backend) StartSync(channels []string) (admin.Job, error) {
 	return admin.Job(j), nil
 }
 
-func (b *backend) Job(id string) (admin.Job, bool) {
+func (b *Backend) Job(id string) (admin.Job, bool) {
 	j, ok := b.jobs.Job(id)
 	return admin.Job(j), ok
 }
 
 // Jobs lists the remembered jobs, newest first.
-func (b *backend) Jobs() []admin.Job {
+func (b *Backend) Jobs() []admin.Job {
 	list := b.jobs.Jobs()
 	out := make([]admin.Job, 0, len(list))
 	for _, j := range list {
