@@ -600,8 +600,10 @@ func (s *Store) added(sha string, size int64) {
 
 // pickVictimsLocked chooses the least recently used blobs that are not open until
 // the store is back under its cap, and takes them out of the table. newest, the
-// blob just committed, goes last whatever its access time says: a fill must not
-// evict itself while older blobs could go.
+// blob just committed, never goes: its fill (or a pull from the object store) is
+// about to open it for the client that asked, and a blob larger than the whole
+// cap would otherwise be gone before it was ever served. It goes at a later
+// commit, when it is no longer the newest.
 func (s *Store) pickVictimsLocked(newest string) []string {
 	if s.opts.MaxSize <= 0 || s.total <= s.opts.MaxSize {
 		return nil
@@ -612,19 +614,11 @@ func (s *Store) pickVictimsLocked(newest string) []string {
 	}
 	var cands []cand
 	for sha, e := range s.blobs {
-		if e.inUse == 0 {
+		if e.inUse == 0 && sha != newest {
 			cands = append(cands, cand{sha, e.ATime})
 		}
 	}
-	slices.SortFunc(cands, func(a, b cand) int {
-		if (a.sha == newest) != (b.sha == newest) {
-			if a.sha == newest {
-				return 1
-			}
-			return -1
-		}
-		return cmp.Compare(a.atime, b.atime)
-	})
+	slices.SortFunc(cands, func(a, b cand) int { return cmp.Compare(a.atime, b.atime) })
 	var victims []string
 	for _, c := range cands {
 		if s.total <= s.opts.MaxSize {

@@ -31,6 +31,7 @@ package s3
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -48,6 +49,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	s3api "github.com/aws/aws-sdk-go-v2/service/s3"
@@ -86,6 +88,10 @@ type Options struct {
 	// the SDK's default (3). With the store down each try costs a backoff, so
 	// a caller answering clients may want fewer.
 	MaxAttempts int
+	// ResponseTimeout bounds the wait for an answer's headers once a request
+	// is sent (an upload: once its body is); default 15s. A store that hangs
+	// without refusing costs a client this per try, not the fill's timeout.
+	ResponseTimeout time.Duration
 }
 
 // Store keeps objects in one bucket under one prefix.
@@ -143,9 +149,13 @@ func newStore(ctx context.Context, o Options, hc s3api.HTTPClient) (*Store, erro
 		if o.MaxAttempts > 0 {
 			so.RetryMaxAttempts = o.MaxAttempts
 		}
-		if hc != nil {
-			so.HTTPClient = hc
+		if hc == nil {
+			timeout := cmp.Or(o.ResponseTimeout, 15*time.Second)
+			hc = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+				tr.ResponseHeaderTimeout = timeout
+			})
 		}
+		so.HTTPClient = hc
 	})
 	tmp := o.TempDir
 	if tmp == "" {
@@ -172,7 +182,7 @@ func (s *Store) key(sha string) string { return s.blobs + sha[:2] + "/" + sha }
 // wrong configuration at start.
 func (s *Store) Check(ctx context.Context) error {
 	if _, err := s.client.HeadBucket(ctx, &s3api.HeadBucketInput{Bucket: &s.bucket}); err != nil {
-		e := s.fail("check bucket", "", err)
+		e := s.fail(ctx, "check bucket", "", err)
 		if errors.Is(e, blobstore.ErrNotFound) {
 			return fmt.Errorf("blobstore/s3: no bucket %s", s.bucket)
 		}
@@ -189,7 +199,7 @@ func (s *Store) Stat(ctx context.Context, sha string) (blobstore.Info, error) {
 	key := s.key(sha)
 	out, err := s.client.HeadObject(ctx, &s3api.HeadObjectInput{Bucket: &s.bucket, Key: &key})
 	if err != nil {
-		return blobstore.Info{}, s.fail("stat", key, err)
+		return blobstore.Info{}, s.fail(ctx, "stat", key, err)
 	}
 	return blobstore.Info{SHA256: sha, Size: aws.ToInt64(out.ContentLength)}, nil
 }
@@ -224,7 +234,7 @@ func (s *Store) Open(ctx context.Context, sha string, off, n int64) (io.ReadClos
 			// size, and any range of an empty object): tell them apart.
 			return s.emptyAt(ctx, sha, off)
 		}
-		return nil, s.fail("open", key, err)
+		return nil, s.fail(ctx, "open", key, err)
 	}
 	if in.Range != nil && !strings.HasPrefix(aws.ToString(out.ContentRange), "bytes "+strconv.FormatInt(off, 10)+"-") {
 		// A server that ignored the Range would hand out the wrong bytes.
@@ -294,10 +304,10 @@ func (w *writer) upload(ctx context.Context, sha string) (string, error) {
 			select {
 			case <-time.After(time.Duration(attempt+1) * 50 * time.Millisecond):
 			case <-ctx.Done():
-				return "", s.fail("commit", key, ctx.Err())
+				return "", s.fail(ctx, "commit", key, ctx.Err())
 			}
 		default:
-			return "", s.fail("commit", key, err)
+			return "", s.fail(ctx, "commit", key, err)
 		}
 	}
 }
@@ -324,7 +334,7 @@ func (s *Store) Delete(ctx context.Context, sha string) error {
 	}
 	key := s.key(sha)
 	if _, err := s.client.DeleteObject(ctx, &s3api.DeleteObjectInput{Bucket: &s.bucket, Key: &key}); err != nil {
-		if err := s.fail("delete", key, err); !errors.Is(err, blobstore.ErrNotFound) {
+		if err := s.fail(ctx, "delete", key, err); !errors.Is(err, blobstore.ErrNotFound) {
 			return err
 		}
 	}
@@ -338,7 +348,7 @@ func (s *Store) Walk(ctx context.Context, fn func(blobstore.Info) error) error {
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
-			return s.fail("walk", s.blobs, err)
+			return s.fail(ctx, "walk", s.blobs, err)
 		}
 		for _, obj := range page.Contents {
 			sub, sha, ok := strings.Cut(strings.TrimPrefix(aws.ToString(obj.Key), s.blobs), "/")
@@ -366,10 +376,13 @@ func httpStatus(err error) int {
 
 // fail turns an SDK error into this package's: ErrNotFound, ErrUnavailable or
 // a plain error, and a message of our making (see the package doc).
-func (s *Store) fail(op, key string, err error) error {
+func (s *Store) fail(ctx context.Context, op, key string, err error) error {
 	e := &Error{Op: op, Where: s.where(key), err: err}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return e // the caller gave up: not the store's fault, and errors.Is finds the cause
+	if ctx.Err() != nil {
+		// The caller gave up: not the store's fault, and errors.Is finds the
+		// cause. (A response timeout also reads as a deadline, but the
+		// caller's context is still live: that is a store that hangs.)
+		return e
 	}
 	e.Status = httpStatus(err)
 	var ae smithy.APIError

@@ -436,3 +436,50 @@ func TestKilledMidUpload(t *testing.T) {
 		t.Errorf("%d multipart uploads left", len(up.Uploads))
 	}
 }
+
+// TestStoreHangs: a store that takes the connection and never answers costs a
+// request ResponseTimeout per try, and reads as unavailable, not a hang until
+// the caller's own deadline.
+func TestStoreHangs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // read nothing, answer nothing
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	s, err := New(context.Background(), Options{Endpoint: "http://" + ln.Addr().String(), Bucket: "b",
+		AccessKey: "k", SecretKey: "s", PathStyle: true, MaxAttempts: 1, ResponseTimeout: 300 * time.Millisecond,
+		TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err = s.Stat(ctx, blobstoretest.NewObject(1, 10).Want.SHA256)
+	if !errors.Is(err, blobstore.ErrUnavailable) {
+		t.Errorf("Stat on a hung store: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("Stat on a hung store took %v: the response timeout did not apply", d)
+	}
+}
