@@ -74,6 +74,10 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	h.Del("Content-Encoding")
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
+	if err == errNoShards {
+		// Looked at again on the next solve, not never (no-store) nor for days.
+		h.Set("Cache-Control", "no-cache")
+	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {

@@ -196,6 +196,13 @@ func (s *Server) sweepOrphans() error {
 	if err != nil {
 		return err
 	}
+	err = s.store.Meta.Scan("shards/", func(_ string, val []byte) error {
+		shardPacks(val, keep)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	n := 0
 	for _, name := range names {
 		if keep[name] || !ownedPrefix(name) {
@@ -215,7 +222,7 @@ func (s *Server) sweepOrphans() error {
 // ownedPrefix: the named files the request path makes. Others (an import's
 // staging, say) belong to their own owners.
 func ownedPrefix(name string) bool {
-	for _, p := range []string{"served-", "raw-", "import-"} {
+	for _, p := range []string{"served-", "raw-", "import-", "shards-"} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}

@@ -598,24 +598,6 @@ func TestTraversalRefused(t *testing.T) {
 	}
 }
 
-func TestShardsNeverPassedThrough(t *testing.T) {
-	up := newUpstream(t, formatRepo(t)) // linux-64 holds real upstream shard files
-	h := newHarness(t, channelYAML("", up.URL))
-	for _, p := range []string{
-		"/fmt/linux-64/repodata_shards.msgpack.zst",
-		"/fmt/linux-64/shards/2dcdacf7009b4f1c21f452c5079384340257e0e1cbecb8ec484984d1fa85b115.msgpack.zst",
-	} {
-		if r := h.get(p); r.StatusCode != 404 {
-			t.Errorf("%s: %d, want 404", p, r.StatusCode)
-		}
-	}
-	for _, req := range up.requests() {
-		if strings.Contains(req, "shards") || strings.Contains(req, "msgpack") {
-			t.Errorf("upstream was asked for %s", req)
-		}
-	}
-}
-
 func TestClientTokens(t *testing.T) {
 	up := newUpstream(t, formatRepo(t))
 	h := newHarness(t, channelYAML("auth:\n  tokens: [good-token, other]\n", up.URL))

@@ -144,6 +144,9 @@ type subdir struct {
 	// persist.
 	stateMu sync.Mutex
 
+	// shards is the subdir's sharded repodata (shards.go).
+	shards subdirShards
+
 	// gcMu guards retired: generations no longer published whose files wait
 	// for their last reader.
 	gcMu    sync.Mutex
@@ -422,6 +425,7 @@ func validRepodata(data []byte, sub string) (*repodata.Doc, error) {
 var variantTypes = map[string]string{
 	"json": "application/json", "current": "application/json", "gz": "application/json",
 	"zst": "application/zstd", "bz2": "application/x-bzip2",
+	"shards": "application/octet-stream",
 }
 
 // servedSubdir returns rt's subdir and its current answer, with a reader counted
@@ -587,7 +591,7 @@ func (s *Server) forgetVariant(sd *subdir, sv *served, name string) {
 }
 
 func (s *Server) makeVariant(sd *subdir, sv *served, name string) (variantFile, error) {
-	file, write, closeSrc, err := s.variantMaker(sv, name)
+	file, write, closeSrc, err := s.variantMaker(sd, sv, name)
 	if err != nil {
 		return variantFile{}, err
 	}
@@ -601,7 +605,7 @@ func (s *Server) makeVariant(sd *subdir, sv *served, name string) (variantFile, 
 
 // variantMaker returns the file name of sv's form name and a function that
 // writes it; closeSrc releases what it reads.
-func (s *Server) variantMaker(sv *served, name string) (file string, write func(w io.Writer) error, closeSrc func(), err error) {
+func (s *Server) variantMaker(sd *subdir, sv *served, name string) (file string, write func(w io.Writer) error, closeSrc func(), err error) {
 	src, err := s.store.OpenFile(sv.json.Name)
 	if err != nil {
 		return "", nil, nil, err
@@ -615,6 +619,17 @@ func (s *Server) variantMaker(sv *served, name string) (file string, write func(
 		write = func(w io.Writer) error { return repodata.Compress(w, src, name) }
 	case "gz":
 		write = func(w io.Writer) error { return gzipTo(w, src) }
+	case "shards":
+		// The index; building it writes the shards it names first.
+		file = base + ".shards.msgpack.zst"
+		write = func(w io.Writer) error {
+			index, err := s.buildShards(sd, sv)
+			if err != nil {
+				return err
+			}
+			_, err = w.Write(index)
+			return err
+		}
 	case "current":
 		file = base + ".current.json"
 		write = func(w io.Writer) error {
@@ -683,7 +698,7 @@ func (s *Server) serveVariant(w http.ResponseWriter, r *http.Request, sd *subdir
 		w.Header().Set("Retry-After", "10")
 		return &httpError{status: http.StatusServiceUnavailable, msg: "the proxy's disk is full; try again shortly"}
 	}
-	_, write, closeSrc, err := s.variantMaker(sv, name)
+	_, write, closeSrc, err := s.variantMaker(sd, sv, name)
 	if err != nil {
 		return err
 	}

@@ -473,13 +473,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 	case kindRepodata:
 		return s.serveRepodata(w, r, rt)
 	case kindShards:
-		// Sharded repodata (CEP-16) is not built yet; upstream's shards would not
-		// match the filter, so they are never passed through. 404 makes clients fall
-		// back to repodata.json.zst.
-		if err := s.checkSubdir(rt); err != nil {
-			return err
-		}
-		return errNotFound
+		// Built here from the served records (shards.go); upstream's own shard
+		// files are never passed through.
+		return s.serveShards(w, r, rt)
 	case kindPackage:
 		return s.servePackage(w, r, rt)
 	case kindChannelFile:
