@@ -214,6 +214,13 @@ type solvedPackage struct {
 // requests rattler made are logged.
 func solve(t *testing.T, ctx context.Context, channelURL, platform string, specs ...string) []solvedPackage {
 	t.Helper()
+	pkgs, _ := solveTrace(t, ctx, channelURL, platform, specs...)
+	return pkgs
+}
+
+// solveTrace is solve, with the requests rattler made ("GET <url> -> <status>").
+func solveTrace(t *testing.T, ctx context.Context, channelURL, platform string, specs ...string) ([]solvedPackage, []string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	args := append([]string{"solve.cjs", channelURL, platform}, specs...)
@@ -234,7 +241,13 @@ func solve(t *testing.T, ctx context.Context, channelURL, platform string, specs
 	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
 		t.Fatalf("solve.cjs printed no JSON: %v\nstdout: %s", err, stdout.String())
 	}
-	return out.Packages
+	var trace []string
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if r, ok := strings.CutPrefix(line, "fetch "); ok {
+			trace = append(trace, r)
+		}
+	}
+	return out.Packages, trace
 }
 
 // --- checks ---------------------------------------------------------------------------
@@ -499,5 +512,81 @@ func TestRattlerThroughFilteredChannel(t *testing.T) {
 	// A subdir outside platforms does not exist for the client.
 	if code, _ := get(t, ctx, channel+"/osx-64/repodata.json"); code != 404 {
 		t.Errorf("osx-64 repodata: %d, want 404", code)
+	}
+}
+
+// TestRattlerSolvesFromShards: rattler asks for each subdir's shard index first
+// and, given one, solves from shards without reading repodata.json; through a
+// front that answers the index 404 it falls back to repodata.json and solves to
+// the same answer. The channel is filtered: the shards hold what repodata.json
+// holds, hidden records in neither.
+func TestRattlerSolvesFromShards(t *testing.T) {
+	requireRattler(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	up := startUpstreamDir(t, testdata.Path(t, "cf-subchannel-py39"), "linux-64")
+	px := startProxy(t, ctx, up.srv.URL, `    platforms: [linux-64]
+    blacklist: ["openssl >=3"]
+`)
+	channel := px.base + "/anaconda"
+	sharded, trace := solveTrace(t, ctx, channel, "linux-64", "python 3.9.*")
+	var shardReqs int
+	for _, sd := range []string{"linux-64", "noarch"} {
+		index := "GET " + channel + "/" + sd + "/repodata_shards.msgpack.zst -> 200"
+		if !slices.Contains(trace, index) {
+			t.Errorf("rattler did not get the %s shard index: %v", sd, trace)
+		}
+	}
+	for _, r := range trace {
+		if strings.Contains(r, "/repodata.json") {
+			t.Errorf("rattler read repodata.json although shards were served: %s", r)
+		}
+		if strings.Contains(r, "/shards/") {
+			shardReqs++
+			if !strings.HasSuffix(r, "-> 200") {
+				t.Errorf("shard request failed: %s", r)
+			}
+		}
+	}
+	if shardReqs < 5 {
+		t.Errorf("only %d shard requests for python's closure: %v", shardReqs, trace)
+	}
+	if ssl, ok := findPackage(sharded, "openssl"); !ok || !strings.HasPrefix(ssl.Version, "1.") {
+		t.Errorf("from shards: openssl %+v, want a 1.x (openssl >=3 is hidden)", ssl)
+	}
+
+	// The same proxy behind a front with no shards: the index 404s.
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "repodata_shards") || strings.Contains(r.URL.Path, "/shards/") {
+			http.NotFound(w, r)
+			return
+		}
+		resp, err := http.Get(px.base + r.URL.RequestURI())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	defer front.Close()
+	flat, trace := solveTrace(t, ctx, front.URL+"/anaconda", "linux-64", "python 3.9.*")
+	if !slices.ContainsFunc(trace, func(r string) bool { return strings.Contains(r, "/linux-64/repodata.json") }) {
+		t.Errorf("with the index 404, rattler did not fall back to repodata.json: %v", trace)
+	}
+	key := func(ps []solvedPackage) []string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.Name+" "+p.Version+" "+path.Base(p.URL)+" "+p.SHA256)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if a, b := key(sharded), key(flat); !slices.Equal(a, b) {
+		t.Errorf("from shards and from repodata.json the solutions differ:\nshards %v\njson   %v", a, b)
 	}
 }
