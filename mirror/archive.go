@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -22,11 +23,18 @@ import (
 	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/proxy"
 	"github.com/condaproxy/condaproxy/repodata"
+	"github.com/condaproxy/condaproxy/shards"
 )
+
+// blobNameRE is a lower-case hex sha256.
+var blobNameRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // The export format: a plain tar whose first entry is manifest.json, then for each
 // channel and subdir <channel>/<subdir>/repodata.json and repodata.json.zst (holding
-// exactly the exported packages' records) and the package files. Untarred, each
+// exactly the exported packages' records), its sharded repodata (CEP-16:
+// repodata_shards.msgpack.zst and shards/<sha256>.msgpack.zst, made from that
+// repodata.json, so that a site serving the untarred tree with a plain web server
+// serves shards too) and the package files. Untarred, each
 // <channel> directory is a conda channel: a file:// channel for conda, or an
 // upstream for another condaproxy.
 
@@ -73,6 +81,17 @@ type exportPart struct {
 	json, zst       *os.File // temp files
 	jsonSum, zstSum ManifestFile
 	files           []proxy.ExportFile
+	// The sharded repodata: the index in memory, the shards one after the
+	// other in a temp file (shardAt says where each is).
+	index    []byte
+	indexSum ManifestFile
+	shards   *os.File
+	shardAt  []shardSpan
+}
+
+type shardSpan struct {
+	sum       ManifestFile
+	off, size int64
 }
 
 // Export streams the cached, filter-passing packages of the channels, with their
@@ -83,7 +102,7 @@ func Export(ctx context.Context, src ExportSource, blobs BlobOpener, w io.Writer
 	var parts []*exportPart
 	defer func() {
 		for _, p := range parts {
-			for _, f := range []*os.File{p.json, p.zst} {
+			for _, f := range []*os.File{p.json, p.zst, p.shards} {
 				if f != nil {
 					f.Close()
 					os.Remove(f.Name())
@@ -125,6 +144,13 @@ func Export(ctx context.Context, src ExportSource, blobs BlobOpener, w io.Writer
 			}
 			p.zstSum = ManifestFile{Path: dir + "/repodata.json.zst", Size: zcw.n, SHA256: hex.EncodeToString(h.Sum(nil))}
 			m.Files = append(m.Files, p.jsonSum, p.zstSum)
+			if err := exportShards(p, dir, m.Created, o.TempDir); err != nil {
+				return nil, fmt.Errorf("export %s/%s: sharded repodata: %w", ch, sub, err)
+			}
+			m.Files = append(m.Files, p.indexSum)
+			for _, s := range p.shardAt {
+				m.Files = append(m.Files, s.sum)
+			}
 			for _, f := range p.files {
 				m.Files = append(m.Files, ManifestFile{Path: dir + "/" + f.Filename, Size: f.Size, SHA256: f.SHA256})
 			}
@@ -168,6 +194,15 @@ func Export(ctx context.Context, src ExportSource, blobs BlobOpener, w io.Writer
 				return nil, err
 			}
 		}
+		// Each shard before the index that names it, as a server writes them.
+		for _, s := range p.shardAt {
+			if err := writeEntry(tw, s.sum.Path, s.size, io.NewSectionReader(p.shards, s.off, s.size)); err != nil {
+				return nil, err
+			}
+		}
+		if err := writeEntry(tw, p.indexSum.Path, p.indexSum.Size, bytes.NewReader(p.index)); err != nil {
+			return nil, err
+		}
 		for _, f := range p.files {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -197,6 +232,34 @@ func Export(ctx context.Context, src ExportSource, blobs BlobOpener, w io.Writer
 		}
 	}
 	return rep, nil
+}
+
+// exportShards makes p's sharded repodata from its repodata.json (the records
+// exported, nothing else): shards to a temp file, the index in memory.
+func exportShards(p *exportPart, dir string, created time.Time, tempDir string) error {
+	doc, err := os.ReadFile(p.json.Name())
+	if err != nil {
+		return err
+	}
+	if p.shards, err = os.CreateTemp(tempDir, "export-*.shards"); err != nil {
+		return err
+	}
+	var off int64
+	p.index, err = shards.Build(doc, p.subdir, created, func(sum string, b []byte) error {
+		if _, err := p.shards.Write(b); err != nil {
+			return err
+		}
+		p.shardAt = append(p.shardAt, shardSpan{sum: ManifestFile{Path: dir + "/shards/" + sum + ".msgpack.zst",
+			Size: int64(len(b)), SHA256: sum}, off: off, size: int64(len(b))})
+		off += int64(len(b))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(p.index)
+	p.indexSum = ManifestFile{Path: dir + "/repodata_shards.msgpack.zst", Size: int64(len(p.index)), SHA256: hex.EncodeToString(sum[:])}
+	return nil
 }
 
 func writeEntry(tw *tar.Writer, name string, size int64, r io.Reader) error {
@@ -481,13 +544,38 @@ func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want *manifestInde
 	}
 	// <channel>/<subdir>/<file>; a channel name may hold '/' (pkgs/main).
 	dir = strings.TrimSuffix(dir, "/")
+	// <channel>/<subdir>/shards/<sha256>.msgpack.zst: no subdir is called
+	// "shards", so this is never a channel's subdir.
+	isShard := false
+	if d, ok := strings.CutSuffix(dir, "/shards"); ok {
+		dir, isShard = d, true
+	}
+	if !strings.Contains(dir, "/") {
+		return refuse("%s: not below <channel>/<subdir>/", name)
+	}
 	i := strings.LastIndex(dir, "/")
 	key := subdirKey{dir[:i], dir[i+1:]}
 	if !st.opts.Known(key.channel) {
 		return refuse("%s: channel %q is not in the configuration; add it (a channel with no upstreams serves what imports bring)", name, key.channel)
 	}
-	switch base {
-	case "repodata.json":
+	switch {
+	case isShard:
+		// The import side makes its own shards from repodata.json (as every
+		// replica does); these serve the untarred tree. Checked, not kept.
+		sum, ok := strings.CutSuffix(base, ".msgpack.zst")
+		if !ok || !blobNameRE.MatchString(sum) || sum != mf.SHA256 {
+			return refuse("%s: a shard is named <sha256 of its bytes>.msgpack.zst", name)
+		}
+		if mf.Size > shards.MaxShardSize {
+			return refuse("%s: %d bytes, past the %d a shard may have", name, mf.Size, shards.MaxShardSize)
+		}
+		return st.hashOnly(tr, mf)
+	case base == "repodata_shards.msgpack.zst":
+		if mf.Size > shards.MaxIndexSize {
+			return refuse("%s: %d bytes, past the %d a shard index may have", name, mf.Size, shards.MaxIndexSize)
+		}
+		return st.hashOnly(tr, mf)
+	case base == "repodata.json":
 		if mf.Size > st.opts.MaxRepodata {
 			return refuse("%s: %d bytes, past limits.max_repodata (%d)", name, mf.Size, st.opts.MaxRepodata)
 		}
@@ -496,7 +584,7 @@ func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want *manifestInde
 			return err
 		}
 		st.docs[key] = doc
-	case "repodata.json.zst":
+	case base == "repodata.json.zst":
 		// Served forms are made from repodata.json; this one is only checked.
 		if mf.Size > st.opts.MaxRepodata {
 			return refuse("%s: %d bytes, past limits.max_repodata (%d)", name, mf.Size, st.opts.MaxRepodata)

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -38,6 +39,7 @@ import (
 	"github.com/condaproxy/condaproxy/internal/testdata"
 	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/proxy"
+	"github.com/condaproxy/condaproxy/shards"
 	"github.com/condaproxy/condaproxy/upstream"
 )
 
@@ -650,6 +652,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 			t.Errorf("%s: manifest and tar disagree", f.Path)
 		}
 	}
+	checkExportedShards(t, byName)
 
 	f := newEnv(t, chanYAML("zlib"))
 	irep, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(tb), ImportOptions{Known: known("zlib")})
@@ -818,6 +821,25 @@ func TestImportRefusals(t *testing.T) {
 			m2.Version = 2
 			return writeEntries(m2, es)
 		}, nil, []string{"version 2"}},
+		{"a shard byte flipped", func() []byte {
+			m2, es := clone()
+			i := slices.IndexFunc(es, func(en entry) bool { return strings.Contains(en.name, "/shards/") })
+			es[i].data[len(es[i].data)/2] ^= 1
+			return writeEntries(m2, es)
+		}, nil, []string{"/shards/", "sha256"}},
+		{"a shard not named by its hash", func() []byte {
+			m2, es := clone()
+			i := slices.IndexFunc(es, func(en entry) bool { return strings.Contains(en.name, "/shards/") })
+			name := path.Dir(es[i].name) + "/" + strings.Repeat("ab", 32) + ".msgpack.zst"
+			m2.Files = append(m2.Files, ManifestFile{Path: name, Size: int64(len(es[i].data)), SHA256: sha(es[i].data)})
+			return writeEntries(m2, append(es, entry{name, es[i].data}))
+		}, nil, []string{"named <sha256 of its bytes>"}},
+		{"a package at the top of the tree", func() []byte {
+			m2, es := clone()
+			d := es[pkgIdx].data
+			m2.Files = append(m2.Files, ManifestFile{Path: "top-1.0-0.conda", Size: int64(len(d)), SHA256: sha(d)})
+			return writeEntries(m2, append(es, entry{"top-1.0-0.conda", d}))
+		}, nil, []string{"top-1.0-0.conda", "outside the tree"}},
 		{"not a tar", func() []byte { return []byte("hello, this is not a tar file at all") }, nil, []string{"not a condaproxy export"}},
 		{"empty", func() []byte { return nil }, nil, []string{"not a condaproxy export"}},
 		{"channel not configured", func() []byte { return tb }, known("other"), []string{`"zlib"`}},
@@ -1012,4 +1034,63 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 	}
 	w.left -= len(p)
 	return len(p), nil
+}
+
+// checkExportedShards: every subdir of an export has its sharded repodata,
+// made from its repodata.json: each shard the index names is in the tar under
+// the sha256 of its bytes, and together they hold exactly the records of the
+// exported repodata.json.
+func checkExportedShards(t *testing.T, byName map[string][]byte) {
+	t.Helper()
+	n := 0
+	for name, doc := range byName {
+		dir, ok := strings.CutSuffix(name, "/repodata.json")
+		if !ok {
+			continue
+		}
+		n++
+		ix, err := shards.DecodeIndex(byName[dir+"/repodata_shards.msgpack.zst"])
+		if err != nil {
+			t.Fatalf("%s: index: %v", dir, err)
+		}
+		if ix.Info.Subdir != path.Base(dir) || ix.Info.ShardsBaseURL != "./shards/" {
+			t.Errorf("%s: index info %+v", dir, ix.Info)
+		}
+		var want struct {
+			Packages      map[string]json.RawMessage `json:"packages"`
+			PackagesConda map[string]json.RawMessage `json:"packages.conda"`
+		}
+		json.Unmarshal(doc, &want)
+		got := 0
+		for pkg, sum := range ix.Shards {
+			hexSum := hex.EncodeToString(sum)
+			b, ok := byName[dir+"/shards/"+hexSum+".msgpack.zst"]
+			if !ok || sha(b) != hexSum {
+				t.Errorf("%s: the shard of %s is not in the tar under its hash", dir, pkg)
+				continue
+			}
+			sh, err := shards.DecodeShard(b)
+			if err != nil {
+				t.Fatalf("%s: shard of %s: %v", dir, pkg, err)
+			}
+			for fn := range sh.Packages {
+				if _, ok := want.Packages[fn]; !ok {
+					t.Errorf("%s: %s in a shard, not in repodata.json", dir, fn)
+				}
+				got++
+			}
+			for fn := range sh.PackagesConda {
+				if _, ok := want.PackagesConda[fn]; !ok {
+					t.Errorf("%s: %s in a shard, not in repodata.json", dir, fn)
+				}
+				got++
+			}
+		}
+		if w := len(want.Packages) + len(want.PackagesConda); got != w {
+			t.Errorf("%s: shards hold %d records, repodata.json %d", dir, got, w)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no subdir in the export")
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -291,4 +292,33 @@ func DecodeShard(b []byte) (*Shard, error) {
 		return nil, err
 	}
 	return &sh, nil
+}
+
+// Build makes every shard of doc (a repodata.json) and its index at once, for
+// a writer with no earlier shards to keep (an export). Each shard is handed to
+// put with the lower-case hex sha256 that names it, in name order, before the
+// index that names it is returned.
+func Build(doc []byte, subdir string, createdAt time.Time, put func(sum string, shard []byte) error) ([]byte, error) {
+	groups, err := Group(doc)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(groups))
+	for name := range groups {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	index := make(map[string][32]byte, len(names))
+	for _, name := range names {
+		b, err := Encode(groups[name])
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(b)
+		if err := put(hex.EncodeToString(sum[:]), b); err != nil {
+			return nil, err
+		}
+		index[name] = sum
+	}
+	return EncodeIndex(subdir, createdAt, index)
 }
