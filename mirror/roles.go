@@ -38,6 +38,12 @@ type Warmer interface {
 	Prefetcher
 }
 
+// ShardWarmer makes a subdir's sharded repodata ahead of the first client. A
+// Warmer that is one has Sync call it for every subdir it syncs.
+type ShardWarmer interface {
+	WarmShards(ctx context.Context, channel, subdir string) error
+}
+
 // Verifier hashes a cached blob again; it is cache.Store.VerifyBlob.
 type Verifier interface {
 	VerifyBlob(sha string) error

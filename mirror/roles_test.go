@@ -17,6 +17,7 @@ import (
 // fails here, next to the roles, rather than in the wiring.
 var (
 	_ Warmer       = (*proxy.Server)(nil)
+	_ ShardWarmer  = (*proxy.Server)(nil)
 	_ ExportSource = (*proxy.Server)(nil)
 	_ ImportTarget = (*proxy.Server)(nil)
 	_ Verifier     = (*cache.Store)(nil)

@@ -96,6 +96,11 @@ func Sync(ctx context.Context, w Warmer, v Verifier, channels []string, o SyncOp
 				rep.Failures = append(rep.Failures, Failure{ch, sub, "repodata.json", err.Error()})
 				continue
 			}
+			if sw, ok := w.(ShardWarmer); ok && !o.DryRun {
+				if err := sw.WarmShards(ctx, ch, sub); err != nil {
+					rep.Failures = append(rep.Failures, Failure{ch, sub, "repodata_shards.msgpack.zst", err.Error()})
+				}
+			}
 			sort.Slice(files, func(i, j int) bool { return files[i].Filename < files[j].Filename })
 			for _, f := range files {
 				rep.Records++

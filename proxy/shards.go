@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/shards"
 )
 
@@ -203,19 +204,8 @@ func (s *Server) buildShards(sd *subdir, sv *served) ([]byte, error) {
 			next.Old[sum] = l
 		}
 	}
-	table := newShardTable(next)
-	if err := s.store.Meta.Put(stateKey("shards", sd.ch.cfg.Name, sd.name), next); err != nil {
+	if _, _, err := s.publishShards(sd, prev, next); err != nil {
 		return nil, err
-	}
-	sd.shards.table = table
-	// Packs no kept shard is in any more.
-	keep := table.packs()
-	for p := range prev.packs() {
-		if !keep[p] {
-			if err := s.store.RemoveFile(p); err != nil {
-				s.log.Warn("remove a pack of expired shards", "file", p, "err", err)
-			}
-		}
 	}
 	index := make(map[string][32]byte, len(next.Names))
 	for name, e := range next.Names {
@@ -228,6 +218,108 @@ func (s *Server) buildShards(sd *subdir, sv *served) ([]byte, error) {
 			"names", len(next.Names), "encoded", len(todo), "kept_old", len(next.Old))
 	}
 	return shards.EncodeIndex(sd.name, sv.lastModified, index)
+}
+
+// WarmShards makes channel/subdir's shard index now (sync pre-warms it), so
+// that the first client does not wait for it. A subdir upstream lacks, or the
+// channel does not serve, has none: nil.
+func (s *Server) WarmShards(ctx context.Context, channel, subdir string) error {
+	ch, err := s.condaChannel(channel)
+	if err != nil {
+		return err
+	}
+	if !ch.serves(subdir) {
+		return nil
+	}
+	sd := ch.subdir(subdir)
+	sv, done, err := s.use(ctx, sd)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if sv.notFound {
+		return nil
+	}
+	_, err = s.variant(ctx, sd, sv, "shards")
+	return err
+}
+
+// CleanShards drops channel's shards that no index has named for
+// shardRetention, and the packs left holding none; builds do it too, but a
+// subdir that stopped changing is built no more. It reports the packs removed
+// and their bytes.
+func (s *Server) CleanShards(channel string) (packs int, bytes int64, err error) {
+	ch, err := s.condaChannel(channel)
+	if err != nil {
+		return 0, 0, err
+	}
+	var subs []string
+	err = s.store.Meta.Scan(stateKey("shards", ch.cfg.Name, ""), func(key string, _ []byte) error {
+		_, rest, _ := strings.Cut(key, "|")
+		subs = append(subs, rest)
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, sub := range subs {
+		if !config.SubdirPattern.MatchString(sub) {
+			continue // not a key this code wrote
+		}
+		sd := ch.subdir(sub)
+		n, b, err := s.expireShards(sd)
+		if err != nil {
+			return packs, bytes, err
+		}
+		packs, bytes = packs+n, bytes+b
+	}
+	return packs, bytes, nil
+}
+
+// expireShards drops sd's shards past retention and their packs.
+func (s *Server) expireShards(sd *subdir) (packs int, bytes int64, err error) {
+	sd.shards.mu.Lock()
+	defer sd.shards.mu.Unlock()
+	prev, err := s.shardTableLocked(sd)
+	if err != nil || prev == nil {
+		return 0, 0, err
+	}
+	next := shardState{Names: prev.state.Names, Old: map[string]shardLoc{}}
+	for sum, l := range prev.state.Old {
+		if s.now().Sub(l.Dropped) < shardRetention {
+			next.Old[sum] = l
+		}
+	}
+	if len(next.Old) == len(prev.state.Old) {
+		return 0, 0, nil
+	}
+	return s.publishShards(sd, prev, next)
+}
+
+// publishShards makes next sd's shard state, persisted, and removes the packs
+// prev used that next does not. Under sd.shards.mu.
+func (s *Server) publishShards(sd *subdir, prev *shardTable, next shardState) (packs int, bytes int64, err error) {
+	table := newShardTable(next)
+	if err := s.store.Meta.Put(stateKey("shards", sd.ch.cfg.Name, sd.name), next); err != nil {
+		return 0, 0, err
+	}
+	sd.shards.table = table
+	keep := table.packs()
+	for p := range prev.packs() {
+		if keep[p] {
+			continue
+		}
+		if b, err := s.store.OpenFile(p); err == nil {
+			bytes += b.Size
+			b.Close()
+		}
+		if err := s.store.RemoveFile(p); err != nil {
+			s.log.Warn("remove a pack of expired shards", "file", p, "err", err)
+			continue
+		}
+		packs++
+	}
+	return packs, bytes, nil
 }
 
 // errNoShards answers a subdir that has no sharded repodata: 404 and nothing

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -210,6 +211,13 @@ blacklist: ["openssl <3"]`))
 func TestShardsNeverPassedThrough(t *testing.T) {
 	up := newUpstream(t, formatRepo(t))
 	h := newHarness(t, channelYAML("", up.URL))
+	// A sync warms the index before any client asks (mirror.ShardWarmer).
+	if err := h.srv.WarmShards(context.Background(), "fmt", "linux-64"); err != nil {
+		t.Fatal(err)
+	}
+	if tb, err := h.srv.shardTableOf(h.srv.channels["fmt"].subdir("linux-64")); err != nil || tb == nil || len(tb.state.Names) == 0 {
+		t.Fatalf("after WarmShards: table %v, %v", tb, err)
+	}
 	for _, sd := range []string{"linux-64", "noarch", "osx-64"} {
 		checkShards(t, h, "/fmt", sd)
 	}
@@ -351,4 +359,17 @@ func TestShardsAcrossRefresh(t *testing.T) {
 	if r := h.get(old); r.StatusCode != http.StatusNotFound {
 		t.Errorf("a shard replaced 8 days ago: %d, want 404", r.StatusCode)
 	}
+	// With no further build, clean drops what has not been named for a week.
+	if packs, _, err := h.srv.CleanShards("fmt"); err != nil || packs != 0 {
+		t.Errorf("clean right after the build: %d packs, %v; want none", packs, err)
+	}
+	h.clock.advance(8 * 24 * time.Hour)
+	packs, size, err := h.srv.CleanShards("fmt")
+	if err != nil || packs != 1 || size <= 0 {
+		t.Errorf("clean a week on: %d packs (%d bytes), %v; want the one pack of the replaced shard", packs, size, err)
+	}
+	if r := h.get("/fmt/linux-64/shards/" + after[changed] + ".msgpack.zst"); r.StatusCode != http.StatusNotFound {
+		t.Errorf("a shard no index named for 8 days, after clean: %d, want 404", r.StatusCode)
+	}
+	checkShards(t, h, "/fmt", "linux-64")
 }

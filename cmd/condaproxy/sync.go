@@ -268,6 +268,17 @@ func cmdClean(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var count int
 	var total int64
+	if !*dryRun {
+		for _, ch := range names {
+			packs, bytes, err := a.proxy.CleanShards(ch)
+			if err != nil {
+				return fmt.Errorf("clean %s: sharded repodata: %w", ch, err)
+			}
+			if packs > 0 {
+				fmt.Fprintf(stdout, "removed %d packs of shards no index has named for a week from %s (%s)\n", packs, ch, human(bytes))
+			}
+		}
+	}
 	for _, ch := range names {
 		files, err := a.proxy.CachedHidden(ctx, ch)
 		if err != nil {
