@@ -88,8 +88,20 @@ func Group(doc []byte) (map[string][]Record, error) {
 }
 
 // Fingerprint is what decides whether a name's shard must be encoded again:
-// the sha256 of its records as served. Equal fingerprints give equal shards.
+// the sha256 of its records as served, in (section, filename) order, as the
+// shard holds them whatever the document's order. Equal fingerprints give equal
+// shards.
 func Fingerprint(recs []Record) [32]byte {
+	recs = slices.Clone(recs)
+	slices.SortFunc(recs, func(a, b Record) int {
+		if a.Conda != b.Conda {
+			if a.Conda {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.Filename, b.Filename)
+	})
 	h := sha256.New()
 	var n [8]byte
 	for _, r := range recs {

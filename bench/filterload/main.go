@@ -6,15 +6,17 @@
 // time to the answer (MB/s of upstream JSON) and the process's peak RSS (VmHWM)
 // against the document's size.
 //
+// Then (-shards, on by default) the sharded repodata of a document of the same
+// size whose copies are packages of their own (shards.go here): what a client
+// downloads to solve against the flat repodata.json.zst, and the time and peak
+// memory of a cold build and of a rebuild after 1% of the names changed.
+//
 //	go run ./bench/filterload [-size 300] [-keep]
 //
 // It needs nothing but Go; every server binds 127.0.0.1.
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -23,15 +25,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/condaproxy/condaproxy/bench"
 )
+
+var shardsToo bool
 
 func main() {
 	sizeMB := flag.Int("size", 300, "size of the generated repodata.json, in MB")
+	flag.BoolVar(&shardsToo, "shards", true, "also measure sharded repodata (CEP-16) on a channel of as many names")
 	keep := flag.Bool("keep", false, "keep the temp directory")
 	testdata := flag.String("testdata", "../shared/testdata", "the shared testdata directory")
 	flag.Parse()
@@ -53,7 +59,7 @@ func run(sizeMB int, keep bool, testdata string) error {
 	}
 	channel := filepath.Join(tmp, "channel")
 	src := filepath.Join(testdata, "cf-subchannel-py39", "linux-64", "repodata.json")
-	size, records, err := scale(src, filepath.Join(channel, "linux-64", "repodata.json"), int64(sizeMB)<<20)
+	size, records, err := bench.ScaleRepodata(src, filepath.Join(channel, "linux-64", "repodata.json"), int64(sizeMB)<<20, bench.ScaleOptions{})
 	if err != nil {
 		return err
 	}
@@ -87,83 +93,10 @@ func run(sizeMB int, keep bool, testdata string) error {
 			return err
 		}
 	}
+	if shardsToo {
+		return measureShards(bin, tmp, src, int64(sizeMB)<<20)
+	}
 	return nil
-}
-
-// scale writes a repodata.json of about target bytes made of src's records,
-// repeated with a copy number in each filename.
-func scale(src, dst string, target int64) (int64, int, error) {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return 0, 0, err
-	}
-	var doc struct {
-		Packages      map[string]json.RawMessage `json:"packages"`
-		PackagesConda map[string]json.RawMessage `json:"packages.conda"`
-	}
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return 0, 0, err
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return 0, 0, err
-	}
-	f, err := os.Create(dst)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	w := bufio.NewWriterSize(f, 1<<20)
-	cw := &counter{w: w}
-	records := 0
-	fmt.Fprint(cw, `{"info":{"subdir":"linux-64"},`+"\n")
-	ext := regexp.MustCompile(`(\.tar\.bz2|\.conda)$`)
-	for _, section := range []struct {
-		name  string
-		recs  map[string]json.RawMessage
-		limit int64 // half the target in each section, as in conda-forge today
-	}{{"packages", doc.Packages, target / 2}, {"packages.conda", doc.PackagesConda, target}} {
-		type rec struct {
-			stem, ext string
-			raw       []byte
-		}
-		var recs []rec
-		for fn, raw := range section.recs {
-			var compact bytes.Buffer
-			json.Compact(&compact, raw)
-			m := ext.FindStringIndex(fn)
-			recs = append(recs, rec{fn[:m[0]], fn[m[0]:], compact.Bytes()})
-		}
-		fmt.Fprintf(cw, "%q:{", section.name)
-		first := true
-		for copyN := 0; len(recs) > 0 && cw.n < section.limit; copyN++ {
-			for _, r := range recs {
-				if !first {
-					cw.Write([]byte(",\n"))
-				}
-				first = false
-				fmt.Fprintf(cw, "%q:", r.stem+"_c"+strconv.Itoa(copyN)+r.ext)
-				cw.Write(r.raw)
-				records++
-			}
-		}
-		fmt.Fprint(cw, "},\n")
-	}
-	fmt.Fprint(cw, `"removed":[],"repodata_version":1}`+"\n")
-	if err := w.Flush(); err != nil {
-		return 0, 0, err
-	}
-	return cw.n, records, nil
-}
-
-type counter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *counter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 func measure(name, filter, bin, tmp, channel string, size int64) error {
