@@ -166,11 +166,7 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 		}
 		victims := s.pickVictimsLocked("")
 		s.mu.Unlock()
-		for _, v := range victims {
-			if err := s.RemoveBlob(v); err != nil {
-				s.log.Error("evict blob", "sha256", v, "err", err)
-			}
-		}
+		s.evict(victims)
 	})
 	dirs := map[string]bool{}
 	inPlace := map[string]bool{}

@@ -94,7 +94,7 @@ type Store struct {
 type blobEntry struct {
 	Size  int64 `json:"size"`
 	ATime int64 `json:"atime"` // unix nanoseconds of the last open
-	inUse int
+	inUse int   // open handles and pins: never evicted while > 0
 }
 
 // openDirs are the data directories open in this process, by resolved path. Pebble's
@@ -312,12 +312,19 @@ func (s *Store) load() error {
 	s.mu.Lock()
 	victims := s.pickVictimsLocked("")
 	s.mu.Unlock()
+	s.evict(victims)
+	return nil
+}
+
+// evict removes the blobs pickVictimsLocked took out of the table.
+func (s *Store) evict(victims []string) {
 	for _, v := range victims {
 		if err := s.RemoveBlob(v); err != nil {
 			s.log.Error("evict blob", "sha256", v, "err", err)
+		} else {
+			s.log.Debug("evicted blob", "sha256", v)
 		}
 	}
-	return nil
 }
 
 func (s *Store) blobPath(sha string) string {
@@ -354,6 +361,27 @@ func (s *Store) Has(sha string) bool {
 	defer s.mu.Unlock()
 	_, ok := s.blobs[sha]
 	return ok
+}
+
+// Pin keeps the blob sha from eviction until unpin is called (once); ok is
+// false when it is not here. A fill pins what it committed until its waiters
+// have opened it.
+func (s *Store) Pin(sha string) (unpin func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.blobs[sha]
+	if !ok {
+		return nil, false
+	}
+	e.inUse++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			e.inUse--
+			s.mu.Unlock()
+		})
+	}, true
 }
 
 // OpenBlob opens the blob with that sha256, from memory when it is hot.
@@ -589,21 +617,16 @@ func (s *Store) added(sha string, size int64) {
 	if err := s.Meta.Put("b/"+sha, &record); err != nil {
 		s.log.Error("record blob", "sha256", sha, "err", err)
 	}
-	for _, v := range victims {
-		if err := s.RemoveBlob(v); err != nil {
-			s.log.Error("evict blob", "sha256", v, "err", err)
-		} else {
-			s.log.Debug("evicted blob", "sha256", v)
-		}
-	}
+	s.evict(victims)
 }
 
-// pickVictimsLocked chooses the least recently used blobs that are not open until
-// the store is back under its cap, and takes them out of the table. newest, the
-// blob just committed, never goes: its fill (or a pull from the object store) is
-// about to open it for the client that asked, and a blob larger than the whole
-// cap would otherwise be gone before it was ever served. It goes at a later
-// commit, when it is no longer the newest.
+// pickVictimsLocked chooses the least recently used blobs that are not open (nor
+// pinned) until the store is back under its cap, and takes them out of the
+// table. newest, the blob being committed, never goes in its own commit: its
+// fill pins it next (Pin) for the clients waiting to be served it, and a blob
+// larger than the whole cap would otherwise be gone before it was ever served.
+// The cap is passed by open and pinned blobs at most, and enforced again as
+// they are let go (at the next commit, or the flusher's next tick).
 func (s *Store) pickVictimsLocked(newest string) []string {
 	if s.opts.MaxSize <= 0 || s.total <= s.opts.MaxSize {
 		return nil
@@ -642,6 +665,12 @@ func (s *Store) flusher() {
 		select {
 		case <-t.C:
 			s.flush()
+			// Blobs let go since the last commit (open, pinned) are over the
+			// cap no longer than this.
+			s.mu.Lock()
+			victims := s.pickVictimsLocked("")
+			s.mu.Unlock()
+			s.evict(victims)
 		case <-s.stop:
 			s.flush()
 			return

@@ -342,18 +342,29 @@ func TestEviction(t *testing.T) {
 }
 
 // TestNewestOverCapServed: a blob larger than the whole cap (a big package on a
-// small local tier) is still there to serve once committed, and goes at the
-// next commit.
+// small local tier) survives its own commit; pinned (as its fill pins it for
+// the clients waiting), it survives other commits too; unpinned, the next
+// commit evicts it.
 func TestNewestOverCapServed(t *testing.T) {
 	s := openT(t, t.TempDir(), Options{MaxSize: 100})
-	big, small := content(40, 300), content(41, 50)
+	big := content(40, 300)
 	shaBig := commit(t, s, big)
-	if got, err := readBlob(s, shaBig); err != nil || !bytes.Equal(got, big) {
-		t.Fatalf("the blob just committed, larger than the cap: %d bytes, %v", len(got), err)
+	unpin, ok := s.Pin(shaBig)
+	if !ok {
+		t.Fatal("the blob just committed, larger than the cap, is gone")
 	}
-	shaSmall := commit(t, s, small)
-	if s.Has(shaBig) || !s.Has(shaSmall) {
-		t.Errorf("after the next commit: big held %v (want false), small held %v (want true)", s.Has(shaBig), s.Has(shaSmall))
+	commit(t, s, content(41, 50)) // another fill's commit
+	if got, err := readBlob(s, shaBig); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("pinned, after another commit: %d bytes, %v", len(got), err)
+	}
+	unpin()
+	unpin() // once only
+	shaLast := commit(t, s, content(42, 50))
+	if s.Has(shaBig) || !s.Has(shaLast) {
+		t.Errorf("unpinned, after the next commit: big held %v (want false), the newest %v (want true)", s.Has(shaBig), s.Has(shaLast))
+	}
+	if _, ok := s.Pin(strings.Repeat("0", 64)); ok {
+		t.Error("pinned a blob that is not here")
 	}
 }
 

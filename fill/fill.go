@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
@@ -62,6 +63,9 @@ type Group struct {
 
 // New returns an empty Group.
 func New(o Options) *Group {
+	if o.Store == nil || o.Background == nil {
+		panic("fill: Options.Store and Options.Background are required")
+	}
 	if o.Locker == nil {
 		o.Locker = coord.NewLocalLocker()
 	}
@@ -82,10 +86,9 @@ func New(o Options) *Group {
 func (g *Group) Start(ctx context.Context, key string, run Func) *Fill {
 	g.mu.Lock()
 	if f, ok := g.fills[key]; ok {
-		f.mu.Lock()
-		failed := f.done && f.err != nil
-		f.mu.Unlock()
-		if !failed {
+		// Not f.mu: a fill holds it across its commit (fsync, rename), and
+		// every Start of every key waits on g.mu meanwhile.
+		if !f.failed.Load() {
 			g.mu.Unlock()
 			return f
 		}
@@ -167,7 +170,7 @@ func (g *Group) Blob(sha, lockKey string, fetch Func) Func {
 			if ok, err := store.Pull(ctx, sha); err != nil {
 				return "", err
 			} else if ok {
-				return f.Committed(sha)
+				return f.pinned(store, sha)
 			}
 		}
 		lease, err := g.o.Locker.Lock(ctx, "fill:"+lockKey)
@@ -186,9 +189,9 @@ func (g *Group) Blob(sha, lockKey string, fetch Func) Func {
 				if ok, err := store.Pull(ctx, sha); err != nil {
 					return "", err
 				} else if ok {
-					return f.Committed(sha)
+					return f.pinned(store, sha)
 				}
-				return "", fmt.Errorf("blob %s: gone from the shared store while it was pulled: %w", sha, cache.ErrNotFound)
+				return "", fmt.Errorf("blob %s (%s): gone from the shared store while it was pulled: %w", sha, lockKey, cache.ErrNotFound)
 			}
 		}
 		return fetch(ctx, f)
@@ -200,14 +203,16 @@ type Fill struct {
 	mu   sync.Mutex
 	cond *sync.Cond
 
-	started   bool   // upstream answered; path and size are set
-	path      string // the temp file being written
-	size      int64  // expected bytes, -1 when unknown
-	written   int64
-	committed bool   // the bytes matched and are the blob sha: readers may have all of them
-	done      bool   // the fill is over
-	err       error  // set with done on failure
-	sha       string // the committed blob
+	started  bool   // upstream answered; path and size are set
+	path     string // the temp file being written
+	size     int64  // expected bytes, -1 when unknown
+	written  int64
+	verified bool   // the bytes matched and are the blob sha: readers may have all of them
+	done     bool   // the fill is over
+	err      error  // set with done on failure
+	sha      string // the committed blob
+	// failed is done with an error, read without mu (Group.Start).
+	failed atomic.Bool
 	// lastModified is upstream's Last-Modified for the bytes being written.
 	lastModified string
 
@@ -216,6 +221,13 @@ type Fill struct {
 	// serves several). ran says they did.
 	after []func(sha string) error
 	ran   bool
+
+	// unpin lets the committed blob go again (cache.Store.Pin): it is held
+	// from the commit until the fill is over and every waiter in Serve or
+	// Wait has left, so that no other fill's commit evicts it between the
+	// commit and a waiter's open (a blob larger than the cap, say).
+	unpin   func()
+	waiters int
 }
 
 func newFill() *Fill {
@@ -296,8 +308,51 @@ func (f *Fill) advance(n int64) {
 func (f *Fill) finish(sha string, err error) {
 	f.mu.Lock()
 	f.done, f.sha, f.err = true, sha, err
+	if err != nil {
+		f.failed.Store(true)
+	}
+	unpin := f.unpinLocked()
 	f.mu.Unlock()
 	f.cond.Broadcast()
+	unpin()
+}
+
+// pinned is Committed for a blob already in the store (pulled, or there), held
+// for the waiters like one Download committed.
+func (f *Fill) pinned(store *cache.Store, sha string) (string, error) {
+	if unpin, ok := store.Pin(sha); ok {
+		f.mu.Lock()
+		f.unpin = unpin
+		f.mu.Unlock()
+	}
+	return f.Committed(sha)
+}
+
+// enter and leave count a waiter (Serve, Wait) in and out.
+func (f *Fill) enter() {
+	f.mu.Lock()
+	f.waiters++
+	f.mu.Unlock()
+}
+
+func (f *Fill) leave() {
+	f.mu.Lock()
+	f.waiters--
+	unpin := f.unpinLocked()
+	f.mu.Unlock()
+	unpin()
+}
+
+// unpinLocked returns what lets the blob go once the fill is over and no
+// waiter is left (a no-op otherwise). Called with mu held; the caller runs it
+// after unlocking (it takes the store's lock).
+func (f *Fill) unpinLocked() func() {
+	if !f.done || f.waiters > 0 || f.unpin == nil {
+		return func() {}
+	}
+	unpin := f.unpin
+	f.unpin = nil
+	return unpin
 }
 
 // waitLocked waits, with f.mu held, until ready holds or ctx is done: a waiter
@@ -324,6 +379,8 @@ func (f *Fill) waitLocked(ctx context.Context, ready func() bool) error {
 
 // Wait waits for the fill to end, or ctx; it returns the committed sha256.
 func (f *Fill) Wait(ctx context.Context) (sha string, err error) {
+	f.enter()
+	defer f.leave()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.waitLocked(ctx, func() bool { return f.done }); err != nil {

@@ -132,8 +132,9 @@ func TestStreamWithholdsLastByteUntilCommitted(t *testing.T) {
 	}
 }
 
-// A last byte that breaks the digest ends the transfer short: nothing is kept,
-// and the mismatch is counted before the waiter hears of it.
+// A last byte that breaks the digest ends the transfer short, mid-body: the
+// client has every byte but the last and then a broken connection; nothing is
+// kept, and the mismatch is counted before the waiter hears of it.
 func TestMismatchBreaksTransfer(t *testing.T) {
 	store := openStore(t, nil)
 	g := newGroup(t, store, nil)
@@ -141,30 +142,45 @@ func TestMismatchBreaksTransfer(t *testing.T) {
 	want := digest(body)
 	body[len(body)-1] = 'Z'
 	pr, pw := io.Pipe()
+	defer pw.Close()
 	var mismatches atomic.Int32
+	heard := make(chan int32, 1)
 	f := g.Start(context.Background(), "k", func(ctx context.Context, f *Fill) (string, error) {
 		return g.Download(ctx, f, Download{Body: pr, Size: int64(len(body)), Want: want,
 			OnMismatch: func() { mismatches.Add(1) }})
 	})
-	srv := serveFill(g, f)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := g.Serve(w, r, f, func(http.ResponseWriter, string, string, bool) {})
+		if err != nil {
+			heard <- mismatches.Load() // what the metric said when the waiter heard
+			panic(http.ErrAbortHandler)
+		}
+	}))
 	defer srv.Close()
 	// Headers go out with the first bytes: send them before asking.
-	go func() { pw.Write(body[:len(body)-1]); pw.Write(body[len(body)-1:]); pw.Close() }()
-	// The transfer breaks off: mid-body, or before the headers when the fill
-	// failed before this client attached.
-	if resp, err := http.Get(srv.URL); err == nil {
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil {
-			t.Fatalf("a wrong file was served whole (%d bytes, status %d)", len(b), resp.StatusCode)
-		}
+	go pw.Write(body[:len(body)-1])
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, ferr := wait(t, f)
-	if !errors.As(ferr, new(*cache.MismatchError)) {
-		t.Fatalf("fill error %v, want a mismatch", ferr)
+	defer resp.Body.Close()
+	got := make([]byte, len(body)-1)
+	if _, err := io.ReadFull(resp.Body, got); err != nil {
+		t.Fatalf("the bytes before the last: %v", err)
 	}
-	if mismatches.Load() != 1 || store.Has(want.SHA256) {
-		t.Fatalf("mismatches counted %d (want 1), kept %v", mismatches.Load(), store.Has(want.SHA256))
+	pw.Write(body[len(body)-1:]) // the wrong last byte
+	pw.Close()
+	if n, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatalf("a wrong file was served whole (%d more bytes, no error)", len(n))
+	}
+	if _, err := wait(t, f); !errors.As(err, new(*cache.MismatchError)) {
+		t.Fatalf("fill error %v, want a mismatch", err)
+	}
+	if n := <-heard; n != 1 {
+		t.Errorf("the waiter heard of the mismatch with %d counted, want 1", n)
+	}
+	if store.Has(want.SHA256) {
+		t.Error("the wrong bytes were kept")
 	}
 }
 
@@ -264,20 +280,94 @@ func TestStartAfterShutdown(t *testing.T) {
 	}
 }
 
-// A failed fill is not joined: the next ask starts a fresh attempt.
+// A failed fill still in the table (winding down: its Func has not returned)
+// is not joined: the next ask starts a fresh attempt.
 func TestFailedFillRetried(t *testing.T) {
-	g := newGroup(t, openStore(t, nil), nil)
+	store := openStore(t, nil)
+	g := newGroup(t, store, nil)
+	body := []byte("the right bytes")
 	var runs atomic.Int32
-	run := func(context.Context, *Fill) (string, error) {
-		if runs.Add(1) == 1 {
-			return "", errors.New("upstream broke")
+	failedOnce := make(chan struct{})
+	windDown := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(windDown) }) }) // before the Group's cleanup waits
+	f1 := g.Start(context.Background(), "k", func(ctx context.Context, f *Fill) (string, error) {
+		runs.Add(1)
+		// A mismatch marks the fill failed at once; the Func goes on a while.
+		_, err := g.Download(ctx, f, Download{Body: bytes.NewReader([]byte("wrong")), Size: 5, Want: digest(body)})
+		close(failedOnce)
+		<-windDown
+		return "", err
+	})
+	<-failedOnce
+	if g.Idle() {
+		t.Fatal("degenerate: the failed fill already left the table")
+	}
+	f2 := g.Start(context.Background(), "k", func(ctx context.Context, f *Fill) (string, error) {
+		runs.Add(1)
+		sha, err := g.Download(ctx, f, Download{Body: bytes.NewReader(body), Size: int64(len(body)), Want: digest(body)})
+		if err != nil {
+			return "", err
 		}
-		return "ok", nil
+		return f.Committed(sha)
+	})
+	if f2 == f1 {
+		t.Fatal("a failed fill was joined")
 	}
-	if _, err := wait(t, g.Start(context.Background(), "k", run)); err == nil {
-		t.Fatal("first attempt: no error")
+	if sha, err := wait(t, f2); err != nil || sha != digest(body).SHA256 {
+		t.Fatalf("the fresh attempt: %q %v", sha, err)
 	}
-	if sha, err := wait(t, g.Start(context.Background(), "k", run)); err != nil || sha != "ok" {
-		t.Fatalf("second attempt: %q %v", sha, err)
+	once.Do(func() { close(windDown) })
+	if _, err := wait(t, f1); err == nil {
+		t.Error("the failed fill reported success")
+	}
+	if n := runs.Load(); n != 2 {
+		t.Errorf("%d runs, want 2", n)
+	}
+}
+
+// The pin a fill holds on its blob (for its waiters) is let go when it ends:
+// a blob larger than the cap goes at the next commit after that.
+func TestFillLetsItsBlobGo(t *testing.T) {
+	s2, err := cache.Open(t.TempDir(), cache.Options{MaxSize: 100, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	g := newGroup(t, s2, nil)
+	big := bytes.Repeat([]byte("b"), 300)
+	f := g.Start(context.Background(), "big", func(ctx context.Context, f *Fill) (string, error) {
+		sha, err := g.Download(ctx, f, Download{Body: bytes.NewReader(big), Size: 300, Want: digest(big)})
+		if err != nil {
+			return "", err
+		}
+		return f.Committed(sha)
+	})
+	sha, err := wait(t, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitIdle(t, g)
+	small := []byte("small")
+	tmp, err := s2.NewTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp.Write(small)
+	if _, err := tmp.Commit(digest(small)); err != nil {
+		t.Fatal(err)
+	}
+	if s2.Has(sha) {
+		t.Error("the fill ended and no one waits, yet its blob is still pinned past the cap")
+	}
+}
+
+func waitIdle(t *testing.T, g *Group) {
+	t.Helper()
+	for i := 0; !g.Idle(); i++ {
+		if i > 1000 {
+			t.Fatal("the group never went idle")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -15,7 +15,7 @@ import (
 
 // Download is one upstream answer to stream into a fill's blob.
 type Download struct {
-	Body io.Reader
+	Body io.Reader // read to its end or the first error; the caller closes it
 	// Size is upstream's Content-Length, -1 when it sent none.
 	Size         int64
 	LastModified string
@@ -37,13 +37,20 @@ type TooLargeError struct {
 }
 
 func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("upstream file is larger than the limit of %d bytes (limits.max_metadata, or cache.max_size for a files channel): %s", e.Limit, e.Got)
+	return fmt.Sprintf("upstream file is larger than the limit of %d bytes set for its kind: %s", e.Limit, e.Got)
 }
 
 // Download streams d into a new blob for f and commits it if it matches d.Want:
 // shared with the other replicas first (cache.Temp.Share), then placed here.
 // Nothing partial or unverified is kept, whatever fails.
 func (g *Group) Download(ctx context.Context, f *Fill, d Download) (sha string, err error) {
+	defer func() {
+		if err != nil {
+			// Failed now, whatever the Func does next: no new asker joins it,
+			// and no reader attaching looks for the temp file.
+			f.finish("", err)
+		}
+	}()
 	want := d.Want
 	mismatch := func(err error) error {
 		var mm *cache.MismatchError
@@ -65,14 +72,7 @@ func (g *Group) Download(ctx context.Context, f *Fill, d Download) (sha string, 
 	if err != nil {
 		return "", err
 	}
-	defer func() {
-		if err != nil {
-			// Say the fill failed before the temp file goes, so that no reader
-			// attaching now looks for it.
-			f.finish("", err)
-		}
-		tmp.Abort() // no-op after a commit
-	}()
+	defer tmp.Abort() // no-op after a commit; runs before the finish above
 	f.start(tmp.Path(), want.Size, d.LastModified)
 	buf := make([]byte, 256<<10)
 	for {
@@ -111,8 +111,14 @@ func (g *Group) Download(ctx context.Context, f *Fill, d Download) (sha string, 
 	if err != nil {
 		mismatch(err)
 		f.done, f.err = true, err // Commit removed the temp file: nobody may look for it
+		f.failed.Store(true)
 	} else {
-		f.committed, f.sha = true, sha
+		f.verified, f.sha = true, sha
+		// Held for the waiters (see Fill.unpin). Commit spared it from its own
+		// eviction; only a commit in between these two lines could take it.
+		if unpin, ok := g.o.Store.Pin(sha); ok {
+			f.unpin = unpin
+		}
 	}
 	f.mu.Unlock()
 	f.cond.Broadcast()
@@ -129,6 +135,8 @@ type Headers func(w http.ResponseWriter, sha, lastModified string, streaming boo
 // after the headers went out means the transfer must be broken off (the caller
 // panics http.ErrAbortHandler): the client holds less than the whole file.
 func (g *Group) Serve(w http.ResponseWriter, r *http.Request, f *Fill, headers Headers) error {
+	f.enter()
+	defer f.leave()
 	ctx := r.Context()
 	f.mu.Lock()
 	if err := f.waitLocked(ctx, func() bool { return f.started || f.done }); err != nil {
@@ -136,7 +144,7 @@ func (g *Group) Serve(w http.ResponseWriter, r *http.Request, f *Fill, headers H
 		return err
 	}
 	var file *os.File
-	if !f.done && !f.committed && f.size >= 0 && r.Header.Get("Range") == "" && r.Method != http.MethodHead {
+	if !f.done && !f.verified && f.size >= 0 && r.Header.Get("Range") == "" && r.Method != http.MethodHead {
 		// The temp file exists while the fill is neither committed nor over: both
 		// change under f.mu, which we hold.
 		var err error
@@ -146,7 +154,7 @@ func (g *Group) Serve(w http.ResponseWriter, r *http.Request, f *Fill, headers H
 		}
 	}
 	if file == nil {
-		if err := f.waitLocked(ctx, func() bool { return f.done || f.committed }); err != nil {
+		if err := f.waitLocked(ctx, func() bool { return f.done || f.verified }); err != nil {
 			f.mu.Unlock()
 			return err
 		}
@@ -177,7 +185,7 @@ func (g *Group) Serve(w http.ResponseWriter, r *http.Request, f *Fill, headers H
 		var avail int64
 		werr := f.waitLocked(ctx, func() bool {
 			avail = f.written
-			if !f.committed {
+			if !f.verified {
 				avail = min(avail, size-1) // the last byte waits for the digest
 			}
 			return avail > pos || f.done

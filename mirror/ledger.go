@@ -27,8 +27,9 @@ func (l SyncLedger) Last(channel string) (LastSync, bool) {
 	return last, ok && err == nil
 }
 
-// Record remembers rep as the last sync of each channel it covered, with the
-// failures counted per channel; at is when it finished.
+// Record remembers rep, a sync that ran to its end, as the last sync of each
+// channel it covered: Failed counts that channel's failures, Records and
+// Fetched are the whole run's. at is when it finished.
 func (l SyncLedger) Record(rep *SyncReport, at time.Time) error {
 	var first error
 	for _, ch := range rep.Channels {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/fill"
-
 	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/upstream"
 )

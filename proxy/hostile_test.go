@@ -679,3 +679,24 @@ func TestRecordWithoutSizeNotFetched(t *testing.T) {
 		t.Errorf("upstream was asked %d times for it", n)
 	}
 }
+
+// A record whose size is past the whole cache is refused before any byte is
+// fetched: it could never stay cached, and a hostile record could otherwise
+// park any size on the disk while it is served.
+func TestPackageLargerThanCacheRefused(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "noarch"), 0o755)
+	const fn = "big-1.0-0.conda"
+	doc := `{"info":{"subdir":"noarch"},"packages":{},"packages.conda":{"` + fn + `":{"name":"big","version":"1.0","build":"0",` +
+		`"build_number":0,"depends":[],"size":2097153,"sha256":"` + strings.Repeat("ab", 32) + `"}}}`
+	os.WriteFile(filepath.Join(dir, "noarch", "repodata.json"), []byte(doc), 0o644)
+	up := newUpstream(t, dir)
+	h := newHarness(t, "cache:\n  max_size: 2MiB\nchannels:\n  - name: fmt\n    upstreams:\n      - url: "+up.URL+"\n")
+	r := h.get("/fmt/noarch/" + fn)
+	if r.StatusCode != http.StatusBadGateway || !strings.Contains(string(r.body), "cache.max_size") {
+		t.Fatalf("a package past the cache: %d %s; want 502 naming cache.max_size", r.StatusCode, r.body)
+	}
+	if n := up.count("/noarch/" + fn); n != 0 {
+		t.Errorf("upstream was asked for it %d times", n)
+	}
+}

@@ -230,6 +230,11 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 			// send bytes without end before the digest is ever checked.
 			return "", &httpError{status: http.StatusBadGateway, msg: "the repodata record has no size to bound the download by"}
 		}
+		if limit := int64(s.cfg.Cache.MaxSize); limit > 0 && ref.size > limit {
+			// It could never stay cached, and a hostile record could otherwise
+			// park any size past the cap while it is served.
+			return "", &httpError{status: http.StatusBadGateway, msg: "the package is larger than this proxy's whole cache (cache.max_size); nothing was fetched"}
+		}
 		if int(ref.upstream) >= len(ch.sources) {
 			// An imported record whose file left the cache: no upstream to ask.
 			return "", fmt.Errorf("%s/%s/%s came by import and is no longer cached; import it again: %w",

@@ -11,13 +11,12 @@ import (
 	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
-	"github.com/condaproxy/condaproxy/coord"
 	"github.com/condaproxy/condaproxy/repodata"
 )
 
 // Several replicas share work through s.coord (package coord: Redis, or this
-// process alone): one upstream fetch per missing file (fillLock), and purges
-// that apply on every replica (Purge).
+// process alone): one upstream fetch per missing file (fill.Group.Blob, with
+// s.coord.Locker), and purges that apply on every replica (Purge).
 
 // purgeTopic carries purges between replicas.
 const purgeTopic = "purge"
@@ -104,18 +103,6 @@ func (s *Server) listenPurges() {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Warn("cannot listen for purges from other replicas", "err", err)
 	}
-}
-
-// fillLock takes the lock of one missing file across replicas (in-process
-// without Redis): only its holder asks upstream; the others, once they hold it,
-// find the blob in the shared store. key is the file's sha256 when the record
-// has one, so the same file under two channels is one fetch too.
-func (s *Server) fillLock(ctx context.Context, key string) (coord.Lease, error) {
-	lease, err := s.coord.Locker.Lock(ctx, "fill:"+key)
-	if err != nil {
-		return nil, fmt.Errorf("take the fill lock: %w", err)
-	}
-	return lease, nil
 }
 
 // Shared freshness. Each replica keeps its own copy of every upstream's

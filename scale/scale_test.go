@@ -1,6 +1,7 @@
 package scale
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/condaproxy/condaproxy/shards"
 )
 
 // TestConcurrentMissesAcrossReplicasFetchOnce: 24 clients ask three replicas at
@@ -483,4 +486,31 @@ func (r *replica) localBlob(sha string) string {
 func (r *replica) holdsLocally(sha string) bool {
 	_, err := os.Stat(r.localBlob(sha))
 	return err == nil
+}
+
+// TestShardsFromOneReplicaServedByAll: a client whose shard index came from
+// one replica gets every shard it names from any other (each replica cuts the
+// same upstream copy under the same policy, so the shards are the same bytes
+// under the same names), including a replica that had built nothing yet.
+func TestShardsFromOneReplicaServedByAll(t *testing.T) {
+	c := newCluster(t, 3, "10m")
+	const subdir = "linux-64"
+	a := c.replicas[0]
+	ix := get(a.url("/" + subdir + "/repodata_shards.msgpack.zst"))
+	if ix.err != nil || ix.code != 200 {
+		t.Fatalf("index from %s: %v", a.name, ix)
+	}
+	index, err := shards.DecodeIndex(ix.body)
+	if err != nil || len(index.Shards) == 0 {
+		t.Fatalf("index from %s: %v, %d names", a.name, err, len(index.Shards))
+	}
+	for _, r := range c.replicas[1:] {
+		for name, sum := range index.Shards {
+			hexSum := hex.EncodeToString(sum)
+			got := get(r.url("/" + subdir + "/shards/" + hexSum + ".msgpack.zst"))
+			if got.err != nil || got.code != 200 || sha256hex(got.body) != hexSum {
+				t.Errorf("%s: the shard of %s named by %s's index: %v", r.name, name, a.name, got)
+			}
+		}
+	}
 }

@@ -89,8 +89,9 @@ type Options struct {
 	// a caller answering clients may want fewer.
 	MaxAttempts int
 	// ResponseTimeout bounds the wait for an answer's headers once a request
-	// is sent (an upload: once its body is); default 15s. A store that hangs
-	// without refusing costs a client this per try, not the fill's timeout.
+	// is sent; default 15s. A store that hangs without refusing costs a client
+	// this per try, not the fill's timeout. An upload gets 2 minutes more once
+	// its body is sent: a store may answer only after persisting it.
 	ResponseTimeout time.Duration
 }
 
@@ -100,6 +101,8 @@ type Store struct {
 	bucket string
 	blobs  string // the key prefix of every object, ending in "blobs/"
 	tmp    string
+	// upload is the HTTP client of PutObject: a longer response timeout.
+	upload aws.HTTPClient
 }
 
 var _ blobstore.Store = (*Store)(nil)
@@ -141,6 +144,7 @@ func newStore(ctx context.Context, o Options, hc s3api.HTTPClient) (*Store, erro
 		// variable in the environment must not change what this store does.
 		cfg = aws.Config{Region: region, Credentials: credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, "")}
 	}
+	custom := hc != nil // a test's recording client, used for every request
 	client := s3api.NewFromConfig(cfg, func(so *s3api.Options) {
 		if o.Endpoint != "" {
 			so.BaseEndpoint = aws.String(o.Endpoint)
@@ -150,13 +154,14 @@ func newStore(ctx context.Context, o Options, hc s3api.HTTPClient) (*Store, erro
 			so.RetryMaxAttempts = o.MaxAttempts
 		}
 		if hc == nil {
-			timeout := cmp.Or(o.ResponseTimeout, 15*time.Second)
-			hc = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-				tr.ResponseHeaderTimeout = timeout
-			})
+			hc = withResponseTimeout(so.HTTPClient, cmp.Or(o.ResponseTimeout, 15*time.Second))
 		}
 		so.HTTPClient = hc
 	})
+	upload := aws.HTTPClient(hc)
+	if !custom {
+		upload = withResponseTimeout(cfg.HTTPClient, cmp.Or(o.ResponseTimeout, 15*time.Second)+2*time.Minute)
+	}
 	tmp := o.TempDir
 	if tmp == "" {
 		tmp = os.TempDir()
@@ -173,7 +178,18 @@ func newStore(ctx context.Context, o Options, hc s3api.HTTPClient) (*Store, erro
 	if p := strings.Trim(o.Prefix, "/"); p != "" {
 		blobs = p + "/blobs/"
 	}
-	return &Store{client: client, bucket: o.Bucket, blobs: blobs, tmp: tmp}, nil
+	return &Store{client: client, bucket: o.Bucket, blobs: blobs, tmp: tmp, upload: upload}, nil
+}
+
+// withResponseTimeout is base (the SDK's client from the AWS configuration,
+// which carries AWS_CA_BUNDLE's roots, or a new one) with a response header
+// timeout.
+func withResponseTimeout(base aws.HTTPClient, d time.Duration) aws.HTTPClient {
+	bc, ok := base.(*awshttp.BuildableClient)
+	if !ok || bc == nil {
+		bc = awshttp.NewBuildableClient()
+	}
+	return bc.WithTransportOptions(func(tr *http.Transport) { tr.ResponseHeaderTimeout = d })
 }
 
 func (s *Store) key(sha string) string { return s.blobs + sha[:2] + "/" + sha }
@@ -296,7 +312,7 @@ func (w *writer) upload(ctx context.Context, sha string) (string, error) {
 			ContentType:    aws.String("application/octet-stream"),
 			IfNoneMatch:    aws.String("*"),
 			ChecksumSHA256: &sum,
-		}, signPayloadAs(sha))
+		}, signPayloadAs(sha), func(so *s3api.Options) { so.HTTPClient = s.upload })
 		switch status := httpStatus(err); {
 		case err == nil, status == http.StatusPreconditionFailed:
 			return sha, nil
@@ -378,7 +394,7 @@ func httpStatus(err error) int {
 // a plain error, and a message of our making (see the package doc).
 func (s *Store) fail(ctx context.Context, op, key string, err error) error {
 	e := &Error{Op: op, Where: s.where(key), err: err}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		// The caller gave up: not the store's fault, and errors.Is finds the
 		// cause. (A response timeout also reads as a deadline, but the
 		// caller's context is still live: that is a store that hangs.)

@@ -172,7 +172,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	}
 	// The admin API answers every path outside the channels; it is built on
 	// the proxy, so the proxy reaches it through adminHandler, set below.
-	var adminHandler http.Handler
+	adminHandler := http.NotFoundHandler()
 	a.proxy, err = proxy.New(proxy.Options{
 		Config:   cfg,
 		Policies: policies,

@@ -104,7 +104,9 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	printSyncReport(stdout, rep, *dryRun, time.Since(start))
-	if !*dryRun {
+	if !*dryRun && err == nil {
+		// A sync that ran to its end, failed files and all, as the admin
+		// API's jobs record theirs; an interrupted one is no "last sync".
 		if err := (mirror.SyncLedger{Meta: a.store.Meta}).Record(rep, time.Now()); err != nil {
 			a.log.Warn("cannot record the sync for the admin page", "err", err)
 		}
