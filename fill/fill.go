@@ -34,6 +34,8 @@ var ErrShuttingDown = errors.New("shutting down")
 
 // Options configure a Group.
 type Options struct {
+	// Store is where fills commit; required to run one (a Group made only to
+	// exist, as in a server built to parse routes, may have none).
 	Store *cache.Store
 	// Locker is the lock Blob takes around an upstream fetch: coord's in-process
 	// locker alone, Redis's across replicas. Nil: in-process.
@@ -63,8 +65,8 @@ type Group struct {
 
 // New returns an empty Group.
 func New(o Options) *Group {
-	if o.Store == nil || o.Background == nil {
-		panic("fill: Options.Store and Options.Background are required")
+	if o.Background == nil {
+		panic("fill: Options.Background is required")
 	}
 	if o.Locker == nil {
 		o.Locker = coord.NewLocalLocker()
