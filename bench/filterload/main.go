@@ -114,27 +114,13 @@ func measure(name, filter, bin, tmp, channel string, size int64) error {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "serve", "-c", cfgPath)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	stop, pid, err := serveProxy(bin, cfgPath, port, os.Stderr)
+	if err != nil {
 		return err
 	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
+	defer stop()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	for i := 0; ; i++ {
-		if r, err := http.Get(base + "/healthz"); err == nil {
-			r.Body.Close()
-			break
-		}
-		if i > 200 {
-			return fmt.Errorf("condaproxy did not start")
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	baseRSS := vmHWM(cmd.Process.Pid)
+	baseRSS := vmHWM(pid)
 	start := time.Now()
 	req, _ := http.NewRequest("GET", base+"/big/linux-64/repodata.json", nil)
 	req.Header.Set("Accept-Encoding", "identity")
@@ -148,11 +134,36 @@ func measure(name, filter, bin, tmp, channel string, size int64) error {
 	if resp.StatusCode != 200 {
 		return fmt.Errorf("%s: repodata.json answered %d", name, resp.StatusCode)
 	}
-	peak := vmHWM(cmd.Process.Pid)
+	peak := vmHWM(pid)
 	fmt.Printf("%-32s %6.1f MB in %6.2fs = %6.1f MB/s   served %6.1f MB   peak RSS %6.1f MB = %.2fx the document (%.1f MB before)\n",
 		name, float64(size)/1e6, took.Seconds(), float64(size)/1e6/took.Seconds(), float64(served)/1e6,
 		float64(peak)/1e6, float64(peak)/float64(size), float64(baseRSS)/1e6)
 	return nil
+}
+
+// serveProxy starts `condaproxy serve -c cfgPath` (output to out) and waits
+// until it answers on port; stop ends it.
+func serveProxy(bin, cfgPath string, port int, out io.Writer) (stop func(), pid int, err error) {
+	cmd := exec.Command(bin, "serve", "-c", cfgPath)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		return nil, 0, err
+	}
+	stop = func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+	for i := 0; ; i++ {
+		if r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err == nil {
+			r.Body.Close()
+			return stop, cmd.Process.Pid, nil
+		}
+		if i > 200 {
+			stop()
+			return nil, 0, fmt.Errorf("condaproxy did not start")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 // vmHWM is the peak resident set of pid, in bytes, from /proc.

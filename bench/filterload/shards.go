@@ -8,11 +8,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/condaproxy/condaproxy/bench"
@@ -55,27 +53,12 @@ func measureShards(bin, tmp, src string, target int64) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, "serve", "-c", cfgPath)
-	cmd.Stderr, cmd.Stdout = logf, logf
-	if err := cmd.Start(); err != nil {
+	stop, pid, err := serveProxy(bin, cfgPath, port, logf)
+	if err != nil {
 		return err
 	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
+	defer stop()
 	base := fmt.Sprintf("http://127.0.0.1:%d/big/linux-64/", port)
-	for i := 0; ; i++ {
-		if r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err == nil {
-			r.Body.Close()
-			break
-		}
-		if i > 200 {
-			return fmt.Errorf("condaproxy did not start")
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	pid := cmd.Process.Pid
 	// The flat answer first: the cut a client without shards reads, and what
 	// the shards are made from.
 	zst, _, err := fetch(base + "repodata.json.zst")
