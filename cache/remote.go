@@ -1,7 +1,10 @@
 package cache
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -170,4 +173,19 @@ func (s *Store) PurgeBlob(ctx context.Context, sha string) error {
 		}
 	}
 	return s.RemoveBlob(sha)
+}
+
+// HasRemote reports whether the store has an object store behind it.
+func (s *Store) HasRemote() bool { return s.remote != nil }
+
+// ShareBytes puts b in the object store under its sha256 (a conditional
+// create: there already is as good), without keeping it in the local tier:
+// small content-addressed things other replicas may ask for (shards). Without
+// a remote tier it does nothing.
+func (s *Store) ShareBytes(ctx context.Context, b []byte) error {
+	if s.remote == nil {
+		return nil
+	}
+	sum := sha256.Sum256(b)
+	return s.upload(ctx, bytes.NewReader(b), int64(len(b)), hex.EncodeToString(sum[:]))
 }

@@ -60,6 +60,12 @@ type ManifestFile struct {
 
 const manifestFormat = "condaproxy-export"
 
+// manifestVersion is the export format written, and the newest one read.
+// Version 2 added sharded repodata (<subdir>/repodata_shards.msgpack.zst and
+// shards/): an importer of version 1 refuses those entries, so it is told the
+// tar is newer than it reads rather than that a shard is an unknown channel.
+const manifestVersion = 2
+
 // ExportOptions configure an export.
 type ExportOptions struct {
 	Channels []string // the channels to export
@@ -110,7 +116,7 @@ func Export(ctx context.Context, src ExportSource, blobs BlobOpener, w io.Writer
 			}
 		}
 	}()
-	m := Manifest{Format: manifestFormat, Version: 1, Created: time.Now().UTC(), Source: o.Source, Delta: o.Delta}
+	m := Manifest{Format: manifestFormat, Version: manifestVersion, Created: time.Now().UTC(), Source: o.Source, Delta: o.Delta}
 	for _, ch := range o.Channels {
 		subdirs, err := src.CachedSubdirs(ch)
 		if err != nil {

@@ -117,8 +117,8 @@ func readManifest(r io.Reader, maxFiles int) (*manifestIndex, error) {
 	if format != manifestFormat {
 		return nil, refuse("%s is not a condaproxy export manifest: format %q", ManifestName, format)
 	}
-	if version > 1 {
-		return nil, refuse("export format version %d is newer than this condaproxy reads (1)", version)
+	if version > manifestVersion {
+		return nil, refuse("export format version %d is newer than this condaproxy reads (%d)", version, manifestVersion)
 	}
 	x.paths = paths.String()
 	slices.SortFunc(x.files, func(a, b indexedFile) int {

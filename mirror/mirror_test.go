@@ -818,9 +818,9 @@ func TestImportRefusals(t *testing.T) {
 		}, nil, []string{ManifestName}},
 		{"newer format", func() []byte {
 			m2, es := clone()
-			m2.Version = 2
+			m2.Version = 3
 			return writeEntries(m2, es)
-		}, nil, []string{"version 2"}},
+		}, nil, []string{"version 3"}},
 		{"a shard byte flipped", func() []byte {
 			m2, es := clone()
 			i := slices.IndexFunc(es, func(en entry) bool { return strings.Contains(en.name, "/shards/") })

@@ -623,7 +623,7 @@ func (s *Server) variantMaker(sd *subdir, sv *served, name string) (file string,
 		// The index; building it writes the shards it names first.
 		file = base + ".shards.msgpack.zst"
 		write = func(w io.Writer) error {
-			index, err := s.buildShards(sd, sv)
+			index, err := s.buildShards(s.base, sd, sv)
 			if err != nil {
 				return err
 			}

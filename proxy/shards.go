@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,13 +11,17 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/shards"
+	"github.com/condaproxy/condaproxy/upstream"
 )
 
 // Sharded repodata (CEP-16), made from each generation's served repodata.json
@@ -70,16 +75,22 @@ type shardLoc struct {
 type shardTable struct {
 	state shardState
 	bySHA map[string]shardLoc
+	named map[string]bool // the shards the latest index names
 }
 
 func newShardTable(st shardState) *shardTable {
-	t := &shardTable{state: st, bySHA: make(map[string]shardLoc, len(st.Names)+len(st.Old))}
+	t := &shardTable{state: st, bySHA: make(map[string]shardLoc, len(st.Names)+len(st.Old)),
+		named: make(map[string]bool, len(st.Names))}
 	maps.Copy(t.bySHA, st.Old)
 	for _, e := range st.Names {
 		t.bySHA[e.SHA] = e.shardLoc
+		t.named[e.SHA] = true
 	}
 	return t
 }
+
+// known reports whether l is a shard's place (the zero shardLoc is none).
+func (l shardLoc) known() bool { return l.Pack != "" }
 
 // packs are the pack files t's shards are in.
 func (t *shardTable) packs() map[string]bool {
@@ -90,40 +101,54 @@ func (t *shardTable) packs() map[string]bool {
 	return out
 }
 
-// subdirShards is a subdir's shard table and the lock its builds take.
+// subdirShards is a subdir's shard table and the locks around it.
 type subdirShards struct {
-	mu    sync.Mutex // one build at a time; guards table
-	table *shardTable
+	// buildMu orders builds and expiries: one at a time.
+	buildMu sync.Mutex
+	// table is what is served, read without a lock: a shard request never
+	// waits for a build (which takes seconds on conda-forge's size).
+	table  atomic.Pointer[shardTable]
+	loadMu sync.Mutex // the first read from the metadata store
 }
 
 // shardTableOf returns sd's shard table, read from the metadata store on first
 // use; nil when it has none.
 func (s *Server) shardTableOf(sd *subdir) (*shardTable, error) {
-	sd.shards.mu.Lock()
-	defer sd.shards.mu.Unlock()
-	return s.shardTableLocked(sd)
-}
-
-func (s *Server) shardTableLocked(sd *subdir) (*shardTable, error) {
-	if sd.shards.table != nil {
-		return sd.shards.table, nil
+	if t := sd.shards.table.Load(); t != nil {
+		return t, nil
+	}
+	sd.shards.loadMu.Lock()
+	defer sd.shards.loadMu.Unlock()
+	if t := sd.shards.table.Load(); t != nil {
+		return t, nil
 	}
 	var st shardState
 	ok, err := s.store.Meta.Get(stateKey("shards", sd.ch.cfg.Name, sd.name), &st)
 	if err != nil || !ok {
 		return nil, err
 	}
-	sd.shards.table = newShardTable(st)
-	return sd.shards.table, nil
+	t := newShardTable(st)
+	sd.shards.table.Store(t)
+	return t, nil
 }
+
+// errShardsTooLarge is a subdir whose shards clients would refuse (one name's
+// records past what conda decompresses): it is served without shards.
+var errShardsTooLarge = errors.New("a package name's records are larger than a client accepts in one shard")
+
+// shardUploads bounds the shards put in the object store at once.
+const shardUploads = 8
 
 // buildShards makes the shards of sv (those not already kept) and returns its
 // index. It reads sv's served file through a memory map: the document is not
-// held on the heap, and the records are encoded one name at a time.
-func (s *Server) buildShards(sd *subdir, sv *served) ([]byte, error) {
-	sd.shards.mu.Lock()
-	defer sd.shards.mu.Unlock()
-	prev, err := s.shardTableLocked(sd)
+// held on the heap, and the records are encoded one name at a time. sv may be
+// an older generation than the one published (a request that took it just
+// before a refresh): its shards are kept, as dropped ones, but the current
+// names stay the current generation's.
+func (s *Server) buildShards(ctx context.Context, sd *subdir, sv *served) (_ []byte, err error) {
+	sd.shards.buildMu.Lock()
+	defer sd.shards.buildMu.Unlock()
+	prev, err := s.shardTableOf(sd)
 	if err != nil {
 		return nil, err
 	}
@@ -135,89 +160,152 @@ func (s *Server) buildShards(sd *subdir, sv *served) ([]byte, error) {
 		return nil, err
 	}
 	defer unmap()
+	// A read error of a mapped file is a fault, not an error: made a panic
+	// here, which guard turns into a failed build, not a dead process.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	groups, err := shards.Group(data)
 	if err != nil {
 		return nil, err
 	}
 	now := s.now()
-	next := shardState{Names: make(map[string]shardEntry, len(groups)), Old: map[string]shardLoc{}}
-	var todo []string // names whose shard must be encoded
+	current := sd.cur.Load() == sv
+	named := make(map[string]shardEntry, len(groups)) // sv's index
+	var todo []string                                 // names whose shard must be encoded
 	fps := make(map[string]string, len(groups))
 	for name, recs := range groups {
+		var size int
+		for _, r := range recs {
+			size += len(r.Raw)
+		}
+		if size > shards.MaxShardSize {
+			return nil, fmt.Errorf("%s: %w", name, errShardsTooLarge)
+		}
 		fp := shards.Fingerprint(recs)
 		fps[name] = hex.EncodeToString(fp[:])
 		if e, ok := prev.state.Names[name]; ok && e.FP == fps[name] {
-			next.Names[name] = e
+			named[name] = e
 			continue
 		}
 		todo = append(todo, name)
 	}
 	slices.Sort(todo) // the pack's order, so that equal inputs give equal packs
 	if len(todo) > 0 {
-		pack := uniqueName("shards-"+shortHash(sd.ch.cfg.Name, sd.name), ".pack")
-		var made []shardEntry
-		_, _, err := s.store.WriteFile(pack, func(w io.Writer) error {
-			var off int64
-			for _, name := range todo {
-				b, err := shards.Encode(groups[name])
-				if err != nil {
-					return err
-				}
-				sum := sha256Hex(b)
-				if l, ok := prev.bySHA[sum]; ok {
-					// The same bytes are kept already (a name changed back).
-					l.Dropped = time.Time{}
-					made = append(made, shardEntry{FP: fps[name], SHA: sum, shardLoc: l})
-					continue
-				}
-				if _, err := w.Write(b); err != nil {
-					return err
-				}
-				made = append(made, shardEntry{FP: fps[name], SHA: sum, shardLoc: shardLoc{Pack: pack, Off: off, Size: int64(len(b))}})
-				off += int64(len(b))
-			}
-			return nil
-		})
+		made, err := s.writeShards(ctx, sd, prev, groups, todo, fps)
 		if err != nil {
-			s.store.RemoveFile(pack)
-			return nil, fmt.Errorf("write shards: %w", err)
+			return nil, err
 		}
-		for i, name := range todo {
-			next.Names[name] = made[i]
-		}
+		maps.Copy(named, made)
 	}
-	// What the last index named and this one does not stays served for
-	// shardRetention from now; what was dropped earlier, until its time is up.
-	named := make(map[string]bool, len(next.Names))
+	next := shardState{Names: named, Old: map[string]shardLoc{}}
+	if !current {
+		// Not the published generation: what it names is kept, as dropped
+		// now, beside the current names.
+		next.Names = prev.state.Names
+	}
+	inNext := make(map[string]bool, len(next.Names))
 	for _, e := range next.Names {
-		named[e.SHA] = true
+		inNext[e.SHA] = true
 	}
-	for _, e := range prev.state.Names {
-		if !named[e.SHA] {
+	drop := func(e shardEntry) {
+		if !inNext[e.SHA] {
 			l := e.shardLoc
 			l.Dropped = now
 			next.Old[e.SHA] = l
 		}
 	}
+	for _, e := range prev.state.Names {
+		drop(e)
+	}
+	if !current {
+		for _, e := range named {
+			drop(e)
+		}
+	}
 	for sum, l := range prev.state.Old {
-		if !named[sum] && now.Sub(l.Dropped) < shardRetention {
+		if _, ok := next.Old[sum]; !ok && !inNext[sum] && now.Sub(l.Dropped) < shardRetention {
 			next.Old[sum] = l
 		}
 	}
 	if _, _, err := s.publishShards(sd, prev, next); err != nil {
 		return nil, err
 	}
-	index := make(map[string][32]byte, len(next.Names))
-	for name, e := range next.Names {
+	index := make(map[string][32]byte, len(named))
+	for name, e := range named {
 		var sum [32]byte
 		hex.Decode(sum[:], []byte(e.SHA))
 		index[name] = sum
 	}
 	if len(todo) > 0 {
 		s.log.Info("sharded repodata built", "channel", sd.ch.cfg.Name, "subdir", sd.name,
-			"names", len(next.Names), "encoded", len(todo), "kept_old", len(next.Old))
+			"names", len(named), "encoded", len(todo), "kept_old", len(next.Old))
 	}
 	return shards.EncodeIndex(sd.name, sv.lastModified, index)
+}
+
+// writeShards encodes the shards of todo into a new pack, synced, and (with an
+// object store) puts each new one there too, for the replicas that never cut
+// this generation; it returns their entries. A shard whose bytes are kept
+// already is not written again.
+func (s *Server) writeShards(ctx context.Context, sd *subdir, prev *shardTable, groups map[string][]shards.Record, todo []string, fps map[string]string) (map[string]shardEntry, error) {
+	pack := uniqueName("shards-"+shortHash(sd.ch.cfg.Name, sd.name), ".pack")
+	made := make(map[string]shardEntry, len(todo))
+	uploads := make(chan []byte, shardUploads)
+	var upErr error
+	var upMu sync.Mutex
+	var wg sync.WaitGroup
+	if s.store.HasRemote() {
+		for range shardUploads {
+			wg.Go(func() {
+				for b := range uploads {
+					if err := s.store.ShareBytes(ctx, b); err != nil {
+						upMu.Lock()
+						upErr = cmp.Or(upErr, err)
+						upMu.Unlock()
+					}
+				}
+			})
+		}
+	}
+	wrote := 0
+	_, _, err := s.store.WriteFile(pack, func(w io.Writer) error {
+		var off int64
+		for _, name := range todo {
+			b, err := shards.Encode(groups[name])
+			if err != nil {
+				return err
+			}
+			sum := sha256Hex(b)
+			if l, ok := prev.bySHA[sum]; ok {
+				// The same bytes are kept already (a name changed back).
+				l.Dropped = time.Time{}
+				made[name] = shardEntry{FP: fps[name], SHA: sum, shardLoc: l}
+				continue
+			}
+			if _, err := w.Write(b); err != nil {
+				return err
+			}
+			if s.store.HasRemote() {
+				uploads <- b
+			}
+			made[name] = shardEntry{FP: fps[name], SHA: sum, shardLoc: shardLoc{Pack: pack, Off: off, Size: int64(len(b))}}
+			off += int64(len(b))
+			wrote++
+		}
+		return nil
+	})
+	close(uploads)
+	wg.Wait()
+	if err == nil && upErr != nil {
+		// The other replicas could not find them: no index names them yet.
+		err = fmt.Errorf("share shards with the other replicas: %w", upErr)
+	}
+	if err != nil || wrote == 0 {
+		s.store.RemoveFile(pack) // nothing, or nothing usable, in it
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write shards: %w", err)
+	}
+	return made, nil
 }
 
 // WarmShards makes channel/subdir's shard index now (sync pre-warms it), so
@@ -278,9 +366,9 @@ func (s *Server) CleanShards(channel string) (packs int, bytes int64, err error)
 
 // expireShards drops sd's shards past retention and their packs.
 func (s *Server) expireShards(sd *subdir) (packs int, bytes int64, err error) {
-	sd.shards.mu.Lock()
-	defer sd.shards.mu.Unlock()
-	prev, err := s.shardTableLocked(sd)
+	sd.shards.buildMu.Lock()
+	defer sd.shards.buildMu.Unlock()
+	prev, err := s.shardTableOf(sd)
 	if err != nil || prev == nil {
 		return 0, 0, err
 	}
@@ -297,13 +385,13 @@ func (s *Server) expireShards(sd *subdir) (packs int, bytes int64, err error) {
 }
 
 // publishShards makes next sd's shard state, persisted, and removes the packs
-// prev used that next does not. Under sd.shards.mu.
+// prev used that next does not. Under sd.shards.buildMu.
 func (s *Server) publishShards(sd *subdir, prev *shardTable, next shardState) (packs int, bytes int64, err error) {
 	table := newShardTable(next)
 	if err := s.store.Meta.Put(stateKey("shards", sd.ch.cfg.Name, sd.name), next); err != nil {
 		return 0, 0, err
 	}
-	sd.shards.table = table
+	sd.shards.table.Store(table)
 	keep := table.packs()
 	for p := range prev.packs() {
 		if keep[p] {
@@ -328,25 +416,59 @@ func (s *Server) publishShards(sd *subdir, prev *shardTable, next shardState) (p
 var errNoShards = &httpError{status: http.StatusNotFound, msg: "no sharded repodata here"}
 
 // serveShards answers <subdir>/repodata_shards.msgpack.zst and
-// <subdir>/shards/<sha256>.msgpack.zst.
+// <subdir>/shards/<sha256>.msgpack.zst. What is not there is errNoShards.
 func (s *Server) serveShards(w http.ResponseWriter, r *http.Request, rt route) error {
-	err := s.serveShardsOr404(w, r, rt)
+	var err error
+	if rt.file == "repodata_shards.msgpack.zst" {
+		err = s.serveShardIndex(w, r, rt)
+	} else {
+		err = s.serveShard(w, r, rt)
+	}
 	var he *httpError
-	if errors.Is(err, errNotFound) || errors.Is(err, errBadPath) || (errors.As(err, &he) && he.status == http.StatusNotFound) {
+	if errors.Is(err, errNotFound) || errors.Is(err, errBadPath) || errors.Is(err, upstream.ErrNotFound) ||
+		(errors.As(err, &he) && he.status == http.StatusNotFound) {
 		return errNoShards
 	}
 	return err
 }
 
-func (s *Server) serveShardsOr404(w http.ResponseWriter, r *http.Request, rt route) error {
-	if rt.file == "repodata_shards.msgpack.zst" {
-		sd, sv, done, err := s.servedSubdir(r.Context(), rt)
-		if err != nil {
-			return err
-		}
-		defer done()
-		return s.serveVariant(w, r, sd, sv, "shards", variantTypes["shards"], false, false)
+// serveShardIndex answers the index of rt's current generation. When the
+// generation is served but its index cannot be made (a full disk, a name
+// whose records no client would take in one shard), the answer is 404: the
+// client falls back to repodata.json, which works, where a 5xx (or a 200 cut
+// short) would fail its solve.
+func (s *Server) serveShardIndex(w http.ResponseWriter, r *http.Request, rt route) error {
+	ctx := r.Context()
+	sd, sv, done, err := s.servedSubdir(ctx, rt)
+	if err != nil {
+		return err // as repodata.json answers: a 502 is not remembered by conda
 	}
+	defer done()
+	vf, err := s.variant(ctx, sd, sv, "shards")
+	if err == nil {
+		err = s.serveNamed(w, r, sd, sv, vf, variantTypes["shards"], false, false)
+		if errors.Is(err, cache.ErrNotFound) {
+			s.forgetVariant(sd, sv, "shards") // made again on the next ask
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		s.logger(ctx).Warn("no sharded repodata for this subdir; clients read repodata.json", "channel", sd.ch.cfg.Name,
+			"subdir", sd.name, "err", err)
+		return errNoShards
+	}
+	return err
+}
+
+// serveShard answers one shard by its sha256. A shard the current index names
+// is served at once. One an older index named, kept for a week, is served
+// unless the filter hides one of its records now (a policy tightened since:
+// hidden means hidden in every shard; a record upstream removed is no reason
+// to fail the client that holds that index). One that is not here but in the
+// object store (another replica's, of a generation this one never cut) is
+// served only if every record in it is one this channel serves now: the object
+// store is shared by every channel, and another channel's shard must not bring
+// records this one does not serve.
+func (s *Server) serveShard(w http.ResponseWriter, r *http.Request, rt route) error {
 	sum, ok := strings.CutPrefix(rt.file, "shards/")
 	if ok {
 		sum, ok = strings.CutSuffix(sum, ".msgpack.zst")
@@ -357,19 +479,64 @@ func (s *Server) serveShardsOr404(w http.ResponseWriter, r *http.Request, rt rou
 	if err := s.checkSubdir(rt); err != nil {
 		return err
 	}
+	ctx := r.Context()
 	sd := rt.channel.subdir(rt.subdir)
-	loc, err := s.findShard(r.Context(), sd, sum)
+	t, err := s.shardTableOf(sd)
 	if err != nil {
 		return err
 	}
-	blob, err := s.store.OpenFile(loc.Pack)
-	if err != nil {
-		return err
+	if t == nil || !t.bySHA[sum].known() {
+		// Not made here yet: the current generation's (another replica may be
+		// ahead: catch up first), or the object store's.
+		if t, err = s.shardsOfNow(ctx, sd); err != nil {
+			return err
+		}
 	}
-	defer blob.Close()
-	ra, ok := blob.ReadSeeker.(io.ReaderAt)
-	if !ok || loc.Off < 0 || loc.Size < 0 || loc.Off+loc.Size > blob.Size {
-		return fmt.Errorf("shard %s: pack %s cannot hold it", sum, loc.Pack)
+	var body io.ReadSeeker
+	var source string
+	if l := t.bySHA[sum]; l.known() {
+		blob, err := s.store.OpenFile(l.Pack)
+		if errors.Is(err, cache.ErrNotFound) {
+			s.lostPack(sd, l.Pack)
+			return errNotFound
+		}
+		if err != nil {
+			return err
+		}
+		defer blob.Close()
+		ra, ok := blob.ReadSeeker.(io.ReaderAt)
+		if !ok || l.Off < 0 || l.Size < 0 || l.Off+l.Size > blob.Size {
+			return fmt.Errorf("shard %s: pack %s cannot hold it", sum, l.Pack)
+		}
+		body, source = io.NewSectionReader(ra, l.Off, l.Size), blob.Source
+		if !t.named[sum] {
+			if err := s.servedNow(ctx, sd, io.NewSectionReader(ra, l.Off, l.Size), false); err != nil {
+				return err
+			}
+		}
+	} else {
+		ok, err := s.store.Pull(ctx, sum)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return errNotFound
+		}
+		blob, err := s.store.OpenBlob(sum)
+		if err != nil {
+			return err
+		}
+		defer blob.Close()
+		if blob.Size > shards.MaxShardSize {
+			return errNotFound
+		}
+		if err := s.servedNow(ctx, sd, blob, true); err != nil {
+			return err
+		}
+		if _, err := blob.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		body, source = blob, "shared"
 	}
 	h := w.Header()
 	h.Set("Content-Type", variantTypes["shards"])
@@ -378,53 +545,83 @@ func (s *Server) serveShardsOr404(w http.ResponseWriter, r *http.Request, rt rou
 	// Named by its bytes: never changes. Request directives (rattler sends
 	// Cache-Control: no-store) change nothing here.
 	h.Set("Cache-Control", "public, max-age=31536000, immutable")
-	setSource(w, blob.Source)
-	http.ServeContent(w, r, "", zeroTime, io.NewSectionReader(ra, loc.Off, loc.Size))
+	setSource(w, source)
+	http.ServeContent(w, r, "", zeroTime, body)
 	return nil
 }
 
-// findShard finds the shard sum of sd: kept already, or made with the index of
-// sd's current generation (a client may have an index from another replica
-// that is ahead, or from before a restart). Not found is errNotFound.
-func (s *Server) findShard(ctx context.Context, sd *subdir, sum string) (shardLoc, error) {
-	if t, err := s.shardTableOf(sd); err != nil {
-		return shardLoc{}, err
-	} else if t != nil {
-		if l, ok := t.bySHA[sum]; ok {
-			return l, nil
+// shardsOfNow makes sure sd's current generation (caught up with the other
+// replicas) has its shards made, and returns the table.
+func (s *Server) shardsOfNow(ctx context.Context, sd *subdir) (*shardTable, error) {
+	sv, done, err := s.use(ctx, sd)
+	if err != nil {
+		return nil, err
+	}
+	if sv.notFound {
+		done()
+		return nil, errNotFound
+	}
+	if s.catchUp(ctx, sd, sv) {
+		done()
+		if sv, done, err = s.use(ctx, sd); err != nil {
+			return nil, err
 		}
+	}
+	defer done()
+	if _, err := s.variant(ctx, sd, sv, "shards"); err != nil {
+		return nil, err
+	}
+	t, err := s.shardTableOf(sd)
+	if err == nil && t == nil {
+		err = errNotFound
+	}
+	return t, err
+}
+
+// servedNow checks the records of the shard in r against sd's current
+// generation: none is hidden by the filter, and, when all is set, every one is
+// served; errNotFound if not.
+func (s *Server) servedNow(ctx context.Context, sd *subdir, r io.Reader, all bool) error {
+	b, err := io.ReadAll(io.LimitReader(r, shards.MaxShardSize+1))
+	if err != nil {
+		return err
+	}
+	sh, err := shards.DecodeShard(b)
+	if err != nil {
+		return errNotFound // not a shard at all
 	}
 	sv, done, err := s.use(ctx, sd)
 	if err != nil {
-		return shardLoc{}, err
+		return err
 	}
-	defer func() { done() }()
-	if sv.notFound {
-		return shardLoc{}, errNotFound
-	}
-	// Another replica may have cut a newer generation whose index the client
-	// holds: catch up with it first (a no-op alone).
-	if s.catchUp(ctx, sd, sv) {
-		done()
-		done = func() {}
-		if sv, done, err = s.use(ctx, sd); err != nil {
-			done = func() {}
-			return shardLoc{}, err
+	defer done()
+	for _, recs := range []map[string]map[string]any{sh.Packages, sh.PackagesConda} {
+		for fn := range recs {
+			_, served := sv.packages[fn]
+			_, hidden := sv.hidden[fn]
+			if hidden || (all && !served) {
+				return errNotFound
+			}
 		}
 	}
-	if _, err := s.variant(ctx, sd, sv, "shards"); err != nil {
-		return shardLoc{}, err
+	return nil
+}
+
+// lostPack forgets sd's shards when a pack they are in is gone (a hand in the
+// data directory): the next ask of the index makes them all again, instead of
+// every shard of that pack failing for good.
+func (s *Server) lostPack(sd *subdir, pack string) {
+	s.log.Error("a pack of shards is missing; making the subdir's shards again", "channel", sd.ch.cfg.Name,
+		"subdir", sd.name, "file", pack)
+	sd.shards.buildMu.Lock()
+	defer sd.shards.buildMu.Unlock()
+	if err := s.store.Meta.Delete(stateKey("shards", sd.ch.cfg.Name, sd.name)); err != nil {
+		s.log.Warn("forget the shards of a missing pack", "err", err)
 	}
-	t, err := s.shardTableOf(sd)
-	if err != nil {
-		return shardLoc{}, err
+	sd.shards.table.Store(newShardTable(shardState{}))
+	if sv := sd.cur.Load(); sv != nil {
+		s.forgetVariant(sd, sv, "shards")
 	}
-	if t != nil {
-		if l, ok := t.bySHA[sum]; ok {
-			return l, nil
-		}
-	}
-	return shardLoc{}, errNotFound
 }
 
 // shardPacks lists the packs sd's persisted shard states keep, for the sweep of

@@ -373,3 +373,84 @@ func TestShardsAcrossRefresh(t *testing.T) {
 	}
 	checkShards(t, h, "/fmt", "linux-64")
 }
+
+// A shard an older index named, whose record the filter hides now (a policy
+// tightened since), is not served: hidden means hidden in every shard.
+func TestShardsOldShardHiddenNow(t *testing.T) {
+	up := newUpstream(t, formatRepo(t))
+	h := newHarness(t, channelYAML("", up.URL))
+	before := checkShards(t, h, "/fmt", "linux-64")
+	old := before["zlib"]
+	if old == "" {
+		t.Fatalf("degenerate: no zlib shard in %v", before)
+	}
+	h.stop()
+	h.yaml = channelYAML("", up.URL) + "    blacklist: [\"zlib 1.2.11\"]\n"
+	h.start()
+	after := checkShards(t, h, "/fmt", "linux-64")
+	if after["zlib"] == old {
+		t.Fatal("degenerate: the zlib shard did not change with the filter")
+	}
+	if r := h.get("/fmt/linux-64/shards/" + old + ".msgpack.zst"); r.StatusCode != http.StatusNotFound {
+		t.Errorf("the old zlib shard, its records hidden now: %d, want 404", r.StatusCode)
+	}
+}
+
+// An index that cannot be made while repodata.json is served (here: one
+// name's records past what a client takes in one shard) answers 404, GET and
+// HEAD alike, so clients fall back to repodata.json; it never answers 200 cut
+// short or a 5xx.
+func TestShardsUnmakeableIndexIs404(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "noarch"), 0o755)
+	var b strings.Builder
+	b.WriteString(`{"info":{"subdir":"noarch"},"packages":{},"packages.conda":{`)
+	pad := strings.Repeat("x", 1000)
+	for i := 0; b.Len() < shards.MaxShardSize+(1<<20); i++ {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `"huge-1.%d-0.conda":{"name":"huge","version":"1.%d","build":"0","build_number":0,"depends":[],"size":1,"sha256":"%s","description":"%s"}`,
+			i, i, strings.Repeat("ab", 32), pad)
+	}
+	b.WriteString(`}}`)
+	os.WriteFile(filepath.Join(dir, "noarch", "repodata.json"), []byte(b.String()), 0o644)
+	up := newUpstream(t, dir)
+	h := newHarness(t, channelYAML("", up.URL))
+	if r := h.get("/fmt/noarch/repodata.json"); r.StatusCode != 200 {
+		t.Fatalf("repodata.json: %d", r.StatusCode)
+	}
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		r := h.do(method, "/fmt/noarch/repodata_shards.msgpack.zst")
+		if r.StatusCode != http.StatusNotFound || r.Header.Get("Cache-Control") != "no-cache" {
+			t.Errorf("%s index: %d, Cache-Control %q; want 404, no-cache", method, r.StatusCode, r.Header.Get("Cache-Control"))
+		}
+	}
+}
+
+// A pack gone from the data directory (a hand cleaning it) costs one 404: the
+// subdir's shards are made again, and every shard of the new index is served.
+func TestShardsLostPackHeals(t *testing.T) {
+	up := newUpstream(t, formatRepo(t))
+	h := newHarness(t, channelYAML("", up.URL))
+	before := checkShards(t, h, "/fmt", "linux-64")
+	packs, _ := filepath.Glob(filepath.Join(h.data, "files", "shards-*"))
+	if len(packs) == 0 {
+		t.Fatalf("no pack under %s", h.data)
+	}
+	for _, p := range packs {
+		// Through the store, so that its memory tier forgets them too.
+		if err := h.store.RemoveFile(filepath.Base(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var name string
+	for n := range before {
+		name = n
+		break
+	}
+	if r := h.get("/fmt/linux-64/shards/" + before[name] + ".msgpack.zst"); r.StatusCode != http.StatusNotFound {
+		t.Errorf("a shard whose pack is gone: %d, want 404 (not a 500)", r.StatusCode)
+	}
+	checkShards(t, h, "/fmt", "linux-64")
+}

@@ -41,6 +41,10 @@ const (
 	ShardsBaseURL = "./shards/"
 )
 
+// encodingVersion names how Encode writes a shard; change it with any change
+// to its output, so that kept shards are encoded again (Fingerprint).
+const encodingVersion = "condaproxy-shards-1"
+
 // Decompression bounds, as conda sets them: a client refuses more, and so does
 // every reader here.
 const (
@@ -92,6 +96,8 @@ func Group(doc []byte) (map[string][]Record, error) {
 // shard holds them whatever the document's order. Equal fingerprints give equal
 // shards.
 func Fingerprint(recs []Record) [32]byte {
+	// What Encode writes is part of what a name's shard is: a new encoding
+	// (this package's, or the compressor's) makes every shard anew.
 	recs = slices.Clone(recs)
 	slices.SortFunc(recs, func(a, b Record) int {
 		if a.Conda != b.Conda {
@@ -103,6 +109,7 @@ func Fingerprint(recs []Record) [32]byte {
 		return strings.Compare(a.Filename, b.Filename)
 	})
 	h := sha256.New()
+	h.Write([]byte(encodingVersion))
 	var n [8]byte
 	for _, r := range recs {
 		section := byte('b')
@@ -193,6 +200,15 @@ func record(raw []byte) (map[string]any, error) {
 	}
 	for k, v := range m {
 		m[k] = value(v)
+	}
+	// Old records say "noarch": true; mamba reads only a string there, and
+	// conda means "generic" by it.
+	if b, ok := m["noarch"].(bool); ok {
+		if b {
+			m["noarch"] = "generic"
+		} else {
+			delete(m, "noarch")
+		}
 	}
 	for key, size := range map[string]int{"sha256": 32, "md5": 16} {
 		s, ok := m[key].(string)
