@@ -2,6 +2,7 @@ package scale
 
 import (
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -512,5 +513,58 @@ func TestShardsFromOneReplicaServedByAll(t *testing.T) {
 				t.Errorf("%s: the shard of %s named by %s's index: %v", r.name, name, a.name, got)
 			}
 		}
+	}
+}
+
+// TestShardOfAGenerationAReplicaNeverCut: a client holding replica A's index
+// asks replica B, which never cut that generation (it started after upstream
+// changed), for a shard that changed since: B takes it from the object store
+// (A put it there before its index named it) rather than answer 404, which
+// clients take as fatal.
+func TestShardOfAGenerationAReplicaNeverCut(t *testing.T) {
+	const ttl = 2 * time.Second
+	c := newCluster(t, 2, ttl.String())
+	// An upstream the test can change: a copy of the channel.
+	root := t.TempDir()
+	if err := os.CopyFS(root, os.DirFS(c.up.root)); err != nil {
+		t.Fatal(err)
+	}
+	c.up.root = root
+	a, b := c.replicas[0], c.replicas[1]
+	ix := get(a.url("/linux-64/repodata_shards.msgpack.zst"))
+	index, err := shards.DecodeIndex(ix.body)
+	if err != nil {
+		t.Fatalf("index from %s: %v (%v)", a.name, err, ix)
+	}
+	old := hex.EncodeToString(index.Shards["zlib"])
+	if old == "" {
+		t.Fatalf("no zlib in %s's index", a.name)
+	}
+	// Upstream gains a zlib build: zlib's shard changes.
+	doc := filepath.Join(root, "linux-64", "repodata.json")
+	data, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d map[string]map[string]any
+	json.Unmarshal(data, &d)
+	for _, rec := range d["packages.conda"] {
+		if rec.(map[string]any)["name"] == "zlib" {
+			d["packages.conda"]["zlib-1.2.11-hnew_0.conda"] = rec
+			break
+		}
+	}
+	out, _ := json.Marshal(d)
+	os.WriteFile(doc, out, 0o644)
+	later := time.Now().Add(time.Hour)
+	os.Chtimes(doc, later, later)
+	time.Sleep(ttl + 500*time.Millisecond) // A's stamp is past its TTL: B fetches anew
+	got := get(b.url("/linux-64/shards/" + old + ".msgpack.zst"))
+	if got.err != nil || got.code != 200 || sha256hex(got.body) != old {
+		t.Fatalf("%s, asked for the zlib shard of %s's older index: %v", b.name, a.name, got)
+	}
+	now, err := shards.DecodeIndex(get(b.url("/linux-64/repodata_shards.msgpack.zst")).body)
+	if err != nil || hex.EncodeToString(now.Shards["zlib"]) == old {
+		t.Errorf("%s's own index still names the old zlib shard (%v): the test did not cut a newer generation", b.name, err)
 	}
 }
