@@ -637,7 +637,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 		t.Errorf("export report %+v", rep)
 	}
 	m, entries := readEntries(t, tb)
-	if m.Format != "condaproxy-export" || m.Version != 1 || m.Delta || m.Source != "test.yaml" {
+	if m.Format != "condaproxy-export" || m.Version != manifestVersion || m.Delta || m.Source != "test.yaml" {
 		t.Errorf("manifest header %+v", m)
 	}
 	if len(m.Files) != len(entries)-1 {
