@@ -119,6 +119,12 @@ func (l *loader) validate(c *Config) error {
 		if fp.OtherHosts != "deny" && fp.OtherHosts != "tunnel" {
 			return l.errKey("forward_proxy.other_hosts", "%q: want deny or tunnel", fp.OtherHosts)
 		}
+		if fp.CACert == "" {
+			return l.errKey("forward_proxy.ca_cert", "missing: the CA that signs intercepted hosts' certificates (condaproxy ca init writes one)")
+		}
+		if fp.CAKey == "" {
+			return l.errKey("forward_proxy.ca_key", "missing: the CA's key (condaproxy ca init writes one)")
+		}
 	}
 	names := map[string]string{}
 	for i := range c.Channels {

@@ -30,7 +30,7 @@ commands:
   import  [-c FILE] FILE.tar [--server URL]
   explain [-c FILE] CHANNEL SUBDIR (FILENAME | NAME) [--server URL]
   config  (show | check) [-c FILE]
-  ca init [-o DIR]
+  ca init [-o DIR] [--force]                       a CA for forward-proxy mode, and the client settings
   version
 
 The configuration file is -c, else $CONDAPROXY_CONFIG, else ./condaproxy.yaml if it
@@ -103,7 +103,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "import":
 		return cmdImport(ctx, rest, stdout, stderr)
 	case "ca":
-		return &exitError{1, fmt.Errorf("%s comes in a later version of condaproxy", cmd)}
+		return cmdCA(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

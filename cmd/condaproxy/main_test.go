@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -84,23 +85,45 @@ func TestVersionUsageAndUnknown(t *testing.T) {
 	}
 }
 
-// Commands SPEC lists that this version does not have yet: a runtime failure (1)
-// that says so, never a silent success.
-// Only ca init (forward-proxy mode) is still to come. The mirror commands are
-// tested in mirror_cmd_test.go, never on the embedded default: that would reach
-// the internet.
-func TestLaterCommands(t *testing.T) {
-	for _, args := range [][]string{
-		{"ca", "init"},
-	} {
-		code, out, errOut := runCmd(t, args...)
-		if code != 1 || !strings.Contains(errOut, "comes in a later version") {
-			t.Errorf("%v: exit %d, stderr %q; want 1 and \"comes in a later version\"", args, code, errOut)
-		}
-		if out != "" {
-			t.Errorf("%v wrote to stdout: %q", args, out)
+// ca init writes a CA and prints the client settings with its path; a second
+// run keeps it (exit 1) unless --force; a configuration whose forward_proxy has
+// no CA is refused naming the key; serve with one listens as a forward proxy
+// that refuses other hosts.
+func TestCAInitAndForwardListener(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errOut := runCmd(t, "ca", "init", "-o", dir)
+	if code != 0 {
+		t.Fatalf("ca init: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"proxy_servers", "ssl_verify: " + filepath.Join(dir, "ca.pem"), "https_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("ca init output lacks %q:\n%s", want, out)
 		}
 	}
+	if code, _, errOut := runCmd(t, "ca", "init", "-o", dir); code != 1 || !strings.Contains(errOut, "--force") {
+		t.Errorf("a second ca init: exit %d, %q; want 1 naming --force", code, errOut)
+	}
+	if code, _, errOut := runCmd(t, "ca", "init", "-o", dir, "--force"); code != 0 {
+		t.Errorf("ca init --force: exit %d, %s", code, errOut)
+	}
+	noCA := writeFile(t, "noca.yaml", goodYAML+"forward_proxy:\n  listen: 127.0.0.1:0\n")
+	if code, _, errOut := runCmd(t, "serve", "-c", noCA, "--data", t.TempDir()); code != 2 || !strings.Contains(errOut, "forward_proxy.ca_cert") {
+		t.Errorf("forward_proxy without a CA: exit %d, %q; want 2 naming forward_proxy.ca_cert", code, errOut)
+	}
+	fwd := freeAddr(t)
+	cfg := writeFile(t, "fwd.yaml", goodYAML+"forward_proxy:\n  listen: "+fwd+"\n  ca_cert: "+filepath.Join(dir, "ca.pem")+
+		"\n  ca_key: "+filepath.Join(dir, "ca-key.pem")+"\n")
+	s := startServe(t, "-c", cfg, "--data", t.TempDir())
+	proxyURL, _ := url.Parse("http://" + fwd)
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
+	r, err := c.Get("http://127.0.0.1:1/elsewhere")
+	if err != nil || r.StatusCode != http.StatusForbidden {
+		t.Errorf("an unconfigured host through the forward proxy: %v %v, want 403", r, err)
+	}
+	if r != nil {
+		r.Body.Close()
+	}
+	s.stop(t)
 }
 
 func TestConfigCheck(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/condaproxy/condaproxy/admin/backend"
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/forward"
 	"github.com/condaproxy/condaproxy/mirror"
 	"github.com/condaproxy/condaproxy/policy"
 	"github.com/condaproxy/condaproxy/proxy"
@@ -93,6 +95,8 @@ type app struct {
 	redis   *redis.Client
 	coord   *coord.Set
 	backend *backend.Backend
+	// forward is the forward-proxy listener's handler (forward_proxy), or nil.
+	forward http.Handler
 }
 
 func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
@@ -202,6 +206,17 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		Backend:      a.backend,
 	})
 	a.handler = a.proxy
+	if fp := cfg.ForwardProxy; fp != nil {
+		ca, err := forward.LoadCA(fp.CACert, fp.CAKey)
+		if err != nil {
+			a.Close()
+			return nil, &config.Error{File: cfg.Source, Key: "forward_proxy.ca_cert", Msg: err.Error()}
+		}
+		if a.forward, err = forward.New(forward.Options{Config: cfg, CA: ca, Reverse: a.proxy, Logger: log, Registerer: reg}); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
 	return a, nil
 }
 
@@ -236,7 +251,20 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 	// client waits): whoever sees an answer can read the line.
 	a.log.Info("condaproxy serving", "addr", ln.Addr().String(), "data", a.cfg.Data,
 		"channels", len(a.cfg.Channels), "config", a.cfg.Source, "version", buildVersion())
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	var fsrv *http.Server
+	if a.forward != nil {
+		fln, err := net.Listen("tcp", a.cfg.ForwardProxy.Listen)
+		if err != nil {
+			return fmt.Errorf("forward_proxy.listen %s: %w", a.cfg.ForwardProxy.Listen, err)
+		}
+		// HTTP/1.1 only: CONNECT is hijacked, which HTTP/2 cannot do.
+		fsrv = &http.Server{Handler: a.forward, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+			MaxHeaderBytes: proxy.MaxHeaderBytes(a.cfg), TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
+		a.log.Info("condaproxy forward proxy listening", "addr", fln.Addr().String(), "other_hosts", a.cfg.ForwardProxy.OtherHosts)
+		go func() { errc <- fsrv.Serve(fln) }()
+	}
 	go func() {
 		if a.cfg.TLS.Cert != "" {
 			errc <- srv.ServeTLS(ln, a.cfg.TLS.Cert, a.cfg.TLS.Key)
@@ -258,6 +286,9 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := srv.Shutdown(sctx)
+	if fsrv != nil {
+		fsrv.Shutdown(sctx) // intercepted and tunnelled connections are hijacked: cut at exit
+	}
 	a.proxy.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		srv.Close()

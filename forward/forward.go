@@ -1,0 +1,352 @@
+// Package forward is condaproxy's forward-proxy mode: a listener for clients
+// that honour HTTPS_PROXY but cannot have their channel URLs changed. A request
+// for a configured upstream's URL (an https:// one through a CONNECT that is
+// intercepted with a certificate signed by condaproxy's CA; a plain http:// one
+// as an absolute-URI request) is answered exactly as the reverse proxy answers
+// the matching channel path: the same handler, cache, filter and fills. Every
+// other host is refused (other_hosts: deny, the default) or tunnelled untouched
+// (tunnel).
+//
+// It is built on elazarl/goproxy, minding what its users reported: its default
+// transport skips certificate checks (replaced: tunnelled plain-http requests go
+// through a verifying one, and intercepted ones never leave the process); an
+// unmatched CONNECT becomes a tunnel unless refused (refused here unless tunnel
+// is configured: no open relay); it signs a certificate per CONNECT (cached
+// here); it drops Accept-Encoding (kept: the reverse handler gzips repodata).
+package forward
+
+import (
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/elazarl/goproxy"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/condaproxy/condaproxy/config"
+)
+
+// Options configure the forward proxy.
+type Options struct {
+	Config *config.Config
+	CA     *tls.Certificate
+	// Reverse answers channel paths (/<channel>/...): the proxy's handler.
+	Reverse http.Handler
+	Logger  *slog.Logger
+	// Registerer takes condaproxy_forward_requests_total; nil: none.
+	Registerer prometheus.Registerer
+}
+
+// route is one configured upstream a request URL may start with.
+type route struct {
+	scheme, host string // host with its port
+	prefix       string // the upstream URL's path, no trailing slash
+	channel      string
+}
+
+// Proxy is the forward-proxy handler.
+type Proxy struct {
+	gp      *goproxy.ProxyHttpServer
+	routes  []route
+	mitm    map[string]bool // https hosts (host:port) that are intercepted
+	tunnel  bool
+	tokens  []config.Token
+	reverse http.Handler
+	log     *slog.Logger
+	certs   *leafCache
+	count   *prometheus.CounterVec
+}
+
+// New builds the forward proxy for o.Config's conda channels.
+func New(o Options) (*Proxy, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	p := &Proxy{mitm: map[string]bool{}, reverse: o.Reverse, log: o.Logger, tokens: o.Config.Auth.Tokens,
+		certs: newLeafCache(o.CA)}
+	if fp := o.Config.ForwardProxy; fp != nil {
+		p.tunnel = fp.OtherHosts == "tunnel"
+	}
+	for _, ch := range o.Config.Channels {
+		if ch.Kind != config.KindConda {
+			continue
+		}
+		for _, up := range ch.Upstreams {
+			u, err := url.Parse(up.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+				continue // file:// upstreams have no URL a client asks for
+			}
+			r := route{scheme: u.Scheme, host: hostPort(u), prefix: strings.TrimSuffix(u.Path, "/"), channel: ch.Name}
+			p.routes = append(p.routes, r)
+			if r.scheme == "https" {
+				p.mitm[r.host] = true
+			}
+		}
+	}
+	p.count = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "condaproxy_forward_requests_total",
+		Help: "Forward-proxy requests by what was done: intercepted (answered as a channel), tunnel, denied, unauthorized.",
+	}, []string{"action"})
+	if o.Registerer != nil {
+		if err := o.Registerer.Register(p.count); err != nil {
+			return nil, err
+		}
+	}
+
+	gp := goproxy.NewProxyHttpServer()
+	gp.Logger = slogPrinter{o.Logger}
+	gp.KeepAcceptEncoding = true
+	// goproxy's own transport skips certificate checks: a tunnelled plain-http
+	// request goes through this one, which verifies; intercepted requests
+	// never reach a transport (handle answers them).
+	gp.Tr = &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: time.Minute}
+	gp.OnRequest().HandleConnectFunc(p.connect)
+	gp.OnRequest().DoFunc(p.handle)
+	p.gp = gp
+	return p, nil
+}
+
+// ServeHTTP answers one proxy request (CONNECT or absolute URI).
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.gp.ServeHTTP(w, r) }
+
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return strings.ToLower(u.Host)
+	}
+	if u.Scheme == "https" {
+		return strings.ToLower(u.Hostname()) + ":443"
+	}
+	return strings.ToLower(u.Hostname()) + ":80"
+}
+
+// session is what a CONNECT leaves for the requests inside it.
+type session struct{ token string }
+
+// connect decides a CONNECT: intercept a configured upstream's host, tunnel
+// or refuse any other.
+func (p *Proxy) connect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
+	token, ok := p.proxyToken(ctx.Req)
+	if !ok {
+		p.count.WithLabelValues("unauthorized").Inc()
+		ctx.Resp = refusal(ctx.Req, http.StatusProxyAuthRequired, "a token is required: Proxy-Authorization: Basic with the token as password")
+		ctx.Resp.Header.Set("Proxy-Authenticate", `Basic realm="condaproxy"`)
+		return goproxy.RejectConnect, host
+	}
+	h := strings.ToLower(host)
+	if !strings.Contains(h, ":") {
+		h += ":443"
+	}
+	if p.mitm[h] {
+		p.count.WithLabelValues("intercepted").Inc()
+		ctx.UserData = &session{token: token}
+		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: p.tlsConfig}, host
+	}
+	if p.tunnel {
+		p.count.WithLabelValues("tunnel").Inc()
+		p.log.Info("forward: tunnel", "mode", "forward", "host", host)
+		return goproxy.OkConnect, host
+	}
+	p.count.WithLabelValues("denied").Inc()
+	p.log.Info("forward: CONNECT refused: not a configured upstream (forward_proxy.other_hosts: deny)", "mode", "forward", "host", host)
+	ctx.Resp = refusal(ctx.Req, http.StatusForbidden, "not a configured upstream of this proxy (forward_proxy.other_hosts: deny)")
+	return goproxy.RejectConnect, host
+}
+
+// tlsConfig is the server side of an intercepted CONNECT: a certificate for
+// the host asked for (an IP in an IP SAN), HTTP/1.1 only.
+func (p *Proxy) tlsConfig(host string, _ *goproxy.ProxyCtx) (*tls.Config, error) {
+	name, _, err := net.SplitHostPort(host)
+	if err != nil {
+		name = host
+	}
+	cert, err := p.certs.get(strings.ToLower(name))
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}, nil
+}
+
+// handle answers a request: one inside an intercepted CONNECT, or an
+// absolute-URI one. A configured upstream's URL is answered by the reverse
+// handler as its channel's path; anything else is refused, or (tunnel)
+// passed on.
+func (p *Proxy) handle(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+	var token string
+	if s, ok := ctx.UserData.(*session); ok {
+		token = s.token
+	} else {
+		t, ok := p.proxyToken(r)
+		if !ok {
+			p.count.WithLabelValues("unauthorized").Inc()
+			resp := refusal(r, http.StatusProxyAuthRequired, "a token is required: Proxy-Authorization: Basic with the token as password")
+			resp.Header.Set("Proxy-Authenticate", `Basic realm="condaproxy"`)
+			return r, resp
+		}
+		token = t
+	}
+	rt, rest, ok := p.match(r.URL)
+	if !ok {
+		if p.tunnel && ctx.UserData == nil {
+			p.count.WithLabelValues("tunnel").Inc()
+			return r, nil // goproxy passes it on, through the verifying transport
+		}
+		p.count.WithLabelValues("denied").Inc()
+		p.log.Info("forward: request refused: not a configured upstream's URL", "mode", "forward", "host", r.URL.Host)
+		return r, refusal(r, http.StatusForbidden, "not a configured upstream of this proxy")
+	}
+	if ctx.UserData == nil {
+		p.count.WithLabelValues("intercepted").Inc()
+	}
+	in := r.Clone(r.Context())
+	in.RequestURI = ""
+	in.URL = &url.URL{Path: "/" + rt.channel + rest, RawQuery: r.URL.RawQuery}
+	in.Host = ""
+	in.Header.Del("Proxy-Authorization")
+	in.Header.Del("Authorization") // only the proxy token speaks for the client here
+	if token != "" {
+		in.Header.Set("Authorization", "Bearer "+token)
+	}
+	p.log.Debug("forward: answered as a channel", "mode", "forward", "channel", rt.channel, "path", rest)
+	return r, p.serve(in)
+}
+
+// match finds the configured upstream u starts with and the rest of its path
+// below it.
+func (p *Proxy) match(u *url.URL) (route, string, bool) {
+	host := hostPort(u)
+	for _, rt := range p.routes {
+		if rt.scheme != u.Scheme || rt.host != host {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(u.Path, rt.prefix); ok && strings.HasPrefix(rest, "/") {
+			return rt, rest, true
+		}
+	}
+	return route{}, "", false
+}
+
+// proxyToken reads the client token from Proxy-Authorization (Basic, the
+// token as password); ok is false when tokens are configured and none came.
+// Its validity is the reverse handler's to judge, per channel.
+func (p *Proxy) proxyToken(r *http.Request) (string, bool) {
+	if len(p.tokens) == 0 {
+		return "", true
+	}
+	h := r.Header.Get("Proxy-Authorization")
+	scheme, val, _ := strings.Cut(h, " ")
+	if !strings.EqualFold(scheme, "basic") {
+		return "", false
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(val))
+	if err != nil {
+		return "", false
+	}
+	_, tok, _ := strings.Cut(string(raw), ":")
+	for _, t := range p.tokens {
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(t.Token)) == 1 {
+			return tok, true
+		}
+	}
+	return "", false
+}
+
+// serve runs the reverse handler for in and returns its answer as it streams:
+// the headers once written, the body through a pipe. A transfer the handler
+// breaks off (a verification failure mid-body) ends the body with an error,
+// so the client's connection is cut short, never a short file as whole.
+func (p *Proxy) serve(in *http.Request) *http.Response {
+	pr, pw := io.Pipe()
+	w := &pipeWriter{header: http.Header{}, body: pw, ready: make(chan struct{})}
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				w.fail(errAborted) // http.ErrAbortHandler: the transfer is broken off
+				return
+			}
+			w.finish()
+		}()
+		p.reverse.ServeHTTP(w, in)
+	}()
+	<-w.ready
+	resp := &http.Response{StatusCode: w.status, Header: w.sent, Body: pr, Request: in,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}
+	if cl := w.sent.Get("Content-Length"); cl != "" {
+		var n int64
+		for _, c := range cl {
+			if c < '0' || c > '9' {
+				n = -1
+				break
+			}
+			n = n*10 + int64(c-'0')
+		}
+		resp.ContentLength = n
+	}
+	if in.Method == http.MethodHead {
+		resp.Body = http.NoBody
+		pr.Close()
+	}
+	return resp
+}
+
+var errAborted = io.ErrUnexpectedEOF
+
+// pipeWriter is the http.ResponseWriter the reverse handler writes to.
+type pipeWriter struct {
+	header http.Header
+	sent   http.Header // header as WriteHeader found it: what goes out
+	body   *io.PipeWriter
+	status int
+	once   sync.Once
+	ready  chan struct{}
+}
+
+func (w *pipeWriter) Header() http.Header { return w.header }
+
+func (w *pipeWriter) WriteHeader(code int) {
+	w.once.Do(func() {
+		w.status = code
+		w.sent = w.header.Clone() // later changes are ignored, as net/http does
+		close(w.ready)
+	})
+}
+
+func (w *pipeWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return w.body.Write(b)
+}
+
+func (w *pipeWriter) Flush() {}
+
+func (w *pipeWriter) finish() {
+	w.WriteHeader(http.StatusOK)
+	w.body.Close()
+}
+
+func (w *pipeWriter) fail(err error) {
+	w.WriteHeader(http.StatusBadGateway)
+	w.body.CloseWithError(err)
+}
+
+// refusal is a plain-text answer of the forward proxy itself.
+func refusal(r *http.Request, status int, msg string) *http.Response {
+	resp := goproxy.NewResponse(r, goproxy.ContentTypeText, status, http.StatusText(status)+": "+msg+"\n")
+	resp.Header.Set("Cache-Control", "no-store")
+	return resp
+}
+
+// slogPrinter routes goproxy's log lines to condaproxy's logger.
+type slogPrinter struct{ log *slog.Logger }
+
+func (l slogPrinter) Printf(format string, v ...any) {
+	l.log.Debug("goproxy", "mode", "forward", "msg", strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
