@@ -15,7 +15,7 @@ deps: e2e-deps
 
 # The real conda client of the e2e tests (@conda-org/rattler, pinned in e2e/package-lock.json).
 e2e-deps:
-	@if [ ! -d e2e/node_modules/@conda-org/rattler ]; then \
+	@if [ ! -d e2e/node_modules/@conda-org/rattler ] || [ ! -d e2e/node_modules/undici ]; then \
 		echo "e2e-deps: cd e2e && $(NPM) ci --no-audit --no-fund"; \
 		cd e2e && $(NPM) ci --no-audit --no-fund; \
 	fi

@@ -12,14 +12,18 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path"
@@ -131,6 +135,13 @@ type proxyProc struct {
 // A port another process takes before the proxy binds it is retried with a new one.
 func startProxy(t *testing.T, ctx context.Context, upstreamURL, extra string) *proxyProc {
 	t.Helper()
+	return startProxyWith(t, ctx, upstreamURL, extra, "", nil)
+}
+
+// startProxyWith is startProxy with top-level configuration (before
+// channels:) and environment variables for the process.
+func startProxyWith(t *testing.T, ctx context.Context, upstreamURL, extra, top string, env []string) *proxyProc {
+	t.Helper()
 	data := t.TempDir()
 	cfgPath := filepath.Join(t.TempDir(), "condaproxy.yaml")
 	var cfg, base string
@@ -140,16 +151,16 @@ data: %s
 log:
   level: debug
   format: text
-channels:
+%schannels:
   - name: anaconda
     upstreams:
       - url: %s
-%s`, port, data, upstreamURL, extra)
+%s`, port, data, top, upstreamURL, extra)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		base = fmt.Sprintf("http://127.0.0.1:%d", port)
-		p := testproc.Start(t, []string{"CONDAPROXY_CONFIG="}, proxyBin, "serve", "-c", cfgPath)
+		p := testproc.Start(t, append([]string{"CONDAPROXY_CONFIG="}, env...), proxyBin, "serve", "-c", cfgPath)
 		return p, waitReady(ctx, base+"/readyz", p.Done())
 	})
 	if err != nil {
@@ -221,11 +232,17 @@ func solve(t *testing.T, ctx context.Context, channelURL, platform string, specs
 // solveTrace is solve, with the requests rattler made ("GET <url> -> <status>").
 func solveTrace(t *testing.T, ctx context.Context, channelURL, platform string, specs ...string) ([]solvedPackage, []string) {
 	t.Helper()
+	return solveTraceEnv(t, ctx, nil, channelURL, platform, specs...)
+}
+
+// solveTraceEnv is solveTrace with environment variables for node.
+func solveTraceEnv(t *testing.T, ctx context.Context, env []string, channelURL, platform string, specs ...string) ([]solvedPackage, []string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	args := append([]string{"solve.cjs", channelURL, platform}, specs...)
 	cmd := exec.CommandContext(ctx, "node", args...)
-	cmd.Env = append(os.Environ(), "SOLVE_TRACE=1")
+	cmd.Env = append(append(os.Environ(), "SOLVE_TRACE=1"), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -588,5 +605,92 @@ func TestRattlerSolvesFromShards(t *testing.T) {
 	}
 	if a, b := key(sharded), key(flat); !slices.Equal(a, b) {
 		t.Errorf("from shards and from repodata.json the solutions differ:\nshards %v\njson   %v", a, b)
+	}
+}
+
+// TestRattlerThroughForwardProxy: a real conda client whose channel URL is the
+// upstream's own (https, with its own test CA) goes through condaproxy's
+// forward proxy trusting only condaproxy's CA, and solves and downloads from
+// the proxy's cache under its filter. condaproxy trusts the upstream through
+// SSL_CERT_FILE, as Go programs do. The reverse path then serves the same
+// package with no new upstream request: one cache for both modes.
+func TestRattlerThroughForwardProxy(t *testing.T) {
+	requireRattler(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := testdata.Path(t, "conda_format_repo")
+	var mu sync.Mutex
+	var paths []string
+	files := http.FileServer(http.Dir(dir))
+	up := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		files.ServeHTTP(w, r)
+	}))
+	defer up.Close()
+	work := t.TempDir()
+	upCA := filepath.Join(work, "upstream-ca.pem")
+	os.WriteFile(upCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o644)
+	caInit := exec.CommandContext(ctx, proxyBin, "ca", "init", "-o", work)
+	if out, err := caInit.CombinedOutput(); err != nil {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwd := ln.Addr().String()
+	ln.Close()
+	top := fmt.Sprintf("forward_proxy:\n  listen: %s\n  ca_cert: %s\n  ca_key: %s\n", fwd,
+		filepath.Join(work, "ca.pem"), filepath.Join(work, "ca-key.pem"))
+	px := startProxyWith(t, ctx, up.URL, `    blacklist: ["zlib 1.2.11 h1de35cc_3"]
+`, top, []string{"SSL_CERT_FILE=" + upCA})
+
+	solveEnv := []string{"FORWARD_PROXY=http://" + fwd, "FORWARD_CA=" + filepath.Join(work, "ca.pem")}
+	pkgs, trace := solveTraceEnv(t, ctx, solveEnv, up.URL, "linux-64", "zlib")
+	if _, ok := findPackage(pkgs, "zlib"); !ok {
+		t.Fatalf("no zlib in the solution through the forward proxy: %v\ntrace: %v", names(pkgs), trace)
+	}
+	if !slices.ContainsFunc(trace, func(r string) bool { return strings.Contains(r, "repodata_shards") && strings.HasSuffix(r, "-> 200") }) {
+		t.Errorf("through the forward proxy rattler got no shard index from condaproxy: %v", trace)
+	}
+	// The filter holds in forward mode: osx-64's only zlib is hidden.
+	cmd := exec.CommandContext(ctx, "node", "solve.cjs", up.URL, "osx-64", "zlib")
+	cmd.Env = append(os.Environ(), solveEnv...)
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Errorf("rattler solved a hidden zlib through the forward proxy: %s", out)
+	}
+	if !strings.Contains(px.stderr.String(), "mode=forward") {
+		t.Errorf("no log line tells forward-mode requests apart:\n%s", px.stderr.String())
+	}
+	// A download through the forward proxy, then the same file by the reverse
+	// path: one upstream request in all.
+	const pkg = "/linux-64/zlib-1.2.11-h7b6447c_3.conda"
+	pu, _ := url.Parse("http://" + fwd)
+	caPool := x509.NewCertPool()
+	caPEM, _ := os.ReadFile(filepath.Join(work, "ca.pem"))
+	caPool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: caPool}}}
+	resp, err := client.Get(up.URL + pkg)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("package through the forward proxy: %v %v", resp, err)
+	}
+	viaForward, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	code, viaReverse := get(t, ctx, px.base+"/anaconda"+pkg)
+	if code != 200 || !bytes.Equal(viaForward, viaReverse) {
+		t.Errorf("the reverse path: %d, same bytes %v", code, bytes.Equal(viaForward, viaReverse))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	n := 0
+	for _, p := range paths {
+		if p == pkg {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("upstream served %s %d times for both modes, want 1: %v", pkg, n, paths)
 	}
 }

@@ -12,9 +12,21 @@
 // (the solve then fails), so the script reaches nothing but the channel under test.
 // With SOLVE_TRACE=1 each request is also written to stderr as
 // "fetch GET <url> -> <status>".
+//
+// With FORWARD_PROXY=http://host:port (and FORWARD_CA=ca.pem), every request goes
+// through that forward proxy (HTTPS via CONNECT), trusting only FORWARD_CA for
+// the hosts it reaches: Node's fetch ignores HTTPS_PROXY, so the proxy is set
+// on undici, the library under it, as a client behind such a proxy would.
 "use strict";
 
 const { simpleSolve } = require("@conda-org/rattler");
+
+if (process.env.FORWARD_PROXY) {
+  const { ProxyAgent, setGlobalDispatcher } = require("undici");
+  const fs = require("fs");
+  const ca = process.env.FORWARD_CA ? [fs.readFileSync(process.env.FORWARD_CA)] : undefined;
+  setGlobalDispatcher(new ProxyAgent({ uri: process.env.FORWARD_PROXY, requestTls: { ca } }));
+}
 
 function usage(msg) {
   process.stderr.write(`solve.cjs: ${msg}\nusage: node solve.cjs CHANNEL_URL PLATFORM SPEC...\n`);
