@@ -25,6 +25,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -92,6 +95,18 @@ func New(o Options) (*Proxy, error) {
 			}
 		}
 	}
+	// The longest prefix first: a channel on .../conda-forge/label/dev is not
+	// the one on .../conda-forge. Two channels on one upstream URL: the first
+	// listed answers for it, and the log says so.
+	slices.SortStableFunc(p.routes, func(a, b route) int { return len(b.prefix) - len(a.prefix) })
+	for i, a := range p.routes {
+		for _, b := range p.routes[:i] {
+			if a.scheme == b.scheme && a.host == b.host && a.prefix == b.prefix {
+				o.Logger.Warn("forward proxy: two channels have the same upstream URL; the first listed answers for it",
+					"mode", "forward", "answers", b.channel, "never", a.channel)
+			}
+		}
+	}
 	p.count = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "condaproxy_forward_requests_total",
 		Help: "Forward-proxy requests by what was done: intercepted (answered as a channel), tunnel, denied, unauthorized.",
@@ -110,6 +125,9 @@ func New(o Options) (*Proxy, error) {
 	// never reach a transport (handle answers them).
 	gp.Tr = &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: time.Minute}
+	// goproxy dials tunnels through the environment's HTTPS_PROXY: condaproxy's
+	// own dialer instead, as for everything else it reaches.
+	gp.ConnectDial = nil
 	gp.OnRequest().HandleConnectFunc(p.connect)
 	gp.OnRequest().DoFunc(p.handle)
 	p.gp = gp
@@ -119,14 +137,28 @@ func New(o Options) (*Proxy, error) {
 // ServeHTTP answers one proxy request (CONNECT or absolute URI).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.gp.ServeHTTP(w, r) }
 
+// hostPort is u's host and port as routes are keyed: lower case, no trailing
+// dot, the scheme's port when none is written, IPv6 in brackets.
 func hostPort(u *url.URL) string {
-	if u.Port() != "" {
-		return strings.ToLower(u.Host)
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
 	}
-	if u.Scheme == "https" {
-		return strings.ToLower(u.Hostname()) + ":443"
+	return normHost(u.Hostname(), port)
+}
+
+// normHost joins host and port the one way routes compare them: an alias
+// spelling (a trailing dot, upper case, a port with leading zeros) must not
+// pass for another host, in tunnel mode least of all.
+func normHost(host, port string) string {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if n, err := strconv.Atoi(port); err == nil {
+		port = strconv.Itoa(n)
 	}
-	return strings.ToLower(u.Hostname()) + ":80"
+	return net.JoinHostPort(host, port)
 }
 
 // session is what a CONNECT leaves for the requests inside it.
@@ -142,11 +174,11 @@ func (p *Proxy) connect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAct
 		ctx.Resp.Header.Set("Proxy-Authenticate", `Basic realm="condaproxy"`)
 		return goproxy.RejectConnect, host
 	}
-	h := strings.ToLower(host)
-	if !strings.Contains(h, ":") {
-		h += ":443"
+	name, port, err := net.SplitHostPort(host)
+	if err != nil {
+		name, port = host, "443"
 	}
-	if p.mitm[h] {
+	if p.mitm[normHost(name, port)] {
 		p.count.WithLabelValues("intercepted").Inc()
 		ctx.UserData = &session{token: token}
 		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: p.tlsConfig}, host
@@ -209,7 +241,13 @@ func (p *Proxy) handle(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *
 	}
 	in := r.Clone(r.Context())
 	in.RequestURI = ""
-	in.URL = &url.URL{Path: "/" + rt.channel + rest, RawQuery: r.URL.RawQuery}
+	// The path as the client wrote it (escaped): the reverse handler refuses
+	// an encoded slash or dot segment the same way in both modes.
+	in.URL, _ = url.Parse("/" + rt.channel + rest)
+	if in.URL == nil {
+		return r, refusal(r, http.StatusBadRequest, "bad path")
+	}
+	in.URL.RawQuery = r.URL.RawQuery
 	in.Host = ""
 	in.Header.Del("Proxy-Authorization")
 	in.Header.Del("Authorization") // only the proxy token speaks for the client here
@@ -217,18 +255,23 @@ func (p *Proxy) handle(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *
 		in.Header.Set("Authorization", "Bearer "+token)
 	}
 	p.log.Debug("forward: answered as a channel", "mode", "forward", "channel", rt.channel, "path", rest)
-	return r, p.serve(in)
+	// Outside an intercepted connection goproxy copies the body inside the
+	// listener's own handler and ignores a read error: a broken transfer must
+	// be a panic there (net/http then cuts the connection), or a short body
+	// would end as a clean one.
+	return r, p.serve(in, ctx.UserData == nil)
 }
 
 // match finds the configured upstream u starts with and the rest of its path
 // below it.
 func (p *Proxy) match(u *url.URL) (route, string, bool) {
 	host := hostPort(u)
+	path := u.EscapedPath()
 	for _, rt := range p.routes {
 		if rt.scheme != u.Scheme || rt.host != host {
 			continue
 		}
-		if rest, ok := strings.CutPrefix(u.Path, rt.prefix); ok && strings.HasPrefix(rest, "/") {
+		if rest, ok := strings.CutPrefix(path, rt.prefix); ok && strings.HasPrefix(rest, "/") {
 			return rt, rest, true
 		}
 	}
@@ -264,13 +307,17 @@ func (p *Proxy) proxyToken(r *http.Request) (string, bool) {
 // the headers once written, the body through a pipe. A transfer the handler
 // breaks off (a verification failure mid-body) ends the body with an error,
 // so the client's connection is cut short, never a short file as whole.
-func (p *Proxy) serve(in *http.Request) *http.Response {
+func (p *Proxy) serve(in *http.Request, abortPanics bool) *http.Response {
 	pr, pw := io.Pipe()
 	w := &pipeWriter{header: http.Header{}, body: pw, ready: make(chan struct{})}
 	go func() {
 		defer func() {
 			if v := recover(); v != nil {
-				w.fail(errAborted) // http.ErrAbortHandler: the transfer is broken off
+				if v != http.ErrAbortHandler {
+					p.log.Error("forward: the reverse handler panicked", "mode", "forward", "panic", fmt.Sprint(v),
+						"stack", string(debug.Stack()))
+				}
+				w.fail(errAborted) // the transfer is broken off
 				return
 			}
 			w.finish()
@@ -278,17 +325,13 @@ func (p *Proxy) serve(in *http.Request) *http.Response {
 		p.reverse.ServeHTTP(w, in)
 	}()
 	<-w.ready
-	resp := &http.Response{StatusCode: w.status, Header: w.sent, Body: pr, Request: in,
+	var body io.ReadCloser = pr
+	if abortPanics {
+		body = abortingReader{pr}
+	}
+	resp := &http.Response{StatusCode: w.status, Header: w.sent, Body: body, Request: in,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: -1}
-	if cl := w.sent.Get("Content-Length"); cl != "" {
-		var n int64
-		for _, c := range cl {
-			if c < '0' || c > '9' {
-				n = -1
-				break
-			}
-			n = n*10 + int64(c-'0')
-		}
+	if n, err := strconv.ParseInt(w.sent.Get("Content-Length"), 10, 64); err == nil && n >= 0 {
 		resp.ContentLength = n
 	}
 	if in.Method == http.MethodHead {
@@ -299,6 +342,18 @@ func (p *Proxy) serve(in *http.Request) *http.Response {
 }
 
 var errAborted = io.ErrUnexpectedEOF
+
+// abortingReader turns a broken transfer into http.ErrAbortHandler, for a body
+// copied inside net/http's handler (see handle).
+type abortingReader struct{ *io.PipeReader }
+
+func (r abortingReader) Read(b []byte) (int, error) {
+	n, err := r.PipeReader.Read(b)
+	if err != nil && err != io.EOF {
+		panic(http.ErrAbortHandler)
+	}
+	return n, err
+}
 
 // pipeWriter is the http.ResponseWriter the reverse handler writes to.
 type pipeWriter struct {
@@ -348,5 +403,60 @@ func refusal(r *http.Request, status int, msg string) *http.Response {
 type slogPrinter struct{ log *slog.Logger }
 
 func (l slogPrinter) Printf(format string, v ...any) {
-	l.log.Debug("goproxy", "mode", "forward", "msg", strings.TrimSpace(fmt.Sprintf(format, v...)))
+	l.log.Debug("goproxy: "+strings.TrimSpace(fmt.Sprintf(format, v...)), "mode", "forward")
+}
+
+// Listener tracks the connections ln accepts, so that CloseAll can end the
+// ones http.Server.Shutdown does not: intercepted and tunnelled connections
+// are hijacked, and would otherwise go on answering after the proxy behind
+// them stopped.
+func Listener(ln net.Listener) *TrackingListener {
+	return &TrackingListener{Listener: ln, conns: map[*trackedConn]bool{}}
+}
+
+// TrackingListener is a net.Listener whose open connections can be closed at once.
+type TrackingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[*trackedConn]bool
+}
+
+func (l *TrackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns[tc] = true
+	l.mu.Unlock()
+	return tc, nil
+}
+
+// CloseAll closes every connection still open.
+func (l *TrackingListener) CloseAll() {
+	l.mu.Lock()
+	conns := make([]*trackedConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *TrackingListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
 }

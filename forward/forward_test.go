@@ -81,7 +81,13 @@ func newEnv(t *testing.T, extra, channel string, tunnel bool) *env {
 	if tunnel {
 		otherHosts = "tunnel"
 	}
-	yaml := extra + "forward_proxy:\n  listen: 127.0.0.1:0\n  other_hosts: " + otherHosts + "\n" +
+	caDir := t.TempDir()
+	certPath, keyPath, err := InitCA(caDir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yaml := extra + "forward_proxy:\n  listen: 127.0.0.1:0\n  other_hosts: " + otherHosts + "\n  ca_cert: " + certPath +
+		"\n  ca_key: " + keyPath + "\n" +
 		"channels:\n  - name: anaconda\n    upstreams:\n      - url: " + e.up.URL + "/\n" + channel +
 		"  - name: plain\n    upstreams:\n      - url: " + e.plain.URL + "/\n"
 	cfg, err := config.Parse("test.yaml", []byte(yaml), func(string) (string, bool) { return "", false })
@@ -116,17 +122,12 @@ func newEnv(t *testing.T, extra, channel string, tunnel bool) *env {
 	e.reverse = httptest.NewServer(srv)
 	t.Cleanup(e.reverse.Close)
 
-	caDir := t.TempDir()
-	certPath, keyPath, err := InitCA(caDir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := LoadCA(certPath, keyPath)
+	ca, err := LoadCA(cfg.ForwardProxy.CACert, cfg.ForwardProxy.CAKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.ca = x509.NewCertPool()
-	pem, _ := os.ReadFile(certPath)
+	pem, _ := os.ReadFile(cfg.ForwardProxy.CACert)
 	e.ca.AppendCertsFromPEM(pem)
 	e.fp, err = New(Options{Config: cfg, CA: ca, Reverse: srv, Registerer: reg, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -304,5 +305,100 @@ func TestInitCA(t *testing.T) {
 	}
 	if ca, err := LoadCA(filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)); err != nil || !ca.Leaf.IsCA {
 		t.Errorf("LoadCA: %v", err)
+	}
+}
+
+// recorder is a reverse handler that records the paths it is asked for, and
+// breaks its transfer off mid-body for a path ending in /abort.
+type recorder struct {
+	mu    sync.Mutex
+	paths []string
+}
+
+func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec.mu.Lock()
+	rec.paths = append(rec.paths, r.URL.EscapedPath())
+	rec.mu.Unlock()
+	if strings.HasSuffix(r.URL.Path, "/abort") {
+		w.Write(bytes.Repeat([]byte("x"), 10000)) // no Content-Length: chunked
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler) // as the proxy breaks off a mismatched fill
+	}
+	io.WriteString(w, "ok")
+}
+
+func (rec *recorder) last() string {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.paths) == 0 {
+		return ""
+	}
+	return rec.paths[len(rec.paths)-1]
+}
+
+func recorderProxy(t *testing.T, yaml string) (*recorder, *http.Client) {
+	t.Helper()
+	cert, key, err := InitCA(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("test.yaml", []byte("forward_proxy:\n  listen: 127.0.0.1:0\n  ca_cert: "+cert+"\n  ca_key: "+key+"\n"+yaml),
+		func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadCA(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	fp, err := New(Options{Config: cfg, CA: ca, Reverse: rec, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(fp)
+	t.Cleanup(srv.Close)
+	pu, _ := url.Parse(srv.URL)
+	return rec, &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
+}
+
+// Nested upstream URLs: the longest prefix answers, whatever the order of the
+// channels; a host spelled with a trailing dot or upper case is the same host.
+func TestRoutesLongestPrefix(t *testing.T) {
+	rec, c := recorderProxy(t, `channels:
+  - name: cf
+    upstreams: [{url: "http://mirror.test/conda-forge"}]
+  - name: cfdev
+    upstreams: [{url: "http://mirror.test/conda-forge/label/dev"}]
+`)
+	for u, want := range map[string]string{
+		"http://mirror.test/conda-forge/label/dev/linux-64/repodata.json": "/cfdev/linux-64/repodata.json",
+		"http://mirror.test/conda-forge/linux-64/repodata.json":           "/cf/linux-64/repodata.json",
+		"http://MIRROR.test./conda-forge/noarch/repodata.json":            "/cf/noarch/repodata.json",
+		"http://mirror.test:080/conda-forge/noarch/x.conda":               "/cf/noarch/x.conda",
+	} {
+		code, _, err := fetch(t, c, u)
+		if err != nil || code != 200 || rec.last() != want {
+			t.Errorf("%s: %d %v, answered as %q; want %q", u, code, err, rec.last(), want)
+		}
+	}
+	// An encoded slash reaches the reverse handler encoded (it refuses it there,
+	// as on its own port).
+	fetch(t, c, "http://mirror.test/conda-forge/linux-64%2Fx.conda")
+	if got := rec.last(); got != "/cf/linux-64%2Fx.conda" {
+		t.Errorf("an encoded slash reached the reverse handler as %q", got)
+	}
+}
+
+// A transfer the reverse handler breaks off mid-body reaches a plain-http
+// client as a broken transfer, never as a short body that ends cleanly.
+func TestBrokenTransferStaysBroken(t *testing.T) {
+	_, c := recorderProxy(t, `channels:
+  - name: cf
+    upstreams: [{url: "http://mirror.test/conda-forge"}]
+`)
+	code, body, err := fetch(t, c, "http://mirror.test/conda-forge/linux-64/abort")
+	if err == nil {
+		t.Fatalf("a broken-off transfer arrived whole: %d, %d bytes, no error", code, len(body))
 	}
 }

@@ -253,11 +253,14 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 		"channels", len(a.cfg.Channels), "config", a.cfg.Source, "version", buildVersion())
 	errc := make(chan error, 2)
 	var fsrv *http.Server
+	var fconns *forward.TrackingListener
 	if a.forward != nil {
-		fln, err := net.Listen("tcp", a.cfg.ForwardProxy.Listen)
+		ln, err := net.Listen("tcp", a.cfg.ForwardProxy.Listen)
 		if err != nil {
 			return fmt.Errorf("forward_proxy.listen %s: %w", a.cfg.ForwardProxy.Listen, err)
 		}
+		fln := forward.Listener(ln)
+		fconns = fln
 		// HTTP/1.1 only: CONNECT is hijacked, which HTTP/2 cannot do.
 		fsrv = &http.Server{Handler: a.forward, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 			MaxHeaderBytes: proxy.MaxHeaderBytes(a.cfg), TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
@@ -287,7 +290,10 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	err := srv.Shutdown(sctx)
 	if fsrv != nil {
-		fsrv.Shutdown(sctx) // intercepted and tunnelled connections are hijacked: cut at exit
+		fsrv.Shutdown(sctx)
+		// Intercepted and tunnelled connections are hijacked: Shutdown does
+		// not wait for them. Cut before the proxy behind them stops.
+		fconns.CloseAll()
 	}
 	a.proxy.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
