@@ -16,6 +16,8 @@
 package forward
 
 import (
+	"cmp"
+	"context"
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/base64"
@@ -30,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -47,6 +50,9 @@ type Options struct {
 	Logger  *slog.Logger
 	// Registerer takes condaproxy_forward_requests_total; nil: none.
 	Registerer prometheus.Registerer
+	// InterceptIdle is how long an intercepted connection may send nothing
+	// (on a TrackingListener with ConnContext); default 2 minutes.
+	InterceptIdle time.Duration
 }
 
 // route is one configured upstream a request URL may start with.
@@ -67,6 +73,7 @@ type Proxy struct {
 	log     *slog.Logger
 	certs   *leafCache
 	count   *prometheus.CounterVec
+	idle    time.Duration
 }
 
 // New builds the forward proxy for o.Config's conda channels.
@@ -75,7 +82,7 @@ func New(o Options) (*Proxy, error) {
 		o.Logger = slog.Default()
 	}
 	p := &Proxy{mitm: map[string]bool{}, reverse: o.Reverse, log: o.Logger, tokens: o.Config.Auth.Tokens,
-		certs: newLeafCache(o.CA)}
+		certs: newLeafCache(o.CA), idle: cmp.Or(o.InterceptIdle, interceptIdle)}
 	if fp := o.Config.ForwardProxy; fp != nil {
 		p.tunnel = fp.OtherHosts == "tunnel"
 	}
@@ -180,6 +187,9 @@ func (p *Proxy) connect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAct
 	}
 	if p.mitm[normHost(name, port)] {
 		p.count.WithLabelValues("intercepted").Inc()
+		if tc, ok := ctx.Req.Context().Value(connKey{}).(*trackedConn); ok {
+			tc.idle.Store(int64(p.idle))
+		}
 		ctx.UserData = &session{token: token}
 		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: p.tlsConfig}, host
 	}
@@ -450,7 +460,31 @@ type trackedConn struct {
 	net.Conn
 	l    *TrackingListener
 	once sync.Once
+	// idle, when set (an intercepted connection), bounds each read: the TLS
+	// handshake and every request's headers and body come in time, or the
+	// connection goes. net/http's own timeouts end at the hijack.
+	idle atomic.Int64
 }
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	if d := c.idle.Load(); d > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(time.Duration(d)))
+	}
+	return c.Conn.Read(b)
+}
+
+type connKey struct{}
+
+// ConnContext is the http.Server's ConnContext for a TrackingListener's
+// server: it lets a CONNECT's decision reach its connection.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
+// interceptIdle is how long an intercepted connection may send nothing: the
+// handshake, between requests, within one. A tunnel has none (a long download
+// has the client send nothing for as long as it takes).
+const interceptIdle = 2 * time.Minute
 
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {

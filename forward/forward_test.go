@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -400,5 +402,58 @@ func TestBrokenTransferStaysBroken(t *testing.T) {
 	code, body, err := fetch(t, c, "http://mirror.test/conda-forge/linux-64/abort")
 	if err == nil {
 		t.Fatalf("a broken-off transfer arrived whole: %d, %d bytes, no error", code, len(body))
+	}
+}
+
+// An intercepted connection that stalls (no TLS handshake after the CONNECT)
+// is closed after the idle bound: net/http's timeouts end at the hijack, and a
+// client must not hold a connection for ever.
+func TestStalledInterceptedConnectionClosed(t *testing.T) {
+	up := httptest.NewTLSServer(http.NotFoundHandler())
+	defer up.Close()
+	cert, key, err := InitCA(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("test.yaml", []byte("forward_proxy:\n  listen: 127.0.0.1:0\n  ca_cert: "+cert+"\n  ca_key: "+key+
+		"\nchannels:\n  - name: c\n    upstreams: [{url: \""+up.URL+"/c\"}]\n"), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := LoadCA(cert, key)
+	fp, err := New(Options{Config: cfg, CA: ca, Reverse: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler),
+		InterceptIdle: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := Listener(ln)
+	srv := &http.Server{Handler: fp, ConnContext: ConnContext}
+	go srv.Serve(tl)
+	defer srv.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	host := strings.TrimPrefix(up.URL, "https://")
+	io.WriteString(c, "CONNECT "+host+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	n, err := c.Read(buf)
+	if err != nil || !strings.Contains(string(buf[:n]), "200") {
+		t.Fatalf("CONNECT: %q %v", buf[:n], err)
+	}
+	start := time.Now()
+	for {
+		if _, err := c.Read(buf); err != nil {
+			break // closed by the proxy
+		}
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("a stalled intercepted connection stayed open %v", d)
 	}
 }

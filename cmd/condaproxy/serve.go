@@ -262,7 +262,7 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 		fln := forward.Listener(ln)
 		fconns = fln
 		// HTTP/1.1 only: CONNECT is hijacked, which HTTP/2 cannot do.
-		fsrv = &http.Server{Handler: a.forward, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
+		fsrv = &http.Server{Handler: a.forward, ConnContext: forward.ConnContext, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second,
 			MaxHeaderBytes: proxy.MaxHeaderBytes(a.cfg), TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 		a.log.Info("condaproxy forward proxy listening", "addr", fln.Addr().String(), "other_hosts", a.cfg.ForwardProxy.OtherHosts)
