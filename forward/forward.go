@@ -466,9 +466,14 @@ type trackedConn struct {
 	idle atomic.Int64
 }
 
+// Read closes the connection when a read waits longer than idle. Not a read
+// deadline: net/http aborts its own background read at the hijack by setting
+// one in the past, which a deadline set here could undo (the hijack would then
+// wait for the whole idle time).
 func (c *trackedConn) Read(b []byte) (int, error) {
 	if d := c.idle.Load(); d > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(time.Duration(d)))
+		t := time.AfterFunc(time.Duration(d), func() { c.Close() })
+		defer t.Stop()
 	}
 	return c.Conn.Read(b)
 }
