@@ -189,3 +189,19 @@ func (s *Store) ShareBytes(ctx context.Context, b []byte) error {
 	sum := sha256.Sum256(b)
 	return s.upload(ctx, bytes.NewReader(b), int64(len(b)), hex.EncodeToString(sum[:]))
 }
+
+// SharedSize is the size of the blob sha in the object store, and whether it
+// is there (false without a remote tier): a look before a pull.
+func (s *Store) SharedSize(ctx context.Context, sha string) (int64, bool, error) {
+	if s.remote == nil || !shaPattern.MatchString(sha) {
+		return 0, false, nil
+	}
+	info, err := s.remote.store.Stat(ctx, sha)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return info.Size, true, nil
+}

@@ -95,7 +95,8 @@ func New(o Options) (*Proxy, error) {
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 				continue // file:// upstreams have no URL a client asks for
 			}
-			r := route{scheme: u.Scheme, host: hostPort(u), prefix: strings.TrimSuffix(u.Path, "/"), channel: ch.Name}
+			// Escaped, as match compares it with the request's escaped path.
+			r := route{scheme: u.Scheme, host: hostPort(u), prefix: strings.TrimSuffix(u.EscapedPath(), "/"), channel: ch.Name}
 			p.routes = append(p.routes, r)
 			if r.scheme == "https" {
 				p.mitm[r.host] = true
@@ -476,6 +477,22 @@ func (c *trackedConn) Read(b []byte) (int, error) {
 		defer t.Stop()
 	}
 	return c.Conn.Read(b)
+}
+
+// CloseWrite and CloseRead pass a tunnel's half-close on (goproxy uses them
+// when the connection has them, as a TCP connection does).
+func (c *trackedConn) CloseWrite() error {
+	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return hc.CloseWrite()
+	}
+	return c.Close()
+}
+
+func (c *trackedConn) CloseRead() error {
+	if hc, ok := c.Conn.(interface{ CloseRead() error }); ok {
+		return hc.CloseRead()
+	}
+	return nil
 }
 
 type connKey struct{}

@@ -120,6 +120,11 @@ type served struct {
 	// search is the sorted filenames the admin API searches, made on first ask.
 	search searchIndex
 
+	// shardsFailedNS is when making this generation's shard index last failed
+	// (unix ns): asked again within shardRetryAfter, the answer is 404 at
+	// once, not another whole build (shards.go).
+	shardsFailedNS atomic.Int64
+
 	// gen counts readers and says retired/dead: see generation.go.
 	gen atomic.Int64
 	// orphanFiles, set only on a placeholder generation, are files of an answer

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -50,6 +51,8 @@ const shardRetention = 7 * 24 * time.Hour
 
 // shardState is what a subdir's shards are, persisted under stateKey("shards").
 type shardState struct {
+	// Gen is the generation (served.inputs) Names are the index of.
+	Gen string `json:"gen,omitempty"`
 	// Names are the shards of the latest index, by package name.
 	Names map[string]shardEntry `json:"names"`
 	// Old are shards no index names any more, by sha256 (hex).
@@ -128,7 +131,9 @@ func (s *Server) shardTableOf(sd *subdir) (*shardTable, error) {
 		return nil, err
 	}
 	t := newShardTable(st)
-	sd.shards.table.Store(t)
+	if !sd.shards.table.CompareAndSwap(nil, t) {
+		return sd.shards.table.Load(), nil // a build stored a newer one meanwhile
+	}
 	return t, nil
 }
 
@@ -136,8 +141,13 @@ func (s *Server) shardTableOf(sd *subdir) (*shardTable, error) {
 // records past what conda decompresses): it is served without shards.
 var errShardsTooLarge = errors.New("a package name's records are larger than a client accepts in one shard")
 
-// shardUploads bounds the shards put in the object store at once.
-const shardUploads = 8
+// shardUploads bounds the shards put in the object store at once, and
+// shardUploadTimeout each one: an object store that hangs does not hold a
+// build (and every index request waiting for it).
+const (
+	shardUploads       = 8
+	shardUploadTimeout = 30 * time.Second
+)
 
 // buildShards makes the shards of sv (those not already kept) and returns its
 // index. It reads sv's served file through a memory map: the document is not
@@ -196,11 +206,11 @@ func (s *Server) buildShards(ctx context.Context, sd *subdir, sv *served) (_ []b
 		}
 		maps.Copy(named, made)
 	}
-	next := shardState{Names: named, Old: map[string]shardLoc{}}
+	next := shardState{Gen: sv.inputs, Names: named, Old: map[string]shardLoc{}}
 	if !current {
 		// Not the published generation: what it names is kept, as dropped
 		// now, beside the current names.
-		next.Names = prev.state.Names
+		next.Names, next.Gen = prev.state.Names, prev.state.Gen
 	}
 	inNext := make(map[string]bool, len(next.Names))
 	for _, e := range next.Names {
@@ -252,12 +262,20 @@ func (s *Server) writeShards(ctx context.Context, sd *subdir, prev *shardTable, 
 	uploads := make(chan []byte, shardUploads)
 	var upErr error
 	var upMu sync.Mutex
+	var failed atomic.Bool
 	var wg sync.WaitGroup
 	if s.store.HasRemote() {
 		for range shardUploads {
 			wg.Go(func() {
 				for b := range uploads {
-					if err := s.store.ShareBytes(ctx, b); err != nil {
+					if failed.Load() {
+						continue // the store is failing: the rest waits for the next build
+					}
+					uctx, cancel := context.WithTimeout(ctx, shardUploadTimeout)
+					err := s.store.ShareBytes(uctx, b)
+					cancel()
+					if err != nil {
+						failed.Store(true)
 						upMu.Lock()
 						upErr = cmp.Or(upErr, err)
 						upMu.Unlock()
@@ -266,6 +284,15 @@ func (s *Server) writeShards(ctx context.Context, sd *subdir, prev *shardTable, 
 			})
 		}
 	}
+	closed := false
+	finish := func() {
+		if !closed {
+			closed = true
+			close(uploads)
+			wg.Wait()
+		}
+	}
+	defer finish() // a panic in the closure (a fault of the mapped file) leaves no worker behind
 	wrote := 0
 	_, _, err := s.store.WriteFile(pack, func(w io.Writer) error {
 		var off int64
@@ -293,11 +320,12 @@ func (s *Server) writeShards(ctx context.Context, sd *subdir, prev *shardTable, 
 		}
 		return nil
 	})
-	close(uploads)
-	wg.Wait()
-	if err == nil && upErr != nil {
-		// The other replicas could not find them: no index names them yet.
-		err = fmt.Errorf("share shards with the other replicas: %w", upErr)
+	finish()
+	if upErr != nil {
+		// Served here all the same; another replica asked for one of them
+		// cuts its own generation (shardsOfNow) and finds it there.
+		s.log.Warn("cannot put shards in the object store; other replicas make their own", "channel", sd.ch.cfg.Name,
+			"subdir", sd.name, "err", upErr)
 	}
 	if err != nil || wrote == 0 {
 		s.store.RemoveFile(pack) // nothing, or nothing usable, in it
@@ -425,7 +453,7 @@ func (s *Server) serveShards(w http.ResponseWriter, r *http.Request, rt route) e
 		err = s.serveShard(w, r, rt)
 	}
 	var he *httpError
-	if errors.Is(err, errNotFound) || errors.Is(err, errBadPath) || errors.Is(err, upstream.ErrNotFound) ||
+	if errors.Is(err, errNotFound) || errors.Is(err, errBadPath) || errors.Is(err, upstream.ErrNotFound) || errors.Is(err, errNoShards) ||
 		(errors.As(err, &he) && he.status == http.StatusNotFound) {
 		return errNoShards
 	}
@@ -444,7 +472,7 @@ func (s *Server) serveShardIndex(w http.ResponseWriter, r *http.Request, rt rout
 		return err // as repodata.json answers: a 502 is not remembered by conda
 	}
 	defer done()
-	vf, err := s.variant(ctx, sd, sv, "shards")
+	vf, err := s.shardIndex(ctx, sd, sv)
 	if err == nil {
 		err = s.serveNamed(w, r, sd, sv, vf, variantTypes["shards"], false, false)
 		if errors.Is(err, cache.ErrNotFound) {
@@ -497,7 +525,16 @@ func (s *Server) serveShard(w http.ResponseWriter, r *http.Request, rt route) er
 	if l := t.bySHA[sum]; l.known() {
 		blob, err := s.store.OpenFile(l.Pack)
 		if errors.Is(err, cache.ErrNotFound) {
-			s.lostPack(sd, l.Pack)
+			if now := sd.shards.table.Load(); now != t && now != nil && now.bySHA[sum].known() && now.bySHA[sum].Pack != l.Pack {
+				// A build or expiry moved on since this request read the
+				// table (and removed that pack): look in the new one.
+				l = now.bySHA[sum]
+				t = now
+				blob, err = s.store.OpenFile(l.Pack)
+			}
+		}
+		if errors.Is(err, cache.ErrNotFound) {
+			s.lostPack(sd, t, l.Pack)
 			return errNotFound
 		}
 		if err != nil {
@@ -509,14 +546,25 @@ func (s *Server) serveShard(w http.ResponseWriter, r *http.Request, rt route) er
 			return fmt.Errorf("shard %s: pack %s cannot hold it", sum, l.Pack)
 		}
 		body, source = io.NewSectionReader(ra, l.Off, l.Size), blob.Source
-		if !t.named[sum] {
+		// The current generation's own shards go out at once; any other
+		// (an older index's, or the names of a generation since replaced) only
+		// if the filter hides none of its records now.
+		if cur := sd.cur.Load(); !t.named[sum] || cur == nil || cur.inputs != t.state.Gen {
 			if err := s.servedNow(ctx, sd, io.NewSectionReader(ra, l.Off, l.Size), false); err != nil {
 				return err
 			}
 		}
 	} else {
-		ok, err := s.store.Pull(ctx, sum)
+		// Only what could be a shard: the object store holds packages too,
+		// whose sha256s every repodata lists.
+		size, ok, err := s.store.SharedSize(ctx, sum)
 		if err != nil {
+			return err
+		}
+		if !ok || size > shards.MaxShardSize {
+			return errNotFound
+		}
+		if ok, err = s.store.Pull(ctx, sum); err != nil {
 			return err
 		}
 		if !ok {
@@ -550,6 +598,23 @@ func (s *Server) serveShard(w http.ResponseWriter, r *http.Request, rt route) er
 	return nil
 }
 
+// shardRetryAfter is how long a generation whose index could not be made is
+// answered 404 before it is tried again: a build costs seconds on a big
+// subdir, and every client's solve asks.
+const shardRetryAfter = time.Minute
+
+// shardIndex is variant(sv, "shards"), remembering a failure for a while.
+func (s *Server) shardIndex(ctx context.Context, sd *subdir, sv *served) (variantFile, error) {
+	if at := sv.shardsFailedNS.Load(); at != 0 && s.now().Sub(time.Unix(0, at)) < shardRetryAfter {
+		return variantFile{}, fmt.Errorf("making the shard index failed less than %v ago: %w", shardRetryAfter, errNoShards)
+	}
+	vf, err := s.variant(ctx, sd, sv, "shards")
+	if err != nil && ctx.Err() == nil {
+		sv.shardsFailedNS.Store(s.now().UnixNano())
+	}
+	return vf, err
+}
+
 // shardsOfNow makes sure sd's current generation (caught up with the other
 // replicas) has its shards made, and returns the table.
 func (s *Server) shardsOfNow(ctx context.Context, sd *subdir) (*shardTable, error) {
@@ -568,7 +633,7 @@ func (s *Server) shardsOfNow(ctx context.Context, sd *subdir) (*shardTable, erro
 		}
 	}
 	defer done()
-	if _, err := s.variant(ctx, sd, sv, "shards"); err != nil {
+	if _, err := s.shardIndex(ctx, sd, sv); err != nil {
 		return nil, err
 	}
 	t, err := s.shardTableOf(sd)
@@ -596,11 +661,18 @@ func (s *Server) servedNow(ctx context.Context, sd *subdir, r io.Reader, all boo
 	}
 	defer done()
 	for _, recs := range []map[string]map[string]any{sh.Packages, sh.PackagesConda} {
-		for fn := range recs {
-			_, served := sv.packages[fn]
+		for fn, rec := range recs {
+			ref, served := sv.packages[fn]
 			_, hidden := sv.hidden[fn]
 			if hidden || (all && !served) {
 				return errNotFound
+			}
+			if all {
+				// The same file as this channel serves, not a namesake:
+				// another channel's record under the same filename.
+				if d, ok := rec["sha256"].([]byte); !ok || !ref.hasSHA || !bytes.Equal(d, ref.digest[:]) {
+					return errNotFound
+				}
 			}
 		}
 	}
@@ -610,11 +682,14 @@ func (s *Server) servedNow(ctx context.Context, sd *subdir, r io.Reader, all boo
 // lostPack forgets sd's shards when a pack they are in is gone (a hand in the
 // data directory): the next ask of the index makes them all again, instead of
 // every shard of that pack failing for good.
-func (s *Server) lostPack(sd *subdir, pack string) {
-	s.log.Error("a pack of shards is missing; making the subdir's shards again", "channel", sd.ch.cfg.Name,
-		"subdir", sd.name, "file", pack)
+func (s *Server) lostPack(sd *subdir, seen *shardTable, pack string) {
 	sd.shards.buildMu.Lock()
 	defer sd.shards.buildMu.Unlock()
+	if now := sd.shards.table.Load(); now != seen || s.store.HasFile(pack) {
+		return // a build or expiry replaced what the request saw: nothing is lost
+	}
+	s.log.Error("a pack of shards is missing; making the subdir's shards again", "channel", sd.ch.cfg.Name,
+		"subdir", sd.name, "file", pack)
 	if err := s.store.Meta.Delete(stateKey("shards", sd.ch.cfg.Name, sd.name)); err != nil {
 		s.log.Warn("forget the shards of a missing pack", "err", err)
 	}
