@@ -74,6 +74,20 @@ type Proxy struct {
 	certs   *leafCache
 	count   *prometheus.CounterVec
 	idle    time.Duration
+	// running counts the reverse handler's answers in progress (Wait).
+	running sync.WaitGroup
+}
+
+// Wait waits until no answer of the reverse handler is running, or ctx ends:
+// after the listener's connections are closed (TrackingListener.CloseAll) and
+// before the proxy behind it stops.
+func (p *Proxy) Wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { p.running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // New builds the forward proxy for o.Config's conda channels.
@@ -321,7 +335,9 @@ func (p *Proxy) proxyToken(r *http.Request) (string, bool) {
 func (p *Proxy) serve(in *http.Request, abortPanics bool) *http.Response {
 	pr, pw := io.Pipe()
 	w := &pipeWriter{header: http.Header{}, body: pw, ready: make(chan struct{})}
+	p.running.Add(1)
 	go func() {
+		defer p.running.Done()
 		defer func() {
 			if v := recover(); v != nil {
 				if v != http.ErrAbortHandler {

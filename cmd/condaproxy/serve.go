@@ -96,7 +96,7 @@ type app struct {
 	coord   *coord.Set
 	backend *backend.Backend
 	// forward is the forward-proxy listener's handler (forward_proxy), or nil.
-	forward http.Handler
+	forward *forward.Proxy
 }
 
 func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
@@ -294,6 +294,7 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 		// Intercepted and tunnelled connections are hijacked: Shutdown does
 		// not wait for them. Cut before the proxy behind them stops.
 		fconns.CloseAll()
+		a.forward.Wait(sctx) // their answers in progress end before the proxy does
 	}
 	a.proxy.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
