@@ -314,6 +314,11 @@ func (m *MatchSpec) String() string {
 		// Would read back as a file name; move version and build into
 		// brackets so that the string ends with ']'.
 		s = m.format(true)
+	} else if back, err := Parse(s); err != nil || back.format(false) != s {
+		// The positional form does not read back as itself (a build such as
+		// "-" after "==1" joins the version; a build's leading space is
+		// trimmed): the bracket form, quoted, does.
+		s = m.format(true)
 	}
 	return s
 }
