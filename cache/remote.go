@@ -154,14 +154,8 @@ func (s *Store) Pull(ctx context.Context, sha string) (bool, error) {
 // Shared reports whether the object store holds the blob sha (false without a
 // remote tier): a cheap look, no bytes moved.
 func (s *Store) Shared(ctx context.Context, sha string) (bool, error) {
-	if s.remote == nil || !shaPattern.MatchString(sha) {
-		return false, nil
-	}
-	_, err := s.remote.store.Stat(ctx, sha)
-	if errors.Is(err, blobstore.ErrNotFound) {
-		return false, nil
-	}
-	return err == nil, err
+	_, ok, err := s.SharedSize(ctx, sha)
+	return ok, err
 }
 
 // PurgeBlob removes the blob sha everywhere: the object store (so no replica

@@ -13,21 +13,18 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"regexp"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/condaproxy/condaproxy/blobstore"
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/proxy"
 	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/shards"
 )
-
-// blobNameRE is a lower-case hex sha256.
-var blobNameRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // The export format: a plain tar whose first entry is manifest.json, then for each
 // channel and subdir <channel>/<subdir>/repodata.json and repodata.json.zst (holding
@@ -569,7 +566,7 @@ func (st *importStage) entry(tr *tar.Reader, hdr *tar.Header, want *manifestInde
 		// The import side makes its own shards from repodata.json (as every
 		// replica does); these serve the untarred tree. Checked, not kept.
 		sum, ok := strings.CutSuffix(base, ".msgpack.zst")
-		if !ok || !blobNameRE.MatchString(sum) || sum != mf.SHA256 {
+		if !ok || !blobstore.ValidName(sum) || sum != mf.SHA256 {
 			return refuse("%s: a shard is named <sha256 of its bytes>.msgpack.zst", name)
 		}
 		if mf.Size > shards.MaxShardSize {
