@@ -7,33 +7,45 @@ import (
 	"syscall"
 )
 
-// MapFile maps a named file into memory read-only: a reader of a whole served
-// document (a 300 MB repodata.json) holds its pages in the page cache, which
-// the kernel can drop, not on the heap. unmap must be called once the bytes
-// and everything aliasing them are no longer used.
-func (s *Store) MapFile(name string) (data []byte, unmap func(), err error) {
+// mapFile maps a named file read-only; mapped is false for an empty file,
+// which has no mapping.
+func (s *Store) mapFile(name string) (data []byte, unmap func(), mapped bool, err error) {
 	path, err := s.filePath(name)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
-		return nil, nil, ErrNotFound
+		return nil, nil, false, ErrNotFound
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	defer f.Close() // the mapping outlives the descriptor
 	info, err := f.Stat()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if info.Size() == 0 {
-		return []byte{}, func() {}, nil
+		return []byte{}, func() {}, false, nil
 	}
 	data, err = syscall.Mmap(int(f.Fd()), 0, int(info.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	return data, func() { syscall.Munmap(data) }, nil
+	return data, func() { syscall.Munmap(data) }, true, nil
+}
+
+// dropPages gives back the resident pages of the mapping data that lie wholly
+// before offset. MADV_DONTNEED on a shared read-only file mapping only unmaps
+// the pages from this process: the page cache keeps them, and a later read of
+// them faults them in again with the same bytes. Only ever called on a
+// mapping (on anonymous memory it would zero the pages).
+func dropPages(data []byte, offset int) {
+	page := os.Getpagesize()
+	n := min(offset, len(data)) &^ (page - 1)
+	if n <= 0 {
+		return
+	}
+	syscall.Madvise(data[:n], syscall.MADV_DONTNEED)
 }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"maps"
 	"net/url"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -20,10 +19,37 @@ import (
 	"github.com/condaproxy/condaproxy/upstream"
 )
 
-// upDoc is one upstream's stored repodata for one subdir, read for a build.
+// upDoc is one upstream's stored repodata for one subdir, mapped for a build.
 type upDoc struct {
-	data []byte        // the raw JSON; every record string of a scan aliases it
-	head *repodata.Doc // info, removed, version, extra keys
+	m    *cache.Mapped // the raw JSON; every record string of a scan aliases it
+	head *repodata.Doc // info, removed, version, extra keys; aliases nothing
+}
+
+// scan visits d's records (of one section when conda is not nil), giving back
+// the mapped pages behind the scan as it goes.
+func (d *upDoc) scan(conda *bool, visit func(r *repodata.Record) error) error {
+	o := repodata.ScanOptions{Behind: d.m.Drop}
+	if conda != nil {
+		o.Section = repodata.SectionTarBz2
+		if *conda {
+			o.Section = repodata.SectionConda
+		}
+	}
+	_, err := repodata.ScanWith(d.m.Bytes(), o, visit)
+	return err
+}
+
+// closeDocs unmaps every doc of a build. Nothing a build publishes aliases
+// them: what outlives a scan is cloned (filenames, policy names) or detached
+// (heads).
+func closeDocs(docs map[string][]*upDoc) {
+	for _, ds := range docs {
+		for _, d := range ds {
+			if d != nil {
+				d.m.Close()
+			}
+		}
+	}
 }
 
 // build makes and publishes sd's answer. With refresh, every upstream is
@@ -99,6 +125,7 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 		return cur, nil
 	}
 	docs := map[string][]*upDoc{}
+	defer closeDocs(docs)
 	for sub, sts := range states {
 		docs[sub] = make([]*upDoc, len(sts))
 		for i, st := range sts {
@@ -111,21 +138,6 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 			}
 			docs[sub][i] = d
 		}
-	}
-	// A big build holds the upstream bytes while it allocates its index: with the
-	// default GC target the heap could grow to twice that before a collection. A
-	// tighter target for the build's duration keeps the peak near the bytes
-	// themselves (SPEC: a 300 MB repodata under 1.5x its size).
-	var raw int64
-	for _, ds := range docs {
-		for _, d := range ds {
-			if d != nil {
-				raw += int64(len(d.data))
-			}
-		}
-	}
-	if raw > 32<<20 {
-		defer debug.SetGCPercent(debug.SetGCPercent(20))
 	}
 	own := docs[sd.name]
 	head := mergeHeads(own)
@@ -162,8 +174,8 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 			pkgBase[i] = s.packageBase(ch.sources[i], sd.name, own[i])
 		}
 	}
-	pkgs := map[string]pkgRef{}
-	hidden := map[string]string{}
+	pkgs := &nameIndex[pkgRef]{}
+	hidden := &nameIndex[string]{}
 	tmpName := uniqueName("served-"+shortHash(ch.cfg.Name, sd.name)+"-tmp", ".json")
 	size, sha, err := s.store.WriteFile(tmpName, func(w io.Writer) error {
 		enc := repodata.NewEncoder(w, head)
@@ -174,11 +186,11 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 					return
 				}
 				if rule, _ := decider.Decide(r); rule != "" {
-					hidden[strings.Clone(r.Filename)] = rule
+					hidden.add(r.Filename, rule)
 					return
 				}
 				off := enc.Record(r)
-				pkgs[strings.Clone(r.Filename)] = newPkgRef(r, up, off)
+				pkgs.add(r.Filename, newPkgRef(r, up, off))
 			})
 			if err != nil {
 				return err
@@ -189,6 +201,8 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	if err != nil {
 		return nil, err
 	}
+	pkgs.seal()
+	hidden.seal()
 	sv := &served{packages: pkgs, hidden: hidden, decider: decider, pkgBase: pkgBase, inputs: inputsKey}
 	sv.checkedNS.Store(checkedAt.UnixNano())
 	return s.publish(sd, tmpName, size, sha, sv)
@@ -239,13 +253,7 @@ func scanMergedSection(docs []*upDoc, extras []*repodata.Record, dedupe bool, co
 			visit(r, i)
 			return nil
 		}
-		var err error
-		if conda == nil {
-			_, err = repodata.Scan(d.data, each)
-		} else {
-			_, err = repodata.ScanSection(d.data, *conda, each)
-		}
-		if err != nil {
+		if err := d.scan(conda, each); err != nil {
 			return err
 		}
 	}
@@ -336,21 +344,20 @@ func (s *Server) readUpstream(ctx context.Context, ch *channel, sub string, i in
 }
 
 func readStored(store *cache.Store, st *upState) (*upDoc, error) {
-	data := st.data
-	if data == nil {
-		var err error
-		if data, err = store.ReadFile(st.File); err != nil {
-			return nil, fmt.Errorf("read stored repodata %s: %w", st.File, err)
-		}
+	m, err := store.Map(st.File)
+	if err != nil {
+		return nil, fmt.Errorf("read stored repodata %s: %w", st.File, err)
 	}
 	head := st.head
 	if head == nil {
-		var err error
-		if head, err = repodata.Scan(data, nil); err != nil {
+		h, err := repodata.ScanWith(m.Bytes(), repodata.ScanOptions{Behind: m.Drop}, nil)
+		if err != nil {
+			m.Close()
 			return nil, fmt.Errorf("stored repodata %s: %w", st.File, err)
 		}
+		head = h.Detach()
 	}
-	return &upDoc{data: data, head: head}, nil
+	return &upDoc{m: m, head: head}, nil
 }
 
 // packageBase returns where upstream src keeps subdir's packages: the CEP-15
@@ -381,7 +388,7 @@ func (s *Server) removedButCached(ch *channel, sub string, docs []*upDoc) []*rep
 	listed := map[string]bool{}
 	for _, d := range docs {
 		if d != nil {
-			repodata.Scan(d.data, func(r *repodata.Record) error {
+			d.scan(nil, func(r *repodata.Record) error {
 				listed[strings.Clone(r.Filename)] = true
 				return nil
 			})

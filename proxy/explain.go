@@ -65,14 +65,14 @@ func (s *Server) Explain(ctx context.Context, channel, subdir, query string) ([]
 		}
 		e := Explanation{Filename: strings.Clone(r.Filename), Name: strings.Clone(r.Name),
 			Version: strings.Clone(r.Version), Build: strings.Clone(r.Build)}
-		if ref, ok := sv.packages[r.Filename]; ok {
+		if ref, ok := sv.packages.get(r.Filename); ok {
 			e.Served = true
 			e.Cached = ref.hasSHA && s.store.Has(ref.shaHex())
 		} else if sv.decider != nil {
 			rule, detail := sv.decider.Decide(r)
 			e.Rule, e.Detail = rule, strings.Clone(detail)
 			if rule == "" {
-				e.Rule = sv.hidden[r.Filename] // decided by an older revision
+				e.Rule, _ = sv.hidden.get(r.Filename) // decided by an older revision
 			}
 		}
 		if !e.Cached {

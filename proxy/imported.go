@@ -72,7 +72,7 @@ func (s *Server) ExportSubdir(ctx context.Context, channel, subdir string, inclu
 	for _, conda := range []bool{false, true} {
 		enc.Section(conda)
 		_, err := repodata.ScanSection(data, conda, func(r *repodata.Record) error {
-			ref, ok := sv.packages[r.Filename]
+			ref, ok := sv.packages.get(r.Filename)
 			if !ok || (include != nil && !include(r.Filename)) {
 				return nil
 			}

@@ -105,8 +105,8 @@ func (s *Server) ServedFiles(ctx context.Context, channel, subdir string, refres
 	if sv.notFound {
 		return nil, nil
 	}
-	out := make([]ServedFile, 0, len(sv.packages))
-	for fn, ref := range sv.packages {
+	out := make([]ServedFile, 0, sv.packages.size())
+	sv.packages.each(func(fn string, ref pkgRef) bool {
 		f := ServedFile{Subdir: subdir, Filename: fn, SHA256: ref.shaHex(), Size: ref.size}
 		// Cached means indexed under this channel path, not only that the bytes
 		// exist (another channel may hold them): sync then records the path, and
@@ -115,7 +115,8 @@ func (s *Server) ServedFiles(ctx context.Context, channel, subdir string, refres
 			f.Cached = s.store.Has(e.SHA256) && (f.SHA256 == "" || e.SHA256 == f.SHA256)
 		}
 		out = append(out, f)
-	}
+		return true
+	})
 	return out, nil
 }
 
@@ -146,7 +147,7 @@ func (s *Server) prefetch(ctx context.Context, channel, subdir, filename string)
 		return false, err
 	}
 	defer done()
-	ref, ok := sv.packages[filename]
+	ref, ok := sv.packages.get(filename)
 	if !ok {
 		return false, fmt.Errorf("%s/%s/%s: %w", channel, subdir, filename, ErrNotServed)
 	}
@@ -204,10 +205,10 @@ func (s *Server) CachedHidden(ctx context.Context, channel string) ([]CachedFile
 			views[subdir] = sv
 		}
 		if sv != nil {
-			if _, ok := sv.packages[fn]; ok {
+			if sv.packages.has(fn) {
 				return nil
 			}
-			if rule, ok := sv.hidden[fn]; ok {
+			if rule, ok := sv.hidden.get(fn); ok {
 				f.Rule = rule
 				out = append(out, f)
 				return nil

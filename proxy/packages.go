@@ -58,8 +58,8 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) 
 	sv, done, loadErr := s.use(r.Context(), sd)
 	if loadErr == nil {
 		defer done()
-		_, listed := sv.packages[rt.file]
-		_, hidden := sv.hidden[rt.file]
+		listed := sv.packages.has(rt.file)
+		hidden := sv.hidden.has(rt.file)
 		if !listed && !hidden && s.catchUp(r.Context(), sd, sv) {
 			// Another replica has newer repodata (its client may have it): take
 			// the answer cut from it.
@@ -68,10 +68,10 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) 
 				sv = sv2
 			}
 		}
-		if ref, ok := sv.packages[rt.file]; ok {
+		if ref, ok := sv.packages.get(rt.file); ok {
 			return s.serveRecord(w, r, rt, sv, ref)
 		}
-		if rule, ok := sv.hidden[rt.file]; ok {
+		if rule, ok := sv.hidden.get(rt.file); ok {
 			return &hiddenError{rule: rule}
 		}
 	}

@@ -74,7 +74,7 @@ func (s *Server) applyPurge(m purgeMsg) error {
 	// another path still holds it.
 	f := CachedFile{Subdir: m.Subdir, Filename: m.Filename}
 	if sv := ch.subdir(m.Subdir).cur.Load(); sv != nil {
-		if ref, ok := sv.packages[m.Filename]; ok && ref.hasSHA {
+		if ref, ok := sv.packages.get(m.Filename); ok && ref.hasSHA {
 			f.SHA256 = ref.shaHex()
 		}
 	}
@@ -198,22 +198,24 @@ func (s *Server) adopt(ctx context.Context, sub string, prev *upState, sh shared
 		blob.Close()
 		return nil, fmt.Errorf("the shared document is larger than limits.max_repodata")
 	}
-	data := make([]byte, blob.Size)
-	_, err = io.ReadFull(blob, data)
+	// Copied to a named file, then checked through a map: never on the heap.
+	name := uniqueName("raw-"+sh.SHA[:16], ".json")
+	_, sha, err := s.store.WriteFile(name, func(w io.Writer) error { _, err := io.Copy(w, blob); return err })
 	blob.Close()
 	if err != nil {
 		return nil, err
 	}
-	head, err := validRepodata(data, sub)
-	if err != nil {
-		return nil, err
+	if sha != sh.SHA {
+		s.store.RemoveFile(name)
+		return nil, fmt.Errorf("the shared document's sha256 is %s, not %s", sha, sh.SHA)
 	}
-	name := uniqueName("raw-"+sh.SHA[:16], ".json")
-	if _, _, err := s.store.WriteFile(name, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+	head, err := s.validStored(name, sub)
+	if err != nil {
+		s.store.RemoveFile(name)
 		return nil, err
 	}
 	return &upState{URL: sh.URL, Found: true, File: name, SHA: sh.SHA, ETag: sh.ETag, LastModified: sh.LastModified,
-		Encoding: sh.Encoding, CheckedAt: sh.CheckedAt, data: data, head: head}, nil
+		Encoding: sh.Encoding, CheckedAt: sh.CheckedAt, head: head}, nil
 }
 
 // share puts st's document in the shared store (once: a 304 changes nothing)
@@ -221,22 +223,21 @@ func (s *Server) adopt(ctx context.Context, sub string, prev *upState, sh shared
 // request of their own.
 func (s *Server) share(ctx context.Context, key string, st *upState) {
 	if st.Found && !s.store.Has(st.SHA) {
-		data := st.data
-		if data == nil {
-			var err error
-			if data, err = s.store.ReadFile(st.File); err != nil {
-				return
-			}
+		// Streamed from the file: a 300 MB document is never on the heap.
+		f, err := s.store.OpenFile(st.File)
+		if err != nil {
+			return
 		}
+		defer f.Close()
 		t, err := s.store.NewTemp()
 		if err != nil {
 			return
 		}
-		if _, err := t.Write(data); err != nil {
+		if _, err := io.Copy(t, f); err != nil {
 			t.Abort()
 			return
 		}
-		if _, err := t.Commit(cache.Digest{Size: int64(len(data)), SHA256: st.SHA}); err != nil {
+		if _, err := t.Commit(cache.Digest{Size: f.Size, SHA256: st.SHA}); err != nil {
 			s.logger(ctx).Warn("cannot share fetched repodata with the other replicas", "err", err)
 			return
 		}

@@ -52,9 +52,9 @@ type upState struct {
 	Encoding     string    `json:"encoding,omitempty"` // "zst" or "": which form upstream served
 	CheckedAt    time.Time `json:"checked_at"`
 
-	// data is the raw document just fetched, handed to the build that asked so
-	// it is not read back from disk (and held twice) at once.
-	data []byte
+	// head is the document's head (info, removed, version) as the fetch that
+	// validated it read it, detached from the document's bytes, so the build
+	// that asked need not scan for it again.
 	head *repodata.Doc
 }
 
@@ -107,9 +107,9 @@ type served struct {
 	notFound     bool         // every upstream answered 404
 	json         variantFile
 	lastModified time.Time
-	packages     map[string]pkgRef
-	hidden       map[string]string // filename -> the rule that hid it
-	decider      policy.Decider    // for explaining a hidden record's detail
+	packages     *nameIndex[pkgRef]
+	hidden       *nameIndex[string] // filename -> the rule that hid it
+	decider      policy.Decider     // for explaining a hidden record's detail
 	// pkgBase[i] is the directory where upstream i keeps this subdir's packages
 	// (nil for the imported source), checked by upstream.Source.PackageBase.
 	pkgBase []*url.URL
@@ -396,11 +396,7 @@ func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp 
 	if err != nil {
 		return nil, fmt.Errorf("read: %w", err)
 	}
-	data, err := s.store.ReadFile(incoming)
-	var head *repodata.Doc
-	if err == nil {
-		head, err = validRepodata(data, sub)
-	}
+	head, err := s.validStored(incoming, sub)
 	if err != nil {
 		s.store.RemoveFile(incoming)
 		return nil, err
@@ -410,13 +406,34 @@ func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp 
 		return nil, err
 	}
 	return &upState{Found: true, File: name, SHA: sha, ETag: resp.ETag, LastModified: resp.LastModified,
-		Encoding: enc, CheckedAt: s.now(), data: data, head: head}, nil
+		Encoding: enc, CheckedAt: s.now(), head: head}, nil
+}
+
+// validStored checks the stored file name as validRepodata does, through a
+// memory map whose pages are given back as the scan passes them: a 300 MB
+// document is never on the heap, nor resident whole. The head it returns
+// aliases nothing.
+func (s *Server) validStored(name, sub string) (*repodata.Doc, error) {
+	m, err := s.store.Map(name)
+	if err != nil {
+		return nil, fmt.Errorf("read stored repodata: %w", err)
+	}
+	defer m.Close()
+	head, err := validRepodataWith(m.Bytes(), sub, m.Drop)
+	if err != nil {
+		return nil, err
+	}
+	return head.Detach(), nil
 }
 
 // validRepodata checks a whole upstream document before it replaces anything:
 // valid JSON, every record well formed, and the subdir that was asked for.
 func validRepodata(data []byte, sub string) (*repodata.Doc, error) {
-	d, err := repodata.Scan(data, func(*repodata.Record) error { return nil })
+	return validRepodataWith(data, sub, nil)
+}
+
+func validRepodataWith(data []byte, sub string, behind func(int)) (*repodata.Doc, error) {
+	d, err := repodata.ScanWith(data, repodata.ScanOptions{Behind: behind}, func(*repodata.Record) error { return nil })
 	if err != nil {
 		return nil, fmt.Errorf("upstream sent unusable repodata: %w", err)
 	}
@@ -638,11 +655,13 @@ func (s *Server) variantMaker(sd *subdir, sv *served, name string) (file string,
 	case "current":
 		file = base + ".current.json"
 		write = func(w io.Writer) error {
-			data, err := io.ReadAll(src)
+			// Mapped, not read: the served document can be hundreds of MB.
+			m, err := s.store.Map(sv.json.Name)
 			if err != nil {
 				return err
 			}
-			return repodata.WriteCurrent(w, data, compareVersions)
+			defer m.Close()
+			return repodata.WriteCurrent(w, m.Bytes(), compareVersions)
 		}
 	default:
 		sha, ok := strings.CutPrefix(name, "run_exports-")
@@ -662,7 +681,7 @@ func (s *Server) variantMaker(sd *subdir, sv *served, name string) (file string,
 			if err != nil {
 				return err
 			}
-			return repodata.FilterPackages(w, data, func(fn string) bool { _, ok := sv.packages[fn]; return ok })
+			return repodata.FilterPackages(w, data, sv.packages.has)
 		}
 	}
 	return file, write, closeSrc, nil

@@ -662,8 +662,8 @@ func (s *Server) servedNow(ctx context.Context, sd *subdir, r io.Reader, all boo
 	defer done()
 	for _, recs := range []map[string]map[string]any{sh.Packages, sh.PackagesConda} {
 		for fn, rec := range recs {
-			ref, served := sv.packages[fn]
-			_, hidden := sv.hidden[fn]
+			ref, served := sv.packages.get(fn)
+			hidden := sv.hidden.has(fn)
 			if hidden || (all && !served) {
 				return errNotFound
 			}

@@ -171,15 +171,17 @@ type searchIndex struct {
 
 func (sv *served) searchNames() []string {
 	sv.search.once.Do(func() {
-		names := make([]string, 0, len(sv.packages)+len(sv.hidden))
-		for fn := range sv.packages {
+		names := make([]string, 0, sv.packages.size()+sv.hidden.size())
+		sv.packages.each(func(fn string, _ pkgRef) bool {
 			names = append(names, fn)
-		}
-		for fn := range sv.hidden {
-			if _, dup := sv.packages[fn]; !dup {
+			return true
+		})
+		sv.hidden.each(func(fn string, _ string) bool {
+			if !sv.packages.has(fn) {
 				names = append(names, fn)
 			}
-		}
+			return true
+		})
 		slices.Sort(names)
 		sv.search.names = names
 	})
@@ -246,11 +248,11 @@ func (s *Server) SearchPackages(ctx context.Context, channel, subdir, q string, 
 	for _, fn := range page {
 		r := PackageRecord{Filename: fn, Size: -1}
 		r.Name, r.Version, r.Build = SplitFilename(fn)
-		if ref, ok := sv.packages[fn]; ok {
+		if ref, ok := sv.packages.get(fn); ok {
 			r.Served, r.Size = true, ref.size
 			r.Cached = ref.hasSHA && s.store.Has(ref.shaHex())
 		} else {
-			r.Reason = sv.hidden[fn]
+			r.Reason, _ = sv.hidden.get(fn)
 		}
 		if !r.Cached {
 			if e, ok := s.pkgEntry(ch, subdir, fn); ok {

@@ -109,17 +109,50 @@ func Parse(data []byte) (*Doc, error) {
 // while any of it is in use. A nil visit reads only the head (records are checked
 // for well-formed JSON and skipped).
 func Scan(data []byte, visit func(r *Record) error) (*Doc, error) {
-	return scan(data, visit, sectionBoth)
+	return scan(data, visit, sectionBoth, nil)
 }
 
 // ScanSection is Scan restricted to the records of "packages" (conda false) or
 // "packages.conda" (conda true); the other section is checked and skipped.
 func ScanSection(data []byte, conda bool, visit func(r *Record) error) (*Doc, error) {
-	if conda {
-		return scan(data, visit, sectionConda)
-	}
-	return scan(data, visit, sectionTarBz2)
+	return ScanWith(data, ScanOptions{Section: sectionOf(conda)}, visit)
 }
+
+func sectionOf(conda bool) int {
+	if conda {
+		return sectionConda
+	}
+	return sectionTarBz2
+}
+
+// ScanOptions are the less common ways to Scan.
+type ScanOptions struct {
+	// Section is SectionBoth (the zero value), SectionTarBz2 or SectionConda.
+	Section int
+	// Behind, when set, is called as the scan moves through the records with
+	// an offset before which it will not read data again. A caller whose data
+	// is a memory map drops those pages (cache.DropPages), so a scan of a 300 MB
+	// document holds a few megabytes of it resident, not all of it. Strings
+	// handed to visit may alias dropped pages: reading them again faults the
+	// page back in from the file, so they stay correct, only slower.
+	Behind func(offset int)
+}
+
+// The sections ScanOptions.Section selects.
+const (
+	SectionBoth   = sectionBoth
+	SectionTarBz2 = sectionTarBz2
+	SectionConda  = sectionConda
+)
+
+// ScanWith is Scan with options.
+func ScanWith(data []byte, o ScanOptions, visit func(r *Record) error) (*Doc, error) {
+	return scan(data, visit, o.Section, o.Behind)
+}
+
+// behindStep is how far a scan moves between two ScanOptions.Behind calls: a
+// few syscalls per 100 MB, and a resident window of about this size.
+const behindStep = 4 << 20
 
 const (
 	sectionBoth = iota
@@ -127,8 +160,9 @@ const (
 	sectionConda
 )
 
-func scan(data []byte, visit func(r *Record) error, section int) (*Doc, error) {
+func scan(data []byte, visit func(r *Record) error, section int, behind func(int)) (*Doc, error) {
 	s := &scanner{data: data, view: true}
+	told := 0
 	d := &Doc{}
 	seen := map[string]bool{}
 	var r Record
@@ -156,6 +190,10 @@ func scan(data []byte, visit func(r *Record) error, section int) (*Doc, error) {
 			}
 			skip := visit == nil || (section == sectionTarBz2 && conda) || (section == sectionConda && !conda)
 			return s.object(func(fn string) error {
+				if behind != nil && s.pos-told >= behindStep {
+					told = s.pos
+					behind(told)
+				}
 				if skip {
 					return s.skip()
 				}
@@ -188,6 +226,9 @@ func scan(data []byte, visit func(r *Record) error, section int) (*Doc, error) {
 	}
 	if s.ws(); s.pos < len(s.data) {
 		return nil, s.errorf("data after the document")
+	}
+	if behind != nil {
+		behind(len(data))
 	}
 	return d, nil
 }
@@ -266,4 +307,31 @@ func ValidFilename(name string) bool {
 		return false
 	}
 	return true
+}
+
+// Detach returns a copy of d that aliases nothing: Scan's Doc points into the
+// scanned bytes (Info and Extra values), which a caller that maps a document
+// must not use after unmapping it. Records are not copied (Scan keeps none).
+func (d *Doc) Detach() *Doc {
+	cp := *d
+	cp.Info = cloneMembers(d.Info)
+	cp.Extra = cloneMembers(d.Extra)
+	cp.BaseURL = strings.Clone(d.BaseURL)
+	cp.Removed = make([]string, len(d.Removed))
+	for i, fn := range d.Removed {
+		cp.Removed[i] = strings.Clone(fn)
+	}
+	cp.Records = nil
+	return &cp
+}
+
+func cloneMembers(ms []Member) []Member {
+	if ms == nil {
+		return nil
+	}
+	out := make([]Member, len(ms))
+	for i, m := range ms {
+		out[i] = Member{Key: strings.Clone(m.Key), Raw: append([]byte(nil), m.Raw...)}
+	}
+	return out
 }
