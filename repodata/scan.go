@@ -1,6 +1,7 @@
 package repodata
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -169,11 +170,10 @@ func (s *scanner) rawString() ([]byte, bool, error) {
 	escaped := false
 	data := s.data
 	for {
-		// Plain characters are most of a repodata: skip them through a table,
-		// eight at a time where there is room.
+		// Plain characters are most of a repodata: skip them eight at a time
+		// with one word test where there is room, then through a table.
 		i := s.pos
-		for i+8 <= len(data) && plain[data[i]] && plain[data[i+1]] && plain[data[i+2]] && plain[data[i+3]] &&
-			plain[data[i+4]] && plain[data[i+5]] && plain[data[i+6]] && plain[data[i+7]] {
+		for i+8 <= len(data) && !special(binary.LittleEndian.Uint64(data[i:])) {
 			i += 8
 		}
 		for i < len(data) && plain[data[i]] {
@@ -196,6 +196,18 @@ func (s *scanner) rawString() ([]byte, bool, error) {
 			return nil, false, s.errorf("control character in string")
 		}
 	}
+}
+
+// special reports whether any of the eight bytes of x ends a run of plain
+// string bytes: '"', '\\' or a control character (below 0x20). Each test is
+// the classic "has a zero byte" word trick, exact as an any-test:
+// (v - 0x01..) &^ v & 0x80.. is non-zero exactly when some byte of v is zero,
+// and with 0x20.. in place of 0x01.. when some byte is below 0x20.
+func special(x uint64) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	q := x ^ (lo * '"')
+	b := x ^ (lo * '\\')
+	return ((q-lo)&^q|(b-lo)&^b|(x-lo*0x20)&^x)&hi != 0
 }
 
 // plain marks the bytes a JSON string holds as they are: not '"', '\\' or a
