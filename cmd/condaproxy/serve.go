@@ -57,6 +57,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 		cfg.Data = *data
 	}
 	log := newLogger(cfg, stderr)
+	stopProfile, err := startProfile()
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	app, err := newApp(cfg, log)
 	if err != nil {
 		return err
