@@ -20,12 +20,19 @@ type Mapped struct {
 func (m *Mapped) Bytes() []byte { return m.data }
 
 // Drop tells the kernel the bytes before offset are not needed soon. They stay
-// readable: a later read faults them in again from the file.
+// readable: a later read faults them in again from the file. The window after
+// offset is mapped ahead of the reader, as the kernel's own read-ahead would
+// for read(2).
 func (m *Mapped) Drop(offset int) {
 	if m.mapped {
 		dropPages(m.data, offset)
+		populate(m.data, offset, offset+mapAhead)
 	}
 }
+
+// mapAhead is how much Drop maps ahead of the reader: a little more than the
+// distance between two calls of a scan (repodata's behindStep, 4 MiB).
+const mapAhead = 6 << 20
 
 // Close unmaps the file. Safe to call more than once.
 func (m *Mapped) Close() {

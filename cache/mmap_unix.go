@@ -49,3 +49,22 @@ func dropPages(data []byte, offset int) {
 	}
 	syscall.Madvise(data[:n], syscall.MADV_DONTNEED)
 }
+
+// madvPopulateRead is MADV_POPULATE_READ (Linux 5.14): map the pages of a
+// range in one call instead of one fault per few pages. Older kernels refuse it
+// with EINVAL, which costs nothing: the pages then fault in as they are read.
+const madvPopulateRead = 22
+
+// populate maps the resident pages of data[from:to] ahead of a sequential
+// reader. A scan that gives its pages back behind it faults every page in
+// again on its next pass; a fault per 64 KiB was a sixth of a 300 MB build's
+// CPU.
+func populate(data []byte, from, to int) {
+	page := os.Getpagesize()
+	from &^= page - 1
+	to = min(to, len(data))
+	if from >= to {
+		return
+	}
+	syscall.Madvise(data[from:to], madvPopulateRead)
+}

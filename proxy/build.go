@@ -21,6 +21,7 @@ import (
 
 // upDoc is one upstream's stored repodata for one subdir, mapped for a build.
 type upDoc struct {
+	up   int           // the upstream's index (the imported source is the last)
 	m    *cache.Mapped // the raw JSON; every record string of a scan aliases it
 	head *repodata.Doc // info, removed, version, extra keys; aliases nothing
 }
@@ -136,9 +137,17 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 			if err != nil {
 				return nil, err
 			}
+			if d != nil {
+				d.up = i
+			}
 			docs[sub][i] = d
 		}
 	}
+	release, err := s.admitBuild(ctx, docs)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	own := docs[sd.name]
 	head := mergeHeads(own)
 	if head == nil {
@@ -179,18 +188,30 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	tmpName := uniqueName("served-"+shortHash(ch.cfg.Name, sd.name)+"-tmp", ".json")
 	size, sha, err := s.store.WriteFile(tmpName, func(w io.Writer) error {
 		enc := repodata.NewEncoder(w, head)
+		record := func(r *repodata.Record, up int) {
+			if rule, _ := decider.Decide(r); rule != "" {
+				hidden.add(r.Filename, rule)
+				return
+			}
+			enc.Section(r.Conda)
+			off := enc.Record(r)
+			pkgs.add(r.Filename, newPkgRef(r, up, off))
+		}
+		if one := single(own); one != nil && len(extras) == 0 && !one.head.CondaFirst {
+			// One document with its sections in the order they are written:
+			// one scan, not one per section (each pass over a 300 MB document
+			// is a second of CPU).
+			if err := one.scan(nil, func(r *repodata.Record) error { record(r, one.up); return nil }); err != nil {
+				return err
+			}
+			return enc.Close()
+		}
 		for _, conda := range []bool{false, true} {
 			enc.Section(conda)
 			err := scanMergedSection(own, extras, multi, &conda, func(r *repodata.Record, up int) {
-				if r.Conda != conda {
-					return
+				if r.Conda == conda {
+					record(r, up)
 				}
-				if rule, _ := decider.Decide(r); rule != "" {
-					hidden.add(r.Filename, rule)
-					return
-				}
-				off := enc.Record(r)
-				pkgs.add(r.Filename, newPkgRef(r, up, off))
 			})
 			if err != nil {
 				return err
@@ -206,6 +227,48 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	sv := &served{packages: pkgs, hidden: hidden, decider: decider, pkgBase: pkgBase, inputs: inputsKey}
 	sv.checkedNS.Store(checkedAt.UnixNano())
 	return s.publish(sd, tmpName, size, sha, sv)
+}
+
+// bigBuildBytes is the upstream input from which a build counts as big (see
+// Server.bigBuild). Smaller builds (most subdirs, every noarch of a small
+// channel) never wait behind a big one.
+const bigBuildBytes = 32 << 20
+
+// admitBuild waits, when docs are big, until no other big build runs. Waiting
+// costs no memory: the documents are only mapped, not read, until admitted.
+func (s *Server) admitBuild(ctx context.Context, docs map[string][]*upDoc) (release func(), err error) {
+	var n int
+	for _, ds := range docs {
+		for _, d := range ds {
+			if d != nil {
+				n += len(d.m.Bytes())
+			}
+		}
+	}
+	if n < bigBuildBytes {
+		return func() {}, nil
+	}
+	select {
+	case s.bigBuild <- struct{}{}:
+		return func() { <-s.bigBuild }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// single returns the one document of docs, or nil when there are none or
+// several.
+func single(docs []*upDoc) *upDoc {
+	var one *upDoc
+	for _, d := range docs {
+		if d != nil {
+			if one != nil {
+				return nil
+			}
+			one = d
+		}
+	}
+	return one
 }
 
 // several reports whether more than one source has the subdir: only then can a

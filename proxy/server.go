@@ -84,6 +84,11 @@ type Server struct {
 	// direct bounds the repodata forms made per request when they cannot be
 	// stored (serveVariant).
 	direct chan struct{}
+	// bigBuild lets one build of a big document (bigBuildBytes of upstream
+	// input or more) run at a time: include_dependencies reads several big
+	// subdirs, and a restart or a filter change rebuilds every subdir at once,
+	// so without it the peak memory is the sum of the builds, not the largest.
+	bigBuild chan struct{}
 
 	// reqSeq numbers requests for log lines (prefixed by the process start).
 	reqSeq atomic.Uint64
@@ -138,7 +143,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		cfg: o.Config, store: o.Store, coord: o.Coord, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
 		log: o.Logger, now: o.Now,
-		channels: map[string]*channel{}, direct: make(chan struct{}, 2),
+		channels: map[string]*channel{}, direct: make(chan struct{}, 2), bigBuild: make(chan struct{}, 1),
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.fills = fill.New(fill.Options{Store: o.Store, Locker: o.Coord.Locker, Timeout: o.FillTimeout,

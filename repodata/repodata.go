@@ -67,6 +67,10 @@ type Doc struct {
 	// with '_' are conda's local cache bookkeeping (_url, _etag, _mod) and are dropped:
 	// they would point clients at upstream.
 	Extra []Member
+	// CondaFirst is true when "packages.conda" comes before "packages" in the
+	// document. Otherwise (conda and rattler write them in that order) one scan
+	// visits the records in the order a document is written, sections included.
+	CondaFirst bool
 }
 
 // Subdir returns info.subdir, or "" when absent.
@@ -185,6 +189,9 @@ func scan(data []byte, visit func(r *Record) error, section int, behind func(int
 			})
 		case "packages", "packages.conda":
 			conda := key == "packages.conda"
+			if !conda && seen["packages.conda"] {
+				d.CondaFirst = true
+			}
 			if s.peek() == 'n' {
 				return s.literal("null")
 			}
