@@ -57,8 +57,13 @@ func (s *Store) WriteFile(name string, write func(io.Writer) error) (size int64,
 		}
 	}()
 	h := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(f, h)}
-	if err = write(cw); err != nil {
+	pw := newPipeWriter(f, h)
+	cw := &countWriter{w: pw}
+	err = write(cw)
+	if cerr := pw.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return 0, "", err
 	}
 	if err = f.Sync(); err != nil {
