@@ -232,7 +232,7 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 // bigBuildBytes is the upstream input from which a build counts as big (see
 // Server.bigBuild). Smaller builds (most subdirs, every noarch of a small
 // channel) never wait behind a big one.
-const bigBuildBytes = 32 << 20
+var bigBuildBytes = 32 << 20
 
 // admitBuild waits, when docs are big, until no other big build runs. Waiting
 // costs no memory: the documents are only mapped, not read, until admitted.
@@ -476,6 +476,42 @@ func (s *Server) removedButCached(ch *channel, sub string, docs []*upDoc) []*rep
 	return out
 }
 
+// prewarmForms makes, for the new answer sv whose JSON is json, the forms
+// clients asked of the answer it replaces (conda and mamba ask for .zst
+// first): made here, by the refresh nobody waits for, and not on the first ask
+// after the swap, where every client of that form would wait for a 300 MB
+// compression. Shards (their own incremental build) and run_exports (tied to
+// an upstream copy) are left to their first ask. A form that cannot be made
+// now (a full disk) is made on ask, as before.
+func (s *Server) prewarmForms(sd *subdir, sv *served, json variantFile) map[string]variantFile {
+	old := sd.cur.Load()
+	if old == nil || old.notFound {
+		return nil
+	}
+	old.mu.Lock()
+	var names []string
+	for name := range old.variants {
+		if name != "shards" && !strings.HasPrefix(name, "run_exports-") {
+			names = append(names, name)
+		}
+	}
+	old.mu.Unlock()
+	if len(names) == 0 {
+		return nil
+	}
+	sv.json = json
+	out := map[string]variantFile{}
+	for _, name := range names {
+		vf, err := s.makeVariant(sd, sv, name)
+		if err != nil {
+			s.log.Warn("cannot make a repodata form ahead of the swap; it is made on first ask", "channel", sd.ch.cfg.Name, "subdir", sd.name, "form", name, "err", err)
+			continue
+		}
+		out[name] = vf
+	}
+	return out
+}
+
 // publish gives the served JSON written to tmpName its final name and makes sv
 // the published generation. The one it replaces keeps its files until its last
 // reader is done (generation.go).
@@ -500,10 +536,14 @@ func (s *Server) publish(sd *subdir, tmpName string, size int64, sha string, sv 
 			s.store.RemoveFile(tmpName)
 			return nil, err
 		}
+		st.Variants = s.prewarmForms(sd, sv, st.JSON)
 	}
 	if err := s.store.Meta.Put(key, st); err != nil {
 		if st.JSON.Name != prev.JSON.Name {
 			s.store.RemoveFile(st.JSON.Name) // no state names it
+			for _, v := range st.Variants {
+				s.store.RemoveFile(v.Name)
+			}
 		}
 		return nil, err
 	}
