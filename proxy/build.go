@@ -548,6 +548,7 @@ func (s *Server) publish(sd *subdir, tmpName string, size int64, sha string, sv 
 		return nil, err
 	}
 	sv.json, sv.lastModified, sv.variants = st.JSON, st.LastModified, maps.Clone(st.Variants)
+	sv.lastModifiedHTTP = httpTime(sv.lastModified)
 	if sv.variants == nil {
 		sv.variants = map[string]variantFile{}
 	}

@@ -43,7 +43,7 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 	}
 	age := s.now().Sub(e.CheckedAt)
 	if s.negative.has(key, s.now()) {
-		s.metrics.CacheLookups.WithLabelValues("file", "negative").Inc()
+		s.metrics.lookup("file", "negative").Inc()
 		return errNotFound
 	}
 	if found && !e.NotFound {
@@ -62,7 +62,7 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 					return s.fetchMutable(ctx, f, ch, rel, key, &prev)
 				})
 			}
-			s.metrics.CacheLookups.WithLabelValues("file", result).Inc()
+			s.metrics.lookup("file", result).Inc()
 			s.mutableHeaders(rel, e)(w.Header())
 			setSource(w, blob.Source)
 			var lm time.Time
@@ -73,7 +73,7 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 			return nil
 		}
 	}
-	s.metrics.CacheLookups.WithLabelValues("file", "miss").Inc()
+	s.metrics.lookup("file", "miss").Inc()
 	f := s.fills.Start(r.Context(), key, func(ctx context.Context, f *fill.Fill) (string, error) {
 		return s.fetchMutable(ctx, f, ch, rel, key, nil)
 	})
@@ -234,14 +234,20 @@ func unasked304(src upstream.Source, rel string) error {
 // opaque origin; nosniff stops a type guess; a type a browser renders as a page
 // or image with script is downloaded, not shown.
 func untrustedContent(h http.Header, ctype string) {
-	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Content-Security-Policy"] = sandboxCSP
+	h["X-Content-Type-Options"] = noSniff
 	mt, _, _ := strings.Cut(ctype, ";")
 	switch strings.TrimSpace(strings.ToLower(mt)) {
 	case "text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml", "text/javascript", "application/javascript":
 		h.Set("Content-Disposition", "attachment")
 	}
 }
+
+// Shared header values (see serveNamed).
+var (
+	sandboxCSP = []string{"sandbox; default-src 'none'"}
+	noSniff    = []string{"nosniff"}
+)
 
 // negativeCache remembers upstream 404s of mutable files until they expire, in
 // memory and bounded: past maxNegative entries, expired ones go, then any.

@@ -29,6 +29,18 @@ type Metrics struct {
 	// its values, which is a measurable share of a hot hit.
 	requests sync.Map // requestKey -> prometheus.Counter
 	bytesBy  sync.Map // source -> prometheus.Counter
+	lookups  sync.Map // [2]string{kind, result} -> prometheus.Counter
+}
+
+// lookup is CacheLookups' child for kind and result, looked up once.
+func (m *Metrics) lookup(kind, result string) prometheus.Counter {
+	key := [2]string{kind, result}
+	if c, ok := m.lookups.Load(key); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.CacheLookups.WithLabelValues(kind, result)
+	m.lookups.Store(key, c)
+	return c
 }
 
 type requestKey struct {

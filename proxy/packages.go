@@ -91,7 +91,7 @@ func (s *Server) servePackage(w http.ResponseWriter, r *http.Request, rt route) 
 		}
 		if blob, err := s.store.OpenBlob(e.SHA256); err == nil {
 			defer blob.Close()
-			s.metrics.CacheLookups.WithLabelValues("package", "hit").Inc()
+			s.metrics.lookup("package", "hit").Inc()
 			return s.serveBlob(w, r, blob, e.SHA256)
 		}
 	}
@@ -144,7 +144,9 @@ func entryRecord(filename string, e pkgEntry) *repodata.Record {
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, blob *cache.Blob, sha string) error {
 	packageHeaders(sha)(w.Header())
 	setSource(w, blob.Source)
-	http.ServeContent(w, r, "", zeroTime, blob.ReadSeeker)
+	if !serveWhole(w, r, blob.ReadSeeker, blob.Size, "") {
+		http.ServeContent(w, r, "", zeroTime, blob.ReadSeeker)
+	}
 	return nil
 }
 
@@ -162,12 +164,12 @@ func (s *Server) serveRecord(w http.ResponseWriter, r *http.Request, rt route, s
 		// through the fill (it takes the file's lock, pulls it, indexes it here).
 		if blob, err := s.store.OpenBlob(sha); err == nil {
 			defer blob.Close()
-			s.metrics.CacheLookups.WithLabelValues("package", "hit").Inc()
+			s.metrics.lookup("package", "hit").Inc()
 			s.indexHit(rt, sv, ref, sha)
 			return s.serveBlob(w, r, blob, sha)
 		}
 	}
-	s.metrics.CacheLookups.WithLabelValues("package", "miss").Inc()
+	s.metrics.lookup("package", "miss").Inc()
 	if r.Method == http.MethodHead && ref.size >= 0 {
 		// The record says all a HEAD needs; no download for it.
 		packageHeaders(refSHA)(w.Header())

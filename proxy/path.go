@@ -139,7 +139,7 @@ func (s *Server) parseRoute(p string) (rt route, ok bool, err error) {
 		}
 		return rt, true, errNotFound
 	}
-	if !config.SubdirPattern.MatchString(subdir) {
+	if !config.ValidSubdir(subdir) {
 		return rt, true, errNotFound
 	}
 	rt.subdir = subdir

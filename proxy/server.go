@@ -89,6 +89,8 @@ type Server struct {
 	// subdirs, and a restart or a filter change rebuilds every subdir at once,
 	// so without it the peak memory is the sum of the builds, not the largest.
 	bigBuild chan struct{}
+	// metadataCacheControl is the Cache-Control value of repodata answers.
+	metadataCacheControl []string
 
 	// reqSeq numbers requests for log lines (prefixed by the process start).
 	reqSeq atomic.Uint64
@@ -144,6 +146,7 @@ func New(o Options) (*Server, error) {
 		cfg: o.Config, store: o.Store, coord: o.Coord, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
 		log: o.Logger, now: o.Now,
 		channels: map[string]*channel{}, direct: make(chan struct{}, 2), bigBuild: make(chan struct{}, 1),
+		metadataCacheControl: []string{"public, max-age=" + strconv.Itoa(int(o.Config.Cache.MetadataTTL.D().Seconds()))},
 	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.fills = fill.New(fill.Options{Store: o.Store, Locker: o.Coord.Locker, Timeout: o.FillTimeout,
