@@ -8,6 +8,9 @@
 //     open, so a process killed mid-write leaves nothing visible.
 //   - The package store stays under its size limit by evicting the least recently
 //     used blobs, never one that is open for reading.
+//   - Open reads the blob table only; the files are squared with it in the
+//     background (Store.Ready), so a blob file left without its record by a
+//     crash is served only from then on.
 //   - A newer data directory format is refused, never misread.
 //
 // The package knows nothing of HTTP, conda or upstreams.

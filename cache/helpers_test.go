@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // quiet keeps expected warnings (adopted blobs, evictions) out of test output.
@@ -18,7 +19,7 @@ var quiet = slog.New(slog.DiscardHandler)
 
 // openT opens dir with a silent logger and closes it when the test ends; Close is
 // idempotent, so tests may also close it themselves to reopen the directory.
-func openT(t *testing.T, dir string, o Options) *Store {
+func openT(t testing.TB, dir string, o Options) *Store {
 	t.Helper()
 	if o.Logger == nil {
 		o.Logger = quiet
@@ -120,9 +121,11 @@ func exists(path string) bool {
 	return !errors.Is(err, fs.ErrNotExist)
 }
 
-// setATime is the test hook for LRU order: access times are unix seconds, so blobs
-// touched within one second tie and their eviction order is unspecified. It marks
-// the entry dirty, as OpenBlob does, so Close persists it like a real access.
+// setATime is the test hook for LRU order: it gives a blob an access time of the
+// test's choosing, and the place in the eviction order that time has (as load
+// would give it at the next start), so that the order does not depend on how
+// fast the test runs. It marks the entry dirty, as OpenBlob does, so Close
+// persists it like a real access.
 func setATime(t *testing.T, s *Store, sha string, atime int64) {
 	t.Helper()
 	s.mu.Lock()
@@ -133,4 +136,57 @@ func setATime(t *testing.T, s *Store, sha string, atime int64) {
 	}
 	e.ATime = atime
 	s.dirty[sha] = true
+	s.lru.remove(e)
+	at := s.lru.back()
+	for at != nil && at.ATime > atime {
+		at = s.lru.before(at)
+	}
+	if at == nil {
+		at = &s.lru.root
+	}
+	s.lru.insertAfter(e, at)
+}
+
+// lruOrder is the table's eviction order, least recently used first.
+func lruOrder(s *Store) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var order []string
+	for e := s.lru.front(); e != nil; e = s.lru.after(e) {
+		order = append(order, e.sha)
+	}
+	return order
+}
+
+// waitDeletes returns once no evicted blob's delete is queued or under way, nor
+// any other change claimed: the files and keys then agree with the table.
+func waitDeletes(t testing.TB, s *Store) {
+	t.Helper()
+	s.kickDeleter()
+	done := make(chan struct{})
+	go func() {
+		s.mu.Lock()
+		for len(s.busy) > 0 {
+			s.settled.Wait()
+		}
+		s.mu.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("evicted blobs' deletes still pending after 30s")
+	}
+}
+
+// settle waits for the reconciliation after Open (adoptions, drops, the cap
+// enforced again) and for the deletes it and earlier evictions queued.
+func settle(t testing.TB, s *Store) {
+	t.Helper()
+	select {
+	case <-s.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatal("reconciliation after Open not done after 30s")
+	}
+	waitDeletes(t, s)
 }

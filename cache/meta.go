@@ -63,31 +63,64 @@ func (m *Meta) Delete(key string) error {
 // Scan calls fn with each key under prefix, in key order, and its raw JSON value;
 // fn's error stops the scan.
 func (m *Meta) Scan(prefix string, fn func(key string, val []byte) error) error {
-	upper := []byte(prefix)
-	upper = append(upper[:len(upper):len(upper)], 0xff)
-	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte(prefix), UpperBound: upper})
+	return m.scanRaw(prefix, func(key, val []byte) error { return fn(string(key), val) })
+}
+
+// scanRaw is Scan without a string made of each key, for the blob table's
+// million keys at Open: key and val are valid only during the call.
+func (m *Meta) scanRaw(prefix string, fn func(key, val []byte) error) error {
+	return m.scanRange(prefix, prefix+"\xff", fn)
+}
+
+// scanRange is scanRaw of the keys from lower up to, not including, upper.
+func (m *Meta) scanRange(lower, upper string, fn func(key, val []byte) error) error {
+	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte(lower), UpperBound: []byte(upper)})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
-		if err := fn(string(it.Key()), it.Value()); err != nil {
+		if err := fn(it.Key(), it.Value()); err != nil {
 			return err
 		}
 	}
 	return it.Error()
 }
 
-// putBatch writes several values at once without waiting for the disk: used for
-// access times, which may be lost in a crash at the cost of a slightly wrong LRU.
-func (m *Meta) putBatch(kv map[string]any) error {
+// rawRecord is a key and its value already encoded (JSON).
+type rawRecord struct {
+	key string
+	val []byte
+}
+
+// putRaw stores an encoded value at key; sync waits for the disk.
+func (m *Meta) putRaw(key string, val []byte, sync bool) error {
+	opt := pebble.NoSync
+	if sync {
+		opt = pebble.Sync
+	}
+	return m.db.Set([]byte(key), val, opt)
+}
+
+// writeNoSync sets and deletes keys in one batch without waiting for the disk:
+// for writes a crash may lose, because the next Open repairs them from the
+// files (the blob table's adoptions, drops and evictions) or because losing them
+// only makes the LRU order slightly wrong (access times).
+func (m *Meta) writeNoSync(puts []rawRecord, dels []string) error {
+	if len(puts) == 0 && len(dels) == 0 {
+		return nil
+	}
 	b := m.db.NewBatch()
-	for k, v := range kv {
-		raw, err := json.Marshal(v)
-		if err != nil {
+	defer b.Close()
+	for _, p := range puts {
+		if err := b.Set([]byte(p.key), p.val, nil); err != nil {
 			return err
 		}
-		b.Set([]byte(k), raw, nil)
+	}
+	for _, k := range dels {
+		if err := b.Delete([]byte(k), nil); err != nil {
+			return err
+		}
 	}
 	return b.Commit(pebble.NoSync)
 }

@@ -114,9 +114,18 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 	var pinned []*blobEntry
 	var pinnedSHA []string // pinned[i]'s sha256
 	var renamed []string   // the fresh ones whose file is in place
+	// placed ends what Place counted in s.placing (under s.mu).
+	placed := func() {
+		for sha := range fresh {
+			if s.placing[sha]--; s.placing[sha] == 0 {
+				delete(s.placing, sha)
+			}
+		}
+	}
 	s.mu.Lock()
 	for _, st := range staged {
 		if st.gone {
+			placed()
 			s.mu.Unlock()
 			for _, e := range pinned {
 				s.unpin(e)
@@ -133,40 +142,50 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 			continue
 		}
 		fresh[st.sha] = st.size
+		s.placing[st.sha]++
 	}
 	s.mu.Unlock()
 	b.onAbort = append(b.onAbort, func() {
+		s.mu.Lock()
+		placed()
+		s.mu.Unlock()
 		for _, e := range pinned {
 			s.unpin(e)
 		}
 		for _, sha := range renamed {
 			// A fill of the same bytes may have committed since: then it is
 			// that fill's blob, and stays.
-			if !s.Has(sha) {
-				os.Remove(s.blobPath(sha))
-			}
+			s.removeStray(sha)
 		}
 	})
 	b.onCommit = append(b.onCommit, func() {
 		s.mu.Lock()
-		for _, e := range pinned {
+		placed()
+		for i, e := range pinned {
 			e.inUse--
 			// Just imported, so just used: not first in line for eviction
 			// (the batch carries the same time, so a crash keeps it too).
-			e.ATime = now
+			// Unless an operator's purge took it out of the table meanwhile.
+			if s.blobs[pinnedSHA[i]] == e {
+				e.ATime = now
+				s.lru.moveToBack(e)
+			}
 		}
 		for _, sha := range renamed {
 			if e, ok := s.blobs[sha]; ok { // a concurrent fill got there first
-				e.ATime = now
-				s.dirty[sha] = true
+				s.touchLocked(e, now)
 				continue
 			}
-			s.blobs[sha] = &blobEntry{Size: fresh[sha], ATime: now}
-			s.total += fresh[sha]
+			e := &blobEntry{sha: sha, Size: fresh[sha], ATime: now}
+			s.blobs[sha] = e
+			s.lru.pushBack(e)
+			s.total += e.Size
 		}
 		victims := s.pickVictimsLocked("")
 		s.mu.Unlock()
-		s.evict(victims)
+		if victims > 0 {
+			s.kickDeleter()
+		}
 	})
 	dirs := map[string]bool{}
 	inPlace := map[string]bool{}
@@ -185,7 +204,10 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 			return err
 		}
 		// Renamed over an existing blob too: the bytes are the same, just verified.
-		if err := os.Rename(st.path, dst); err != nil {
+		s.claimFile(st.sha)
+		err := os.Rename(st.path, dst)
+		s.unclaim(st.sha)
+		if err != nil {
 			return err
 		}
 		st.gone = true

@@ -205,6 +205,7 @@ func TestPlacedBlobsAdoptedAfterCrash(t *testing.T) {
 	// The process dies here: no Commit, no Close of the batch.
 	s.Close()
 	s = openT(t, dir, Options{})
+	settle(t, s) // adoption happens after Open returns
 	if got, err := readBlob(s, shaOf(fresh)); err != nil || !bytes.Equal(got, fresh) {
 		t.Errorf("a blob placed before a crash, after a restart: %v", err)
 	}

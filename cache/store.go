@@ -2,12 +2,10 @@ package cache
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/condaproxy/condaproxy/blobstore"
@@ -18,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +66,12 @@ type Options struct {
 	// Remote, if set, is the object store several replicas share (remote.go):
 	// blobs are put there once verified, and pulled from there on a local miss.
 	Remote blobstore.Store
+
+	// Test hooks, nil outside this package's tests, for interleavings that
+	// timing alone would not make: the deleter takes a receive on deleteGate
+	// after claiming each batch and before deleting it, and reconcile one on
+	// reconcileGate before it starts.
+	deleteGate, reconcileGate chan struct{}
 }
 
 // Store is the on-disk cache of one data directory.
@@ -82,19 +85,45 @@ type Store struct {
 
 	mu    sync.Mutex
 	blobs map[string]*blobEntry
+	lru   lruList // the entries of blobs, least recently used first
 	total int64
 	dirty map[string]bool
+	// busy says what is under way for the files of blobs out of the table
+	// (evict.go); settled is broadcast whenever one of those ends.
+	busy        map[string]fileState
+	settled     *sync.Cond // on mu
+	deleteQueue []string   // evicted, for the deleter; stale ones are passed over
+	// placing counts, per sha256, the uncommitted batches that placed a new
+	// blob file (Place): reconcile leaves those files to their batch.
+	placing map[string]int
 
-	stop chan struct{}
-	done chan struct{}
+	stop  chan struct{} // closed by Close
+	done  chan struct{} // the flusher returned
+	ready chan struct{} // reconcile returned (Ready)
+	// The deleter: kick wakes it, quit (closed by Close once nothing else
+	// evicts) makes it delete what is queued and return, closing deleterDone.
+	kick        chan struct{}
+	quit        chan struct{}
+	deleterDone chan struct{}
 
 	remote *remoteTier // nil: blobs on local disk only
 }
 
+// blobEntry is a blob in the table. Its exported fields are its record in the
+// metadata, under "b/<sha256>" (record, decodeBlobRecord).
+//
+// A million of them are made at Open: the fields are ordered so that it packs
+// into 56 bytes.
 type blobEntry struct {
 	Size  int64 `json:"size"`
 	ATime int64 `json:"atime"` // unix nanoseconds of the last open
-	inUse int   // open handles and pins: never evicted while > 0
+	inUse int32 // open handles and pins: never evicted while > 0
+	// unseen: read from the metadata at Open, and its file not yet seen by
+	// reconcile (which drops the entry if the file is not there).
+	unseen bool
+
+	sha        string     // its key in Store.blobs
+	prev, next *blobEntry // its place in Store.lru
 }
 
 // openDirs are the data directories open in this process, by resolved path. Pebble's
@@ -129,7 +158,9 @@ func releaseDir(key string) {
 	openDirs.Unlock()
 }
 
-// Open opens (creating if needed) the data directory dir.
+// Open opens (creating if needed) the data directory dir. It returns once the
+// blob table is read; the files on disk are squared with it in the background
+// (see load.go; Ready says when that is done).
 func Open(dir string, opts Options) (_ *Store, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -177,9 +208,13 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 	}
 	s := &Store{
 		dir: dir, held: held, Meta: meta, opts: opts, log: opts.Logger,
-		blobs: map[string]*blobEntry{}, dirty: map[string]bool{},
-		stop: make(chan struct{}), done: make(chan struct{}),
+		blobs: map[string]*blobEntry{}, dirty: map[string]bool{}, busy: map[string]fileState{},
+		placing: map[string]int{},
+		stop:    make(chan struct{}), done: make(chan struct{}), ready: make(chan struct{}),
+		kick: make(chan struct{}, 1), quit: make(chan struct{}), deleterDone: make(chan struct{}),
 	}
+	s.settled = sync.NewCond(&s.mu)
+	s.lru.init()
 	if opts.Remote != nil {
 		s.remote = &remoteTier{store: opts.Remote}
 	}
@@ -199,14 +234,18 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 			return nil, err
 		}
 	}
-	if err := s.load(); err != nil {
+	loaded, err := s.load()
+	if err != nil {
 		if s.hot != nil {
 			s.hot.Close()
 		}
 		meta.close()
 		return nil, err
 	}
+	go s.deleter()
+	s.kickDeleter() // for what the cap evicted at load
 	go s.flusher()
+	go s.reconcile(loaded)
 	return s, nil
 }
 
@@ -247,84 +286,6 @@ func clearDir(dir string) error {
 		}
 	}
 	return nil
-}
-
-// load reads the blob table and reconciles it with the files: a file renamed into
-// place just before a crash, before its metadata was written, is adopted (it was
-// verified before the rename); an entry whose file is gone is dropped.
-func (s *Store) load() error {
-	err := s.Meta.Scan("b/", func(key string, val []byte) error {
-		var e blobEntry
-		if err := json.Unmarshal(val, &e); err != nil {
-			return err
-		}
-		s.blobs[strings.TrimPrefix(key, "b/")] = &e
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	onDisk := map[string]int64{}
-	err = filepath.WalkDir(filepath.Join(s.dir, "blobs"), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if !shaPattern.MatchString(d.Name()) {
-			return nil // not ours: never served, never counted
-		}
-		onDisk[d.Name()] = info.Size()
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	now := time.Now().UnixNano()
-	fix := map[string]any{}
-	for sha, size := range onDisk {
-		if _, ok := s.blobs[sha]; !ok {
-			e := &blobEntry{Size: size, ATime: now}
-			s.blobs[sha] = e
-			fix["b/"+sha] = e
-		}
-	}
-	for sha := range s.blobs {
-		if _, ok := onDisk[sha]; !ok {
-			delete(s.blobs, sha)
-			if err := s.Meta.Delete("b/" + sha); err != nil {
-				return err
-			}
-		}
-	}
-	for _, e := range s.blobs {
-		s.total += e.Size
-	}
-	if len(fix) > 0 {
-		s.log.Info("adopted blobs written before a crash", "count", len(fix))
-		if err := s.Meta.putBatch(fix); err != nil {
-			return err
-		}
-	}
-	// A cap lowered since the last run is enforced now, not at the next fill.
-	s.mu.Lock()
-	victims := s.pickVictimsLocked("")
-	s.mu.Unlock()
-	s.evict(victims)
-	return nil
-}
-
-// evict removes the blobs pickVictimsLocked took out of the table.
-func (s *Store) evict(victims []string) {
-	for _, v := range victims {
-		if err := s.RemoveBlob(v); err != nil {
-			s.log.Error("evict blob", "sha256", v, "err", err)
-		} else {
-			s.log.Debug("evicted blob", "sha256", v)
-		}
-	}
 }
 
 func (s *Store) blobPath(sha string) string {
@@ -393,10 +354,7 @@ func (s *Store) OpenBlob(sha string) (*Blob, error) {
 		return nil, ErrNotFound
 	}
 	e.inUse++
-	if now := time.Now().UnixNano(); e.ATime != now {
-		e.ATime = now
-		s.dirty[sha] = true
-	}
+	s.touchLocked(e, time.Now().UnixNano())
 	size := e.Size
 	s.mu.Unlock()
 	release := func() {
@@ -449,12 +407,19 @@ func (s *Store) hotGet(key string) ([]byte, bool) {
 	return s.hot.Get(key)
 }
 
+// touchLocked makes e the most recently used, accessed at now.
+func (s *Store) touchLocked(e *blobEntry, now int64) {
+	s.lru.moveToBack(e)
+	if e.ATime != now {
+		e.ATime = now
+		s.dirty[e.sha] = true
+	}
+}
+
 func (s *Store) forget(sha string) {
 	s.mu.Lock()
 	if e, ok := s.blobs[sha]; ok {
-		s.total -= e.Size
-		delete(s.blobs, sha)
-		delete(s.dirty, sha)
+		s.dropLocked(e)
 	}
 	s.mu.Unlock()
 	if s.hot != nil {
@@ -465,13 +430,28 @@ func (s *Store) forget(sha string) {
 	}
 }
 
-// RemoveBlob deletes a blob (an operator's purge). A reader that has it open keeps
-// reading the unlinked file.
+// RemoveBlob deletes a blob (an operator's purge), at once: its key with a
+// synced write, and its file. A reader that has it open keeps reading the
+// unlinked file.
 func (s *Store) RemoveBlob(sha string) error {
 	if !shaPattern.MatchString(sha) {
 		return fmt.Errorf("bad sha256 %q", sha)
 	}
-	s.forget(sha)
+	// Claimed, like an eviction's delete, so that a commit of the same bytes
+	// renames its file only after this removal (claimFile).
+	s.mu.Lock()
+	s.claimLocked(sha)
+	if e, ok := s.blobs[sha]; ok {
+		s.dropLocked(e)
+	}
+	s.mu.Unlock()
+	defer s.unclaim(sha)
+	if s.hot != nil {
+		s.hot.Del(sha)
+	}
+	if err := s.Meta.Delete("b/" + sha); err != nil {
+		s.log.Error("remove blob record", "sha256", sha, "err", err)
+	}
 	err := os.Remove(s.blobPath(sha))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -479,7 +459,9 @@ func (s *Store) RemoveBlob(sha string) error {
 	return err
 }
 
-// Usage returns the bytes and count of package blobs on disk, and the cap.
+// Usage returns the bytes and count of package blobs on disk, and the cap. An
+// evicted blob is not counted from the moment it is evicted, though its file
+// may be on disk a moment longer (evict.go).
 func (s *Store) Usage() (bytes int64, count int, limit int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -580,7 +562,9 @@ func (t *Temp) Commit(want Digest) (sha string, err error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return sha, err
 	}
+	t.s.claimFile(sha) // added lets it go
 	if err := os.Rename(t.f.Name(), dst); err != nil {
+		t.s.unclaim(sha)
 		return sha, err
 	}
 	t.done = true
@@ -598,63 +582,33 @@ func (t *Temp) Abort() {
 	os.Remove(t.f.Name())
 }
 
-// added records a committed blob and evicts past the cap.
+// added records a committed blob, ends the claim its commit took on the file
+// (claimFile) and evicts past the cap. The victims' keys and files are left to
+// the deleter: the commit pays for taking them out of the table only.
 func (s *Store) added(sha string, size int64) {
 	now := time.Now().UnixNano()
 	s.mu.Lock()
+	s.unclaimLocked(sha)
 	if old, ok := s.blobs[sha]; ok {
-		old.ATime = now
+		old.unseen = false // its file is there: reconcile must not drop it
+		s.touchLocked(old, now)
 		s.mu.Unlock()
 		return
 	}
-	e := &blobEntry{Size: size, ATime: now}
+	e := &blobEntry{sha: sha, Size: size, ATime: now}
 	s.blobs[sha] = e
+	s.lru.pushBack(e)
 	s.total += size
 	victims := s.pickVictimsLocked(sha)
-	record := *e // readers change e.ATime under s.mu; marshal a copy
+	record := e.record() // readers change e.ATime under s.mu
 	s.mu.Unlock()
 	// The metadata says "present" only after the file is in place.
-	if err := s.Meta.Put("b/"+sha, &record); err != nil {
+	if err := s.Meta.putRaw("b/"+sha, record, true); err != nil {
 		s.log.Error("record blob", "sha256", sha, "err", err)
 	}
-	s.evict(victims)
-}
-
-// pickVictimsLocked chooses the least recently used blobs that are not open (nor
-// pinned) until the store is back under its cap, and takes them out of the
-// table. newest, the blob being committed, never goes in its own commit: its
-// fill pins it next (Pin) for the clients waiting to be served it, and a blob
-// larger than the whole cap would otherwise be gone before it was ever served.
-// The cap is passed by open and pinned blobs at most, and enforced again as
-// they are let go (at the next commit, or the flusher's next tick).
-func (s *Store) pickVictimsLocked(newest string) []string {
-	if s.opts.MaxSize <= 0 || s.total <= s.opts.MaxSize {
-		return nil
+	if victims > 0 {
+		s.kickDeleter()
 	}
-	type cand struct {
-		sha   string
-		atime int64
-	}
-	var cands []cand
-	for sha, e := range s.blobs {
-		if e.inUse == 0 && sha != newest {
-			cands = append(cands, cand{sha, e.ATime})
-		}
-	}
-	slices.SortFunc(cands, func(a, b cand) int { return cmp.Compare(a.atime, b.atime) })
-	var victims []string
-	for _, c := range cands {
-		if s.total <= s.opts.MaxSize {
-			break
-		}
-		e := s.blobs[c.sha]
-		s.total -= e.Size
-		delete(s.blobs, c.sha)
-		delete(s.dirty, c.sha)
-		victims = append(victims, c.sha)
-	}
-	// RemoveBlob's forget finds them gone from the table and only deletes files and keys.
-	return victims
 }
 
 func (s *Store) flusher() {
@@ -670,7 +624,9 @@ func (s *Store) flusher() {
 			s.mu.Lock()
 			victims := s.pickVictimsLocked("")
 			s.mu.Unlock()
-			s.evict(victims)
+			if victims > 0 {
+				s.kickDeleter()
+			}
 		case <-s.stop:
 			s.flush()
 			return
@@ -681,23 +637,26 @@ func (s *Store) flusher() {
 // flush writes changed access times, so LRU order survives a restart.
 func (s *Store) flush() {
 	s.mu.Lock()
-	kv := make(map[string]any, len(s.dirty))
+	times := make([]blobEntry, 0, len(s.dirty)) // copies: encoded after the lock
 	for sha := range s.dirty {
 		if e, ok := s.blobs[sha]; ok {
-			cp := *e
-			kv["b/"+sha] = &cp
+			times = append(times, blobEntry{sha: sha, Size: e.Size, ATime: e.ATime})
 		}
 	}
 	clear(s.dirty)
 	s.mu.Unlock()
-	if len(kv) > 0 {
-		if err := s.Meta.putBatch(kv); err != nil {
-			s.log.Error("flush access times", "err", err)
-		}
+	puts := make([]rawRecord, len(times))
+	for i := range times {
+		puts[i] = rawRecord{"b/" + times[i].sha, times[i].record()}
+	}
+	if err := s.Meta.writeNoSync(puts, nil); err != nil {
+		s.log.Error("flush access times", "err", err)
 	}
 }
 
-// Close flushes and closes the store.
+// Close flushes and closes the store. The deletes of evicted blobs still
+// queued are done first: the data directory is left with their keys and files
+// gone.
 func (s *Store) Close() error {
 	select {
 	case <-s.stop:
@@ -705,12 +664,18 @@ func (s *Store) Close() error {
 	default:
 	}
 	close(s.stop)
+	<-s.ready // reconcile stops at its next directory
 	if s.done != nil {
 		select {
 		case <-s.done:
 		case <-time.After(10 * time.Second):
 		}
 	}
+	// Last, as the others evict. Not bounded in time like the flusher: Pebble
+	// must not close under its writes, and file removals are quick (a
+	// million is a few seconds).
+	close(s.quit)
+	<-s.deleterDone
 	if s.hot != nil {
 		s.hot.Close()
 	}
