@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +43,10 @@ func (t *Temp) Seal(want Digest) (*Staged, error) {
 		return nil, fmt.Errorf("cache: a staged blob needs the sha256 and size it must have (got %q, %d)", want.SHA256, want.Size)
 	}
 	sha, err := t.Verify(want)
+	var md5 string
+	if err == nil {
+		md5, err = t.md5Hex()
+	}
 	if err == nil {
 		// fsync while the file is still open: the index entries that will name
 		// this blob are committed with fsync, and must never outlive its bytes
@@ -58,7 +61,7 @@ func (t *Temp) Seal(want Digest) (*Staged, error) {
 		return nil, err
 	}
 	t.done = true
-	return &Staged{s: t.s, path: t.f.Name(), sha: sha, md5: hex.EncodeToString(t.md5.Sum(nil)), size: t.n}, nil
+	return &Staged{s: t.s, path: t.f.Name(), sha: sha, md5: md5, size: t.n}, nil
 }
 
 // SHA256 is the staged bytes' sha256, lower-case hex.
