@@ -50,14 +50,18 @@ func (s *Store) WriteFile(name string, write func(io.Writer) error) (size int64,
 	if err != nil {
 		return 0, "", err
 	}
+	h := sha256.New()
+	pw := newPipeWriter(f, h)
+	finished := false
 	defer func() {
-		if err != nil {
+		// Also when write panics (a fault under a mapped document, recovered
+		// by the caller's guard): the writer goroutine and the file go too.
+		pw.Close()
+		if err != nil || !finished {
 			f.Close()
 			os.Remove(f.Name())
 		}
 	}()
-	h := sha256.New()
-	pw := newPipeWriter(f, h)
 	cw := &countWriter{w: pw}
 	err = write(cw)
 	if cerr := pw.Close(); err == nil {
@@ -83,6 +87,7 @@ func (s *Store) WriteFile(name string, write func(io.Writer) error) (size int64,
 	if err = syncDir(filepath.Dir(path)); err != nil {
 		return 0, "", err
 	}
+	finished = true
 	return cw.n, hex.EncodeToString(h.Sum(nil)), nil
 }
 

@@ -10,7 +10,3 @@ func (s *Store) mapFile(name string) (data []byte, unmap func(), mapped bool, er
 	}
 	return data, func() {}, false, nil
 }
-
-func dropPages([]byte, int) {}
-
-func populate([]byte, int, int) {}

@@ -16,16 +16,25 @@ import (
 // (startWriteback), so the fsync at the end waits for the last few megabytes,
 // not for the whole file.
 type pipeWriter struct {
-	f    *os.File
-	h    hash.Hash
-	buf  []byte
-	full chan []byte
-	free chan []byte
-	done chan struct{}
+	f     *os.File
+	h     hash.Hash
+	buf   []byte
+	spare int // buffers not yet taken from the pool
+	full  chan []byte
+	free  chan []byte
+	done  chan struct{}
 
-	mu  sync.Mutex
-	err error // the first write error; Write returns it from then on
+	mu     sync.Mutex
+	err    error // the first write error; Write returns it from then on
+	closed bool
 }
+
+// pipeBuffers are the writers' buffers, shared: a small file (a subdir of a
+// few records, a shard pack) takes one and gives it back, not four.
+var pipeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, pipeBuf); return &b }}
+
+func getBuffer() []byte  { return (*pipeBuffers.Get().(*[]byte))[:0] }
+func putBuffer(b []byte) { pipeBuffers.Put(&b) }
 
 const (
 	pipeBuf   = 1 << 20
@@ -36,10 +45,8 @@ const (
 
 func newPipeWriter(f *os.File, h hash.Hash) *pipeWriter {
 	p := &pipeWriter{f: f, h: h, full: make(chan []byte, pipeDepth), free: make(chan []byte, pipeDepth), done: make(chan struct{})}
-	for i := 0; i < pipeDepth; i++ {
-		p.free <- make([]byte, 0, pipeBuf)
-	}
-	p.buf = <-p.free
+	p.buf = getBuffer()
+	p.spare = pipeDepth - 1
 	go p.drain()
 	return p
 }
@@ -89,20 +96,36 @@ func (p *pipeWriter) Write(b []byte) (int, error) {
 		b = b[c:]
 		if len(p.buf) == cap(p.buf) {
 			p.full <- p.buf
-			p.buf = <-p.free
+			if p.spare > 0 {
+				// Buffers are taken as the file grows, up to pipeDepth.
+				p.spare--
+				p.buf = getBuffer()
+			} else {
+				p.buf = <-p.free
+			}
 		}
 	}
 	return n, nil
 }
 
 // Close hands over the last buffer and waits until everything is written and
-// hashed; it returns the first write error. Call it exactly once.
+// hashed; it returns the first write error. Safe to call again (it then only
+// returns that error).
 func (p *pipeWriter) Close() error {
+	if p.closed {
+		return p.failed()
+	}
+	p.closed = true
 	if len(p.buf) > 0 {
 		p.full <- p.buf
+	} else {
+		putBuffer(p.buf)
 	}
 	p.buf = nil
 	close(p.full)
 	<-p.done
+	for len(p.free) > 0 {
+		putBuffer(<-p.free)
+	}
 	return p.failed()
 }

@@ -2,15 +2,13 @@ package cache
 
 import (
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// syncFileRangeWrite is SYNC_FILE_RANGE_WRITE: start writing back the dirty
-// pages of the range, without waiting for them.
-const syncFileRangeWrite = 2
-
-// startWriteback starts writing back f[off:off+n]; a failure only means the
-// fsync at the end does all of the work, so it is ignored.
+// startWriteback starts writing back f[off:off+n] (SYNC_FILE_RANGE_WRITE:
+// without waiting for it); a failure only means the fsync at the end does all
+// of the work, so it is ignored.
 func startWriteback(f *os.File, off, n int64) {
-	syscall.Syscall6(syscall.SYS_SYNC_FILE_RANGE, f.Fd(), uintptr(off), uintptr(n), syncFileRangeWrite, 0, 0)
+	unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -45,10 +46,14 @@ func (d *upDoc) scan(conda *bool, visit func(r *repodata.Record) error) error {
 // (heads).
 func closeDocs(docs map[string][]*upDoc) {
 	for _, ds := range docs {
-		for _, d := range ds {
-			if d != nil {
-				d.m.Close()
-			}
+		closeDocList(ds)
+	}
+}
+
+func closeDocList(ds []*upDoc) {
+	for _, d := range ds {
+		if d != nil {
+			d.m.Close()
 		}
 	}
 }
@@ -62,6 +67,10 @@ func closeDocs(docs map[string][]*upDoc) {
 // channel's policy one at a time and written straight to the served file, so the
 // peak memory is the upstream bytes plus a compact index of the served files.
 func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, error) {
+	// The upstream documents are memory maps: a read error under one (a bad
+	// sector) is a fault, which kills the process unless it panics, and a
+	// panic fails this build only (guard), keeping the last good answer.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	ch := sd.ch
 	inputs := ch.policy.Inputs(sd.name)
 	if len(inputs) == 0 {
@@ -147,7 +156,12 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	admitted := true
+	defer func() {
+		if admitted {
+			release()
+		}
+	}()
 	own := docs[sd.name]
 	head := mergeHeads(own)
 	if head == nil {
@@ -222,6 +236,12 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	if err != nil {
 		return nil, err
 	}
+	// The documents are done with: their mappings and the big-build slot go
+	// now, not after publish, which may compress the answer into its forms
+	// (prewarmForms) for seconds without needing either.
+	closeDocs(docs)
+	release()
+	admitted = false
 	pkgs.seal()
 	hidden.seal()
 	sv := &served{packages: pkgs, hidden: hidden, decider: decider, pkgBase: pkgBase, inputs: inputsKey}
@@ -480,9 +500,10 @@ func (s *Server) removedButCached(ch *channel, sub string, docs []*upDoc) []*rep
 // clients asked of the answer it replaces (conda and mamba ask for .zst
 // first): made here, by the refresh nobody waits for, and not on the first ask
 // after the swap, where every client of that form would wait for a 300 MB
-// compression. Shards (their own incremental build) and run_exports (tied to
-// an upstream copy) are left to their first ask. A form that cannot be made
-// now (a full disk) is made on ask, as before.
+// compression. Only .zst, .gz (conda's plain requests accept gzip) and
+// current_repodata are: shards (their own incremental build), run_exports
+// (tied to an upstream copy) and .bz2 wait for their first ask. A form that
+// cannot be made now (a full disk) is made on ask, as before.
 func (s *Server) prewarmForms(sd *subdir, sv *served, json variantFile) map[string]variantFile {
 	old := sd.cur.Load()
 	if old == nil || old.notFound {
@@ -491,7 +512,10 @@ func (s *Server) prewarmForms(sd *subdir, sv *served, json variantFile) map[stri
 	old.mu.Lock()
 	var names []string
 	for name := range old.variants {
-		if name != "shards" && !strings.HasPrefix(name, "run_exports-") {
+		// .bz2 is left to its first ask: only old conda asks for it, and
+		// inherited from generation to generation it would cost every refresh
+		// a slow compression for good once anyone asked.
+		if name == "zst" || name == "gz" || name == "current" {
 			names = append(names, name)
 		}
 	}

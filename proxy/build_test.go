@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +121,32 @@ func TestRefreshPrewarmsForms(t *testing.T) {
 	}
 	if j := h.get(path); !bytes.Equal(plain, j.body) {
 		t.Fatal("the prewarmed .zst is not the new answer's JSON")
+	}
+}
+
+// TestExplainUnmapsDocuments: explaining a package maps the stored upstream
+// documents and must unmap them; a leaked map per ask would keep replaced
+// documents' disk blocks and run into the process's map limit.
+func TestExplainUnmapsDocuments(t *testing.T) {
+	maps := func() int {
+		b, err := os.ReadFile("/proc/self/maps")
+		if err != nil {
+			t.Skip("no /proc/self/maps here")
+		}
+		return strings.Count(string(b), "/files/raw-")
+	}
+	up := newUpstream(t, formatRepo(t))
+	h := newHarness(t, channelYAML("", up.URL))
+	if r := h.get("/fmt/linux-64/repodata.json"); r.StatusCode != 200 {
+		t.Fatalf("repodata: %d", r.StatusCode)
+	}
+	before := maps()
+	for i := 0; i < 20; i++ {
+		if _, err := h.srv.Explain(context.Background(), "fmt", "linux-64", "zlib"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := maps(); after > before {
+		t.Fatalf("%d mappings of stored repodata after 20 explanations, %d before", after, before)
 	}
 }

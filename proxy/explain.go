@@ -40,6 +40,10 @@ func (s *Server) Explain(ctx context.Context, channel, subdir, query string) ([]
 		return nil, err
 	}
 	var docs []*upDoc
+	// The documents are mapped: unmapped when the explanation is made (what it
+	// returns is cloned), or every ask would keep a mapping, and a replaced
+	// document's disk blocks, until restart.
+	defer func() { closeDocList(docs) }()
 	for i := 0; i <= len(ch.sources); i++ { // the upstreams, then what imports brought
 		var st *upState
 		if i < len(ch.sources) {

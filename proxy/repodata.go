@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -416,6 +417,9 @@ func (s *Server) storeRepodata(ch *channel, sub string, i int, enc string, resp 
 // document is never on the heap, nor resident whole. The head it returns
 // aliases nothing.
 func (s *Server) validStored(name, sub string) (*repodata.Doc, error) {
+	// A read error under the map is a fault: a panic (recovered by the
+	// caller's guard), not the death of the process.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	m, err := s.store.Map(name)
 	if err != nil {
 		return nil, fmt.Errorf("read stored repodata: %w", err)
@@ -668,6 +672,7 @@ func (s *Server) variantMaker(sd *subdir, sv *served, name string) (file string,
 		file = base + ".current.json"
 		write = func(w io.Writer) error {
 			// Mapped, not read: the served document can be hundreds of MB.
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 			m, err := s.store.Map(sv.json.Name)
 			if err != nil {
 				return err
@@ -726,7 +731,7 @@ func (s *Server) serveVariant(w http.ResponseWriter, r *http.Request, sd *subdir
 		// Plain JSON is as good an answer to a client that accepts gzip.
 		return s.serveNamed(w, r, sd, sv, sv.json, ctype, false, vary)
 	}
-	// A few at a time: each may hold a whole document in memory (current).
+	// A few at a time: each compresses a whole document (current maps it).
 	select {
 	case s.direct <- struct{}{}:
 		defer func() { <-s.direct }()

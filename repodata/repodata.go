@@ -135,7 +135,7 @@ type ScanOptions struct {
 	Section int
 	// Behind, when set, is called as the scan moves through the records with
 	// an offset before which it will not read data again. A caller whose data
-	// is a memory map drops those pages (cache.DropPages), so a scan of a 300 MB
+	// is a memory map drops those pages (cache.Mapped.Drop), so a scan of a 300 MB
 	// document holds a few megabytes of it resident, not all of it. Strings
 	// handed to visit may alias dropped pages: reading them again faults the
 	// page back in from the file, so they stay correct, only slower.
