@@ -67,8 +67,8 @@ var (
 
 // Targets the ratios are held to.
 const (
-	targetPkg      = 1.0 // proxy / nginx, 1 MiB package
-	targetRepodata = 0.9 // proxy / bare Go, 4 KiB repodata.json
+	targetPkg      = 0.9 // proxy / nginx, 1 MiB package (issue 12)
+	targetRepodata = 0.8 // proxy / nginx, 4 KiB repodata.json (issue 12)
 )
 
 func main() {
@@ -302,9 +302,13 @@ func run(ctx context.Context) (err error) {
 	pkg := results["1 MiB package"]
 	rd := results["4 KiB repodata.json"]
 	printRatio("1 MiB package   condaproxy / nginx  ", pkg["condaproxy"].rps, pkg["nginx"].rps, targetPkg)
-	printRatio("4 KiB repodata  condaproxy / bare Go", rd["condaproxy"].rps, rd["bare Go"].rps, targetRepodata)
-	fmt.Printf("(reference: 1 MiB condaproxy / bare Go %.2fx; 4 KiB condaproxy / nginx %.2fx)\n",
-		ratio(pkg["condaproxy"].rps, pkg["bare Go"].rps), ratio(rd["condaproxy"].rps, rd["nginx"].rps))
+	printRatio("4 KiB repodata  condaproxy / nginx  ", rd["condaproxy"].rps, rd["nginx"].rps, targetRepodata)
+	// Bare Go (net/http's ServeContent from memory and sendfile) is what the
+	// standard library's server alone reaches on this machine: the ceiling for
+	// any handler on it, and where the proxy's own cost shows.
+	fmt.Printf("(reference: 1 MiB condaproxy / bare Go %.2fx, bare Go / nginx %.2fx; 4 KiB condaproxy / bare Go %.2fx, bare Go / nginx %.2fx)\n",
+		ratio(pkg["condaproxy"].rps, pkg["bare Go"].rps), ratio(pkg["bare Go"].rps, pkg["nginx"].rps),
+		ratio(rd["condaproxy"].rps, rd["bare Go"].rps), ratio(rd["bare Go"].rps, rd["nginx"].rps))
 	fmt.Printf("load average after the runs: %s (well above %d before or after: other work shared the\n"+
 		"CPUs and the figures are not comparable between runs)\n", loadAvg(), cpus)
 
