@@ -34,7 +34,7 @@ import (
 )
 
 var (
-	shardsToo bool
+	shardsToo  bool
 	profileDir string
 	only       string
 )
