@@ -141,15 +141,11 @@ func run(o options) error {
 	fmt.Printf("evict: commit into a full cache; GOMAXPROCS %d, load average %s\n", runtime.GOMAXPROCS(0), load)
 	fmt.Printf("%d commits of %d-byte blobs per size, %d opener(s) pausing %v between opens\n\n",
 		o.commits, o.blobSize, o.openers, o.openGap)
-	tmp, err := os.MkdirTemp("", "evict-")
+	tmp, cleanup, err := bench.TempDir("evict-", o.keep)
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		fmt.Println("temp dir:", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
+	defer cleanup()
 	base, err := baseline(o, tmp)
 	if err != nil {
 		return fmt.Errorf("baseline: %w", err)

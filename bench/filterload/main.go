@@ -20,14 +20,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/condaproxy/condaproxy/bench"
@@ -54,15 +52,11 @@ func main() {
 }
 
 func run(sizeMB int, keep bool, testdata string) error {
-	tmp, err := os.MkdirTemp("", "filterload-")
+	tmp, cleanup, err := bench.TempDir("filterload-", keep)
 	if err != nil {
 		return err
 	}
-	if !keep {
-		defer os.RemoveAll(tmp)
-	} else {
-		fmt.Println("temp dir:", tmp)
-	}
+	defer cleanup()
 	channel := filepath.Join(tmp, "channel")
 	src := filepath.Join(testdata, "cf-subchannel-py39", "linux-64", "repodata.json")
 	size, records, err := bench.ScaleRepodata(src, filepath.Join(channel, "linux-64", "repodata.json"), int64(sizeMB)<<20, bench.ScaleOptions{})
@@ -84,10 +78,8 @@ func run(sizeMB int, keep bool, testdata string) error {
 	}
 
 	bin := filepath.Join(tmp, "condaproxy")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/condaproxy")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("go build (run from the repository root): %w", err)
+	if err := bench.BuildHere(bin); err != nil {
+		return err
 	}
 	for _, c := range []struct{ name, filter string }{
 		{"no filter", ""},
@@ -121,7 +113,7 @@ func run(sizeMB int, keep bool, testdata string) error {
 }
 
 func measure(name, filter, bin, tmp, channel string, size int64) (float64, error) {
-	port, err := freePort()
+	port, err := bench.FreePort()
 	if err != nil {
 		return 0, err
 	}
@@ -140,13 +132,13 @@ func measure(name, filter, bin, tmp, channel string, size int64) (float64, error
 		p, _ := filepath.Abs(filepath.Join(profileDir, strings.ReplaceAll(name, " ", "_")+".pprof"))
 		env = append(env, "CONDAPROXY_CPUPROFILE="+p)
 	}
-	stop, pid, err := serveProxyEnv(bin, cfgPath, port, os.Stderr, env)
+	stop, pid, err := bench.ServeProxy(bin, cfgPath, port, os.Stderr, env, 200)
 	if err != nil {
 		return 0, err
 	}
 	defer stop()
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	baseRSS := vmHWM(pid)
+	baseRSS := bench.ProcStatus(pid, "VmHWM:")
 	// VmHWM says how high, not what: sampled during the build, the anonymous
 	// part (the Go heap) and the file-backed part (mapped documents, the
 	// binary) say where the peak comes from.
@@ -157,7 +149,7 @@ func measure(name, filter, bin, tmp, channel string, size int64) (float64, error
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
-			anon, file := rssParts(pid)
+			anon, file := bench.RSSParts(pid)
 			peak[0], peak[1] = max(peak[0], anon), max(peak[1], file)
 			select {
 			case <-sampling:
@@ -180,7 +172,7 @@ func measure(name, filter, bin, tmp, channel string, size int64) (float64, error
 	if resp.StatusCode != 200 {
 		return 0, fmt.Errorf("%s: repodata.json answered %d", name, resp.StatusCode)
 	}
-	peak := vmHWM(pid)
+	peak := bench.ProcStatus(pid, "VmHWM:")
 	close(sampling)
 	parts := <-sampled
 	mbs := float64(size) / 1e6 / took.Seconds()
@@ -212,82 +204,4 @@ print(time.perf_counter() - t)
 		return 0, fmt.Errorf("python3 printed %q", out)
 	}
 	return float64(size) / 1e6 / secs, nil
-}
-
-// serveProxy starts `condaproxy serve -c cfgPath` (output to out) and waits
-// until it answers on port; stop ends it.
-func serveProxy(bin, cfgPath string, port int, out io.Writer) (stop func(), pid int, err error) {
-	return serveProxyEnv(bin, cfgPath, port, out, nil)
-}
-
-// serveProxyEnv is serveProxy with env added to the process's environment.
-func serveProxyEnv(bin, cfgPath string, port int, out io.Writer, env []string) (stop func(), pid int, err error) {
-	cmd := exec.Command(bin, "serve", "-c", cfgPath)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		return nil, 0, err
-	}
-	stop = func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}
-	for i := 0; ; i++ {
-		if r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err == nil {
-			r.Body.Close()
-			return stop, cmd.Process.Pid, nil
-		}
-		if i > 200 {
-			stop()
-			return nil, 0, fmt.Errorf("condaproxy did not start")
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
-// vmHWM is the peak resident set of pid, in bytes, from /proc.
-func vmHWM(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			f := strings.Fields(line)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-// rssParts is pid's resident anonymous and file-backed memory, in bytes.
-func rssParts(pid int) (anon, file int64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "RssAnon:":
-			anon = kb << 10
-		case "RssFile:":
-			file = kb << 10
-		}
-	}
-	return anon, file
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

@@ -33,7 +33,7 @@ func measureShards(bin, tmp, src string, target int64) error {
 	os.WriteFile(filepath.Join(channel, "noarch", "repodata.json"), []byte(`{"info":{"subdir":"noarch"},"packages":{}}`), 0o644)
 	fmt.Printf("\nsharded repodata: %.1f MB, %d records, copies renamed (a package name per copy)\n", float64(size)/1e6, records)
 
-	port, err := freePort()
+	port, err := bench.FreePort()
 	if err != nil {
 		return err
 	}
@@ -53,7 +53,7 @@ func measureShards(bin, tmp, src string, target int64) error {
 		return err
 	}
 	defer logf.Close()
-	stop, pid, err := serveProxy(bin, cfgPath, port, logf)
+	stop, pid, err := bench.ServeProxy(bin, cfgPath, port, logf, nil, 200)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func measureShards(bin, tmp, src string, target int64) error {
 		return err
 	}
 
-	before := rssField(pid, "RssAnon:")
+	before := bench.ProcStatus(pid, "RssAnon:")
 	sample := sampleAnon(pid)
 	start := time.Now()
 	index, _, err := fetch(base + "repodata_shards.msgpack.zst")
@@ -100,7 +100,7 @@ func measureShards(bin, tmp, src string, target int64) error {
 	os.Chtimes(doc, later, later)
 	time.Sleep(2100 * time.Millisecond) // past metadata_ttl
 	logBefore, _ := os.ReadFile(logPath)
-	before = rssField(pid, "RssAnon:")
+	before = bench.ProcStatus(pid, "RssAnon:")
 	sample = sampleAnon(pid)
 	start = time.Now()
 	if _, _, err := fetch(base + "repodata.json"); err != nil { // stale: revalidated behind
@@ -190,22 +190,6 @@ func fetch(url string) ([]byte, http.Header, error) {
 
 func sumOf(b []byte) [32]byte { return sha256.Sum256(b) }
 
-// rssField is a memory figure of pid now, from /proc/<pid>/status ("RssAnon:").
-func rssField(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, field) {
-			var kb int64
-			fmt.Sscan(strings.Fields(line)[1], &kb)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
 // sampleAnon follows pid's anonymous resident memory (its heap and stacks; not
 // the file pages of a mapped document, which the kernel can drop) every 5 ms
 // until the returned function is called, which returns the peak.
@@ -217,7 +201,7 @@ func sampleAnon(pid int) func() int64 {
 		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
 		for {
-			peak = max(peak, rssField(pid, "RssAnon:"))
+			peak = max(peak, bench.ProcStatus(pid, "RssAnon:"))
 			select {
 			case <-stop:
 				done <- peak

@@ -115,25 +115,15 @@ func run(ctx context.Context) (err error) {
 	if err != nil {
 		return errors.New("wrk not found in PATH: apt-get install nginx wrk")
 	}
-	nginx, err := findNginx()
+	nginx, err := bench.FindNginx("apt-get install nginx wrk")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "condaproxy-load-")
+	tmp, cleanup, err := bench.ServedTempDir("", "condaproxy-load-", "load", *keep)
 	if err != nil {
 		return err
 	}
-	// nginx's workers run as an unprivileged user when we are root: they must read the channel.
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
-	}
-	defer func() {
-		if *keep {
-			fmt.Fprintln(os.Stderr, "load: kept", tmp)
-			return
-		}
-		os.RemoveAll(tmp)
-	}()
+	defer cleanup()
 
 	ch, err := bench.BuildChannel(filepath.Join(tmp, "channel"))
 	if err != nil {
@@ -148,21 +138,21 @@ func run(ctx context.Context) (err error) {
 	bin := *proxyBin
 	if bin == "" {
 		bin = filepath.Join(tmp, "condaproxy")
-		if err := buildProxy(ctx, bin); err != nil {
+		if err := bench.BuildProxy(ctx, bin, "", "load: go build ./cmd/condaproxy"); err != nil {
 			return err
 		}
 	}
 
 	// nginx.
-	nginxAddr, err := freeAddr()
+	nginxAddr, err := bench.FreeAddr()
 	if err != nil {
 		return err
 	}
-	ngx, err := startNginx(nginx, filepath.Join(tmp, "nginx"), nginxAddr, ch.Dir)
+	ngx, err := bench.StartNginx("load", nginx, filepath.Join(tmp, "nginx"), nginxAddr, ch.Dir)
 	if err != nil {
 		return err
 	}
-	defer ngx.stop()
+	defer ngx.Stop()
 
 	// Bare Go, in this process.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -175,7 +165,7 @@ func run(ctx context.Context) (err error) {
 	bareAddr := ln.Addr().String()
 
 	// The proxy.
-	proxyAddr, err := freeAddr()
+	proxyAddr, err := bench.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -183,7 +173,7 @@ func run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer px.stop()
+	defer px.Stop()
 
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableCompression: true}}
 	defer client.CloseIdleConnections()
@@ -192,11 +182,11 @@ func run(ctx context.Context) (err error) {
 		"bare Go":    "http://" + bareAddr + "/",
 		"condaproxy": "http://" + proxyAddr + "/" + bench.ChannelName + "/",
 	}
-	if err := waitReady(ctx, client, base["nginx"]+ch.Repodata, ngx); err != nil {
-		return fmt.Errorf("nginx: %w (log: %s)", err, ngx.log)
+	if err := bench.WaitHTTP(ctx, client, base["nginx"]+ch.Repodata, ngx); err != nil {
+		return fmt.Errorf("nginx: %w (log: %s)", err, ngx.Log)
 	}
-	if err := waitReady(ctx, client, "http://"+proxyAddr+"/healthz", px); err != nil {
-		return fmt.Errorf("condaproxy: %w (log: %s)", err, px.log)
+	if err := bench.WaitHTTP(ctx, client, "http://"+proxyAddr+"/healthz", px); err != nil {
+		return fmt.Errorf("condaproxy: %w (log: %s)", err, px.Log)
 	}
 
 	// Warm the proxy: repodata (built on first ask), noarch, the package (the fill),
@@ -205,7 +195,7 @@ func run(ctx context.Context) (err error) {
 	for i := 0; i < 4; i++ {
 		for _, rel := range []string{ch.Repodata, ch.Noarch, ch.Pkg} {
 			if _, err := get(client, base["condaproxy"]+rel); err != nil {
-				return fmt.Errorf("warming condaproxy: %w (log: %s)", err, px.log)
+				return fmt.Errorf("warming condaproxy: %w (log: %s)", err, px.Log)
 			}
 		}
 	}
@@ -238,7 +228,7 @@ func run(ctx context.Context) (err error) {
 	}
 
 	cpus := runtime.NumCPU()
-	loadBefore := loadAvg()
+	loadBefore := bench.LoadAvg()
 	fmt.Printf("condaproxy load test, %s, %d CPUs, wrk -t%d -c%d -d%s per run\n",
 		time.Now().Format("2006-01-02 15:04"), cpus, *threads, *connections, *duration)
 	fmt.Printf("NOTE: wrk and the server under test share these %d CPUs, so absolute req/s are\n"+
@@ -310,11 +300,11 @@ func run(ctx context.Context) (err error) {
 		ratio(pkg["condaproxy"].rps, pkg["bare Go"].rps), ratio(pkg["bare Go"].rps, pkg["nginx"].rps),
 		ratio(rd["condaproxy"].rps, rd["bare Go"].rps), ratio(rd["bare Go"].rps, rd["nginx"].rps))
 	fmt.Printf("load average after the runs: %s (well above %d before or after: other work shared the\n"+
-		"CPUs and the figures are not comparable between runs)\n", loadAvg(), cpus)
+		"CPUs and the figures are not comparable between runs)\n", bench.LoadAvg(), cpus)
 
 	// The proxy must still be healthy and right after the load.
 	if body, err := get(client, base["condaproxy"]+ch.Pkg); err != nil || bench.SHA256(body) != ch.PkgSHA256 {
-		return fmt.Errorf("condaproxy after the load: package wrong or missing (err %v; log: %s)", err, px.log)
+		return fmt.Errorf("condaproxy after the load: package wrong or missing (err %v; log: %s)", err, px.Log)
 	}
 	return nil
 }
@@ -335,178 +325,7 @@ func printRatio(label string, a, b, target float64) {
 	fmt.Printf("%s  %.3fx   target >= %.1fx   %s\n", label, r, target, verdict)
 }
 
-// loadAvg is the 1, 5 and 15 minute load averages, or "?" where there is no /proc.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func findNginx() (string, error) {
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"} {
-		if info, err := os.Stat(p); err == nil && !info.IsDir() {
-			return p, nil
-		}
-	}
-	return "", errors.New("nginx not found (PATH, /usr/sbin): apt-get install nginx wrk")
-}
-
-// moduleRoot is the directory of the go.mod this command is run in.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the condaproxy module: run from the repository")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-func buildProxy(ctx context.Context, bin string) error {
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(os.Stderr, "load: go build ./cmd/condaproxy")
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/condaproxy")
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go build ./cmd/condaproxy: %w\n%s", err, out)
-	}
-	return nil
-}
-
-// freeAddr returns a 127.0.0.1 address with a port free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// proc is a server subprocess in its own process group.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string
-}
-
-func start(name, logPath string, cmd *exec.Cmd) (*proc, error) {
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: logPath}
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop asks the process group to end (SIGTERM), then kills it after 5 s.
-func (p *proc) stop() {
-	pid := p.cmd.Process.Pid
-	signalGroup(pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		fmt.Fprintf(os.Stderr, "load: %s did not stop on SIGTERM; killing it\n", p.name)
-		signalGroup(pid, syscall.SIGKILL)
-		<-p.done
-	}
-	// nginx's workers leave with their master; make sure of it.
-	signalGroup(pid, syscall.SIGKILL)
-}
-
-const nginxConf = `# condaproxy load test: nginx as a plain static server of the channel.
-daemon off;
-master_process on;
-worker_processes auto;
-pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    keepalive_timeout 75s;
-    access_log off;
-    types {
-        application/json json;
-    }
-    default_type application/octet-stream;
-    client_body_temp_path {{dir}}/client_body;
-    proxy_temp_path {{dir}}/proxy;
-    fastcgi_temp_path {{dir}}/fastcgi;
-    uwsgi_temp_path {{dir}}/uwsgi;
-    scgi_temp_path {{dir}}/scgi;
-    server {
-        listen {{addr}};
-        root {{root}};
-    }
-}
-`
-
-func startNginx(nginx, dir, addr, root string) (*proc, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	conf := strings.NewReplacer("{{dir}}", dir, "{{addr}}", addr, "{{root}}", root).Replace(nginxConf)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		return nil, err
-	}
-	errLog := filepath.Join(dir, "error.log")
-	check := exec.Command(nginx, "-t", "-q", "-e", errLog, "-p", dir+"/", "-c", confPath)
-	if out, err := check.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("nginx -t rejected %s: %v\n%s", confPath, err, out)
-	}
-	p, err := start("nginx", filepath.Join(dir, "stderr.log"),
-		exec.Command(nginx, "-e", errLog, "-p", dir+"/", "-c", confPath))
-	if err != nil {
-		return nil, err
-	}
-	p.log = errLog
-	return p, nil
-}
-
-func startProxy(bin, tmp, addr, channelDir string) (*proc, error) {
+func startProxy(bin, tmp, addr, channelDir string) (*bench.Proc, error) {
 	cfg := fmt.Sprintf(`# condaproxy load test
 listen: %q
 data: %q
@@ -522,34 +341,7 @@ channels:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	return start("condaproxy", filepath.Join(tmp, "condaproxy.log"), exec.Command(bin, "serve", "-c", cfgPath))
-}
-
-// waitReady polls url until it answers 200, the process exits, or 20 s pass.
-func waitReady(ctx context.Context, c *http.Client, url string, p *proc) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := c.Get(url)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = errors.New(resp.Status)
-		}
-		if p.exited() {
-			return fmt.Errorf("exited before serving (%v)", p.cmd.ProcessState)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after 20 s: %v", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return bench.StartProc("load", "condaproxy", filepath.Join(tmp, "condaproxy.log"), exec.Command(bin, "serve", "-c", cfgPath))
 }
 
 func get(c *http.Client, url string) ([]byte, error) {
@@ -599,8 +391,8 @@ func runWrk(ctx context.Context, wrk, url string) (wrkResult, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, wrk, "-t", strconv.Itoa(*threads), "-c", strconv.Itoa(*connections),
 		"-d", strconv.Itoa(int(duration.Seconds()))+"s", "--timeout", "10s", url)
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.Cancel = func() error { return signalGroup(cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.SysProcAttr = bench.SysProcAttr()
+	cmd.Cancel = func() error { return bench.SignalGroup(cmd.Process.Pid, syscall.SIGKILL) }
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		if ctx.Err() != nil {

@@ -84,7 +84,7 @@ type server struct {
 	name string
 	base string // http://127.0.0.1:port
 	data string
-	*proc
+	*bench.Proc
 }
 
 func runReplicas(ctx context.Context) (err error) {
@@ -92,7 +92,7 @@ func runReplicas(ctx context.Context) (err error) {
 	if err != nil {
 		return errors.New("wrk not found in PATH: apt-get install nginx wrk")
 	}
-	nginx, err := findNginx()
+	nginx, err := bench.FindNginx("apt-get install nginx wrk")
 	if err != nil {
 		return err
 	}
@@ -104,20 +104,11 @@ func runReplicas(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "condaproxy-replicas-")
+	tmp, cleanup, err := bench.ServedTempDir("", "condaproxy-replicas-", "load", *keep)
 	if err != nil {
 		return err
 	}
-	if err := os.Chmod(tmp, 0o755); err != nil { // nginx's workers must read the channel
-		return err
-	}
-	defer func() {
-		if *keep {
-			fmt.Fprintln(os.Stderr, "load: kept", tmp)
-			return
-		}
-		os.RemoveAll(tmp)
-	}()
+	defer cleanup()
 
 	ch, err := bench.BuildChannel(filepath.Join(tmp, "channel"))
 	if err != nil {
@@ -135,24 +126,24 @@ func runReplicas(ctx context.Context) (err error) {
 	bin := *proxyBin
 	if bin == "" {
 		bin = filepath.Join(tmp, "condaproxy")
-		if err := buildProxy(ctx, bin); err != nil {
+		if err := bench.BuildProxy(ctx, bin, "", "load: go build ./cmd/condaproxy"); err != nil {
 			return err
 		}
 	}
 
 	// nginx, as in the default mode.
-	nginxAddr, err := freeAddr()
+	nginxAddr, err := bench.FreeAddr()
 	if err != nil {
 		return err
 	}
-	ngx, err := startNginx(nginx, filepath.Join(tmp, "nginx"), nginxAddr, ch.Dir)
+	ngx, err := bench.StartNginx("load", nginx, filepath.Join(tmp, "nginx"), nginxAddr, ch.Dir)
 	if err != nil {
 		return err
 	}
-	defer ngx.stop()
+	defer ngx.Stop()
 
 	// Redis.
-	redisAddr, err := freeAddr()
+	redisAddr, err := bench.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -160,35 +151,35 @@ func runReplicas(ctx context.Context) (err error) {
 	if err := os.MkdirAll(filepath.Join(tmp, "redis"), 0o755); err != nil {
 		return err
 	}
-	rds, err := start("redis-server", filepath.Join(tmp, "redis.log"), exec.Command(redisBin,
+	rds, err := bench.StartProc("load", "redis-server", filepath.Join(tmp, "redis.log"), exec.Command(redisBin,
 		"--port", redisPort, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", filepath.Join(tmp, "redis")))
 	if err != nil {
 		return err
 	}
-	defer rds.stop()
+	defer rds.Stop()
 
 	// The object store: versitygw's posix backend, the bucket a directory.
 	s3Root := filepath.Join(tmp, "s3")
 	if err := os.MkdirAll(filepath.Join(s3Root, s3Bucket), 0o755); err != nil {
 		return err
 	}
-	s3Addr, err := freeAddr()
+	s3Addr, err := bench.FreeAddr()
 	if err != nil {
 		return err
 	}
-	gw, err := start("versitygw", filepath.Join(tmp, "versitygw.log"), exec.Command(versitygw,
+	gw, err := bench.StartProc("load", "versitygw", filepath.Join(tmp, "versitygw.log"), exec.Command(versitygw,
 		"--access", s3Access, "--secret", s3Secret, "--region", s3Region, "--port", s3Addr, "--quiet",
 		"posix", s3Root))
 	if err != nil {
 		return err
 	}
-	defer gw.stop()
+	defer gw.Stop()
 	if err := waitDial(ctx, redisAddr, rds); err != nil {
-		return fmt.Errorf("redis-server: %w (log: %s)", err, rds.log)
+		return fmt.Errorf("redis-server: %w (log: %s)", err, rds.Log)
 	}
 	if err := waitDial(ctx, s3Addr, gw); err != nil {
-		return fmt.Errorf("versitygw: %w (log: %s)", err, gw.log)
+		return fmt.Errorf("versitygw: %w (log: %s)", err, gw.Log)
 	}
 
 	// The replicas talk to the object store through a relay that counts requests.
@@ -209,7 +200,7 @@ func runReplicas(ctx context.Context) (err error) {
 	var servers []*server
 	defer func() {
 		for _, s := range servers {
-			s.stop()
+			s.Stop()
 		}
 	}()
 	newServer := func(name string, shared bool) (*server, error) {
@@ -217,7 +208,7 @@ func runReplicas(ctx context.Context) (err error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		addr, err := freeAddr()
+		addr, err := bench.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -227,7 +218,7 @@ func runReplicas(ctx context.Context) (err error) {
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			return nil, err
 		}
-		s.proc, err = start(name, filepath.Join(dir, "condaproxy.log"), exec.Command(bin, "serve", "-c", cfgPath))
+		s.Proc, err = bench.StartProc("load", name, filepath.Join(dir, "condaproxy.log"), exec.Command(bin, "serve", "-c", cfgPath))
 		if err != nil {
 			return nil, err
 		}
@@ -249,12 +240,12 @@ func runReplicas(ctx context.Context) (err error) {
 
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableCompression: true}}
 	defer client.CloseIdleConnections()
-	if err := waitReady(ctx, client, "http://"+nginxAddr+"/"+ch.Repodata, ngx); err != nil {
-		return fmt.Errorf("nginx: %w (log: %s)", err, ngx.log)
+	if err := bench.WaitHTTP(ctx, client, "http://"+nginxAddr+"/"+ch.Repodata, ngx); err != nil {
+		return fmt.Errorf("nginx: %w (log: %s)", err, ngx.Log)
 	}
 	for _, s := range servers {
-		if err := waitReady(ctx, client, s.base+"/healthz", s.proc); err != nil {
-			return fmt.Errorf("%s: %w (log: %s)", s.name, err, s.log)
+		if err := bench.WaitHTTP(ctx, client, s.base+"/healthz", s.Proc); err != nil {
+			return fmt.Errorf("%s: %w (log: %s)", s.name, err, s.Log)
 		}
 	}
 
@@ -269,7 +260,7 @@ func runReplicas(ctx context.Context) (err error) {
 			s.base + "/" + bench.ChannelName + "/" + ch.Noarch,
 		} {
 			if _, err := get(client, u); err != nil {
-				return fmt.Errorf("warming %s: %w (log: %s)", s.name, err, s.log)
+				return fmt.Errorf("warming %s: %w (log: %s)", s.name, err, s.Log)
 			}
 		}
 	}
@@ -277,7 +268,7 @@ func runReplicas(ctx context.Context) (err error) {
 	for i := 0; i < 4; i++ {
 		for _, s := range []*server{single, hotRep} {
 			if _, err := get(client, s.base+"/"+bench.ChannelName+"/"+ch.Pkg); err != nil {
-				return fmt.Errorf("warming %s: %w (log: %s)", s.name, err, s.log)
+				return fmt.Errorf("warming %s: %w (log: %s)", s.name, err, s.Log)
 			}
 		}
 	}
@@ -314,7 +305,7 @@ func runReplicas(ctx context.Context) (err error) {
 		time.Now().Format("2006-01-02 15:04"), cpus, *threads, *connections, *duration, *rounds)
 	fmt.Printf("NOTE: wrk, nginx, Redis, the object store and every condaproxy share these %d CPUs;\n"+
 		"absolute figures are low and noisy: compare the ratios, measured in this run.\n", cpus)
-	fmt.Printf("load average before the runs: %s\n\n", loadAvg())
+	fmt.Printf("load average before the runs: %s\n\n", bench.LoadAvg())
 
 	// 1. The hot package.
 	runs := map[string][]wrkResult{}
@@ -446,12 +437,12 @@ func runReplicas(ctx context.Context) (err error) {
 	fmt.Printf("3 replicas / 1 replica  wall time %.3fx\n", ratio(float64(medWall["3 replicas"]), float64(medWall["1 replica"])))
 	fmt.Printf("(reference: 1 replica / single node %.3fx)\n", ratio(float64(medWall["1 replica"]), float64(medWall["single node"])))
 	fmt.Printf("load average after the runs: %s (well above %d before or after: other work shared the\n"+
-		"CPUs and the figures are not comparable between runs)\n", loadAvg(), cpus)
+		"CPUs and the figures are not comparable between runs)\n", bench.LoadAvg(), cpus)
 
 	// The servers must still be healthy and right after the load.
 	for _, s := range []*server{single, hotRep} {
 		if body, err := get(client, s.base+"/"+bench.ChannelName+"/"+ch.Pkg); err != nil || bench.SHA256(body) != ch.PkgSHA256 {
-			problems = append(problems, fmt.Sprintf("%s after the load: package wrong or missing (err %v; log: %s)", s.name, err, s.log))
+			problems = append(problems, fmt.Sprintf("%s after the load: package wrong or missing (err %v; log: %s)", s.name, err, s.Log))
 		}
 	}
 	// Every miss package a replica filled is in the object store, whole.
@@ -695,7 +686,7 @@ func findVersitygw(ctx context.Context) (string, error) {
 }
 
 // waitDial waits until addr accepts a TCP connection, the process exits, or 30 s pass.
-func waitDial(ctx context.Context, addr string, p *proc) error {
+func waitDial(ctx context.Context, addr string, p *bench.Proc) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -703,8 +694,8 @@ func waitDial(ctx context.Context, addr string, p *proc) error {
 			c.Close()
 			return nil
 		}
-		if p.exited() {
-			return fmt.Errorf("exited before listening (%v)", p.cmd.ProcessState)
+		if p.Exited() {
+			return fmt.Errorf("exited before listening (%v)", p.Cmd.ProcessState)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not listening on %s after 30 s: %v", addr, err)

@@ -58,7 +58,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -66,7 +65,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -74,7 +72,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/condaproxy/condaproxy/bench"
@@ -136,15 +133,11 @@ var hotPaths = []string{
 }
 
 func run(o options) error {
-	tmp, err := os.MkdirTemp("", "refreshload-")
+	tmp, cleanup, err := bench.TempDir("refreshload-", o.keep)
 	if err != nil {
 		return err
 	}
-	if o.keep {
-		fmt.Println("temp dir:", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
+	defer cleanup()
 
 	// The documents. Both versions are written before anything is timed, and
 	// served from disk by sendfile, so the upstream costs little CPU.
@@ -178,13 +171,11 @@ func run(o options) error {
 	bin := o.proxyBin
 	if bin == "" {
 		bin = filepath.Join(tmp, "condaproxy")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/condaproxy")
-		build.Stdout, build.Stderr = os.Stdout, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("go build (run from the repository root): %w", err)
+		if err := bench.BuildHere(bin); err != nil {
+			return err
 		}
 	}
-	port, err := freePort()
+	port, err := bench.FreePort()
 	if err != nil {
 		return err
 	}
@@ -216,7 +207,7 @@ channels:
 	if o.gctrace {
 		env = append(env, "GODEBUG=gctrace=1")
 	}
-	stop, pid, err := serveProxy(bin, cfgPath, port, logf, env)
+	stop, pid, err := bench.ServeProxy(bin, cfgPath, port, logf, env, 400)
 	if err != nil {
 		return err
 	}
@@ -503,7 +494,7 @@ func (r *runner) warm() error {
 		return fmt.Errorf("big/linux-64/repodata.json: ETag %s is not the sha256 of its %d bytes (%s)", etag, size, sha)
 	}
 	r.etagA, r.servedA, r.docSize = etag, size, r.up.versions["A"].size
-	r.hwmCold = procField(r.pid, "VmHWM:")
+	r.hwmCold = bench.ProcStatus(r.pid, "VmHWM:")
 	// The .zst is made on its first ask and kept with the generation: warm it, so
 	// the idle phase serves it from disk like any answer.
 	start = time.Now()
@@ -600,7 +591,7 @@ func (r *runner) measure() error {
 
 	// Refresh: upstream switches to B; the watcher's next ask past metadata_ttl
 	// starts the revalidation, which gets B whole.
-	r.hwmIdle = procField(r.pid, "VmHWM:")
+	r.hwmIdle = bench.ProcStatus(r.pid, "VmHWM:")
 	r.hwmReset = r.hwmReset && clearHWM(r.pid)
 	r.switchAt = r.now()
 	r.up.switchTo("B")
@@ -619,7 +610,7 @@ func (r *runner) measure() error {
 		}
 	}
 	r.end = r.now()
-	r.hwmRefresh = procField(r.pid, "VmHWM:")
+	r.hwmRefresh = bench.ProcStatus(r.pid, "VmHWM:")
 	finish()
 
 	// After the load: the answer is the cut the switch saw, whole (its ETag is
@@ -788,7 +779,7 @@ func (r *runner) sample(stop *atomic.Bool) {
 	for !stop.Load() {
 		if time.Now().After(next) {
 			t := tick{at: r.now(), proxyCPU: cpuSeconds(r.pid), selfCPU: cpuSeconds(os.Getpid()),
-				rss: procField(r.pid, "VmRSS:"), anon: procField(r.pid, "RssAnon:"), proxyWait: runqWait(r.pid),
+				rss: bench.ProcStatus(r.pid, "VmRSS:"), anon: bench.ProcStatus(r.pid, "RssAnon:"), proxyWait: runqWait(r.pid),
 				psiCPU: psiSome("cpu"), psiIO: psiSome("io")}
 			m, sched := r.metrics("go_gc_duration_seconds_count", "go_gc_duration_seconds_sum", "go_gc_gogc_percent",
 				"go_memstats_heap_inuse_bytes", "go_cpu_classes_gc_total_cpu_seconds_total")
@@ -862,22 +853,6 @@ func schedQuantile(a, b []bucket, q float64) float64 {
 		}
 	}
 	return math.Inf(1)
-}
-
-// procField is a size figure of pid from /proc/<pid>/status ("VmHWM:",
-// "VmRSS:", "RssAnon:"), in bytes.
-func procField(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, field) {
-			kb, _ := strconv.ParseInt(strings.Fields(line)[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 // clearHWM resets pid's VmHWM to its current RSS (Linux: "5" to clear_refs),
@@ -1192,46 +1167,3 @@ func opt(format string, v float64) string {
 }
 
 // ---- the proxy process -----------------------------------------------------
-
-// serveProxy starts `condaproxy serve -c cfgPath` (output to out, env added to
-// ours) and waits until it answers on port; stop ends it (SIGTERM, so a CPU
-// profile is written out).
-func serveProxy(bin, cfgPath string, port int, out io.Writer, env []string) (stop func(), pid int, err error) {
-	cmd := exec.Command(bin, "serve", "-c", cfgPath)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = append(os.Environ(), env...)
-	if err := cmd.Start(); err != nil {
-		return nil, 0, err
-	}
-	stop = func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}
-	for i := 0; ; i++ {
-		if r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err == nil {
-			r.Body.Close()
-			return stop, cmd.Process.Pid, nil
-		}
-		if i > 400 {
-			stop()
-			return nil, 0, errors.New("condaproxy did not start")
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}

@@ -45,7 +45,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -102,20 +101,14 @@ func run(sizes []int, rounds, blobSize int, target time.Duration, keep bool) err
 		load = []byte(strings.Join(f[:3], " "))
 	}
 	fmt.Printf("start: condaproxy serve until /healthz answers; GOMAXPROCS %d, load average %s\n", runtime.GOMAXPROCS(0), load)
-	tmp, err := os.MkdirTemp("", "start-")
+	tmp, cleanup, err := bench.TempDir("start-", keep)
 	if err != nil {
 		return err
 	}
-	if keep {
-		fmt.Println("temp dir:", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
+	defer cleanup()
 	bin := filepath.Join(tmp, "condaproxy")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/condaproxy")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("go build (run from the repository root): %w", err)
+	if err := bench.BuildHere(bin); err != nil {
+		return err
 	}
 	upstream := filepath.Join(tmp, "upstream")
 	if err := os.MkdirAll(filepath.Join(upstream, "noarch"), 0o755); err != nil {
@@ -198,7 +191,7 @@ func measure(bin, tmp, upstream string, n, rounds, blobSize int, keep bool) (siz
 	fmt.Printf("  prepare: create the files %s, adopt (cache.Open in this process) %s, open each once %s\n",
 		round(create), round(adopt), round(touch))
 
-	port, err := freePort()
+	port, err := bench.FreePort()
 	if err != nil {
 		return r, err
 	}
@@ -279,7 +272,7 @@ func startOnce(bin, cfgPath string, port, n int) (start, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	s.hwm = vmHWM(cmd.Process.Pid)
+	s.hwm = bench.ProcStatus(cmd.Process.Pid, "VmHWM:")
 	// The process must see the blobs, or a fast start would prove nothing.
 	files, err := cacheFiles(client, base)
 	if err != nil || files != n {
@@ -315,31 +308,6 @@ func cacheFiles(client *http.Client, base string) (int, error) {
 		}
 	}
 	return -1, fmt.Errorf("no condaproxy_cache_files line")
-}
-
-// vmHWM is the peak resident set of pid, in bytes, from /proc (0 elsewhere).
-func vmHWM(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			f := strings.Fields(line)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func list(ds []time.Duration) string {

@@ -185,7 +185,7 @@ func run(ctx context.Context, jobs []int) error {
 		return errors.New("curl not found in PATH (apt-get install curl)")
 	}
 	kind := *upstream
-	nginx, nginxErr := findNginx()
+	nginx, nginxErr := bench.FindNginx("apt-get install nginx, or -upstream go")
 	if kind == "" {
 		kind = "go"
 		if nginxErr == nil {
@@ -196,21 +196,11 @@ func run(ctx context.Context, jobs []int) error {
 		return nginxErr
 	}
 
-	tmp, err := os.MkdirTemp(*tmpBase, "condaproxy-syncload-")
+	tmp, cleanup, err := bench.ServedTempDir(*tmpBase, "condaproxy-syncload-", "syncload", *keep)
 	if err != nil {
 		return err
 	}
-	// nginx's workers run as an unprivileged user when we are root: they must read the channel.
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
-	}
-	defer func() {
-		if *keep {
-			fmt.Fprintln(os.Stderr, "syncload: kept", tmp)
-			return
-		}
-		os.RemoveAll(tmp)
-	}()
+	defer cleanup()
 
 	fmt.Fprintf(os.Stderr, "syncload: writing %d packages of 1 MiB\n", *packages)
 	ch, err := bench.BuildMissChannel(filepath.Join(tmp, "channel"), *packages)
@@ -235,19 +225,19 @@ func run(ctx context.Context, jobs []int) error {
 	upstreamDesc := ""
 	switch kind {
 	case "nginx":
-		addr, err := freeAddr()
+		addr, err := bench.FreeAddr()
 		if err != nil {
 			return err
 		}
-		ngx, err := startNginx(nginx, filepath.Join(tmp, "nginx"), addr, ch.Dir)
+		ngx, err := bench.StartNginx("syncload", nginx, filepath.Join(tmp, "nginx"), addr, ch.Dir)
 		if err != nil {
 			return err
 		}
-		defer ngx.stop()
+		defer ngx.Stop()
 		base = "http://" + addr
 		upstreamDesc = "nginx (" + nginxVersion(nginx) + ", sendfile, keep-alive, its own process)"
 		if err := waitReady(ctx, base+"/"+ch.Repodata, ngx); err != nil {
-			return fmt.Errorf("nginx: %w (log: %s)", err, ngx.log)
+			return fmt.Errorf("nginx: %w (log: %s)", err, ngx.Log)
 		}
 	case "go":
 		// In this process: it is idle but for the server while a contender runs.
@@ -271,7 +261,7 @@ func run(ctx context.Context, jobs []int) error {
 	}
 	fmt.Printf("syncload: %d packages x 1 MiB = %.1f MB, upstream %s at %s\n", len(ch.Pkgs), float64(total)/1e6, upstreamDesc, base)
 	fmt.Printf("cpus %d, %s, %s, temp dir on %s; load average before: %s\n",
-		runtime.NumCPU(), runtime.Version(), curlVersion, tmp, loadAvg())
+		runtime.NumCPU(), runtime.Version(), curlVersion, tmp, bench.LoadAvg())
 	fmt.Println("curl verifies nothing and does not fsync (its files stay in the page cache); sync checks size,")
 	fmt.Println("sha256 and md5 and fsyncs every blob before it counts it. \"+fsync\" (curl rows) is an untimed")
 	fmt.Println("reference: fsyncing curl's files afterwards, J at a time. \"setup\" (sync rows): start until")
@@ -325,7 +315,7 @@ func run(ctx context.Context, jobs []int) error {
 			}
 		}
 	}
-	fmt.Printf("load average after: %s\n\n", loadAvg())
+	fmt.Printf("load average after: %s\n\n", bench.LoadAvg())
 
 	fmt.Printf("%-4s %-*s %9s %8s %8s %7s %11s  %s\n", "jobs", width, "tool", "wall", "MB/s", "pkgs/s", "cpu", "wall range", "")
 	for _, j := range jobs {
@@ -609,7 +599,7 @@ func profileSync(ctx context.Context, base string, ch *bench.MissChannel, jobs i
 	if err := os.MkdirAll(filepath.Join(dir, "overlay"), 0o755); err != nil {
 		return err
 	}
-	root, err := moduleRoot(ctx)
+	root, err := bench.ModuleRoot(ctx)
 	if err != nil {
 		return err
 	}
@@ -738,30 +728,6 @@ func rangeOf(ds []time.Duration) string {
 	return fmt.Sprintf("%.2f-%.2fs", slices.Min(ds).Seconds(), slices.Max(ds).Seconds())
 }
 
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func findNginx() (string, error) {
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p, nil
-	}
-	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx"} {
-		if info, err := os.Stat(p); err == nil && !info.IsDir() {
-			return p, nil
-		}
-	}
-	return "", errors.New("nginx not found (PATH, /usr/sbin): apt-get install nginx, or -upstream go")
-}
-
 func nginxVersion(nginx string) string {
 	out, _ := exec.Command(nginx, "-v").CombinedOutput() // nginx prints its version on stderr
 	s := strings.TrimSpace(string(out))
@@ -771,176 +737,20 @@ func nginxVersion(nginx string) string {
 	return "nginx"
 }
 
-// moduleRoot is the directory of the go.mod this command is run in.
-func moduleRoot(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the condaproxy module: run from the repository")
-	}
-	return filepath.Dir(gomod), nil
-}
-
-// buildProxy builds ./cmd/condaproxy into bin; overlay, if set, is a go build
-// -overlay file.
-func buildProxy(ctx context.Context, bin, overlay string) error {
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	args := []string{"build", "-o", bin}
-	if overlay != "" {
-		args = append(args, "-overlay", overlay)
-	}
-	args = append(args, "./cmd/condaproxy")
-	fmt.Fprintln(os.Stderr, "syncload: go", strings.Join(args, " "))
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", args...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/condaproxy: %w\n%s", err, out)
-	}
-	return nil
-}
-
-// freeAddr returns a 127.0.0.1 address with a port free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// proc is a server subprocess in its own process group.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop asks the process group to end (SIGTERM), then kills it after 5 s; nginx's
-// workers are in the group and leave with it.
-func (p *proc) stop() {
-	pid := p.cmd.Process.Pid
-	syscall.Kill(-pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		fmt.Fprintf(os.Stderr, "syncload: %s did not stop on SIGTERM; killing it\n", p.name)
-		syscall.Kill(-pid, syscall.SIGKILL)
-		<-p.done
-	}
-	syscall.Kill(-pid, syscall.SIGKILL)
-}
-
-// nginxConf: nginx as a plain static server of the channel, as bench/load has it.
-const nginxConf = `# condaproxy syncload: nginx as a plain static server of the channel.
-daemon off;
-master_process on;
-worker_processes auto;
-pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    keepalive_timeout 75s;
-    access_log off;
-    types {
-        application/json json;
-    }
-    default_type application/octet-stream;
-    client_body_temp_path {{dir}}/client_body;
-    proxy_temp_path {{dir}}/proxy;
-    fastcgi_temp_path {{dir}}/fastcgi;
-    uwsgi_temp_path {{dir}}/uwsgi;
-    scgi_temp_path {{dir}}/scgi;
-    server {
-        listen {{addr}};
-        root {{root}};
-    }
-}
-`
-
-func startNginx(nginx, dir, addr, root string) (*proc, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	conf := strings.NewReplacer("{{dir}}", dir, "{{addr}}", addr, "{{root}}", root).Replace(nginxConf)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		return nil, err
-	}
-	errLog := filepath.Join(dir, "error.log")
-	check := exec.Command(nginx, "-t", "-q", "-e", errLog, "-p", dir+"/", "-c", confPath)
-	if out, err := check.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("nginx -t rejected %s: %v\n%s", confPath, err, out)
-	}
-	logf, err := os.Create(filepath.Join(dir, "stderr.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(nginx, "-e", errLog, "-p", dir+"/", "-c", confPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group, so stop reaches the workers too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start nginx: %w", err)
-	}
-	p := &proc{name: "nginx", cmd: cmd, done: make(chan struct{}), log: errLog}
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// waitReady polls url until it answers 200, p (if any) exits, or 20 s pass.
-func waitReady(ctx context.Context, url string, p *proc) error {
+// waitReady polls url until it answers 200, p (if any) exits, or 20 s pass
+// (bench.WaitHTTP), through a client of its own.
+func waitReady(ctx context.Context, url string, p *bench.Proc) error {
 	c := &http.Client{Timeout: 5 * time.Second}
 	defer c.CloseIdleConnections()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := c.Get(url)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = errors.New(resp.Status)
-		}
-		if p != nil && p.exited() {
-			return fmt.Errorf("exited before serving (%v)", p.cmd.ProcessState)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after 20 s: %v", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	return bench.WaitHTTP(ctx, c, url, p)
+}
+
+// buildProxy builds ./cmd/condaproxy into bin (bench.BuildProxy), announcing
+// the whole go command; overlay, if set, is a go build -overlay file.
+func buildProxy(ctx context.Context, bin, overlay string) error {
+	args := "build -o " + bin
+	if overlay != "" {
+		args += " -overlay " + overlay
 	}
+	return bench.BuildProxy(ctx, bin, overlay, "syncload: go "+args+" ./cmd/condaproxy")
 }
