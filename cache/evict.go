@@ -68,7 +68,10 @@ func (s *Store) pickVictimsLocked(newest string) int {
 	n := 0
 	for e := s.lru.front(); e != nil && s.total > s.opts.MaxSize; {
 		next := s.lru.after(e)
-		if e.inUse == 0 && e.sha != newest && s.busy[e.sha] == 0 {
+		// A sha an import batch has placed but not yet committed is that
+		// batch's file too: deleting it would leave the batch's key naming
+		// nothing.
+		if e.inUse == 0 && e.sha != newest && s.busy[e.sha] == 0 && s.placing[e.sha] == 0 {
 			s.dropLocked(e)
 			s.busy[e.sha] = deleteQueued
 			s.deleteQueue = append(s.deleteQueue, e.sha)
@@ -202,7 +205,9 @@ func (s *Store) unclaim(shas ...string) {
 // a file placed for a batch that was never committed.
 func (s *Store) removeStray(sha string) {
 	s.mu.Lock()
-	if _, ok := s.blobs[sha]; ok || s.busy[sha] != 0 {
+	// Nor when another import batch not yet committed placed the same file:
+	// it is that batch's to commit.
+	if _, ok := s.blobs[sha]; ok || s.busy[sha] != 0 || s.placing[sha] > 0 {
 		s.mu.Unlock()
 		return
 	}

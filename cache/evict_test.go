@@ -513,6 +513,13 @@ func TestBlobRecordCodec(t *testing.T) {
 		{`{"size":"5","atime":7}`, 0, 0, false},
 		{`{"size":5.5,"atime":7}`, 0, 0, false},
 		{``, 0, 0, false},
+		// Sizes no file has: skipped, the file adopted with its real size.
+		{`{"size":-1,"atime":7}`, 0, 0, false},
+		{`{ "size": -1, "atime": 7 }`, 0, 0, false},
+		{`{"atime":7}`, 0, 0, false},
+		{`null`, 0, 0, false},
+		{`{}`, 0, 0, false},
+		{`{"size":281474976710657,"atime":1}`, 0, 0, false},
 	} {
 		size, atime, err := decodeBlobRecord([]byte(tc.in))
 		if (err == nil) != tc.ok || (tc.ok && (size != tc.size || atime != tc.atime)) {

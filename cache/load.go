@@ -144,9 +144,10 @@ func (s *Store) load() (*loadedEntries, error) {
 		s.lru.pushBack(loaded.at(next.order[0].ref))
 		next.order = next.order[1:]
 	}
-	// A cap lowered since the last run holds from Open on, not from the next
-	// fill. The deleter, started next, deletes the victims' keys and files.
-	s.pickVictimsLocked("")
+	// A cap lowered since the last run is enforced once reconcile has checked
+	// the entries against the files, not here: records whose file a crash took
+	// (a lost unsynced delete) still count now, and evicting for them would
+	// take real blobs.
 	return loaded, nil
 }
 
@@ -253,9 +254,9 @@ func (s *Store) reconcile(loaded *loadedEntries) {
 	if dropped > 0 {
 		s.log.Info("dropped blob records whose file is gone", "count", dropped)
 	}
-	if adopted > 0 {
-		// Adoptions add to what Open enforced the cap on (drops only take
-		// away: after a clean stop, nothing is evicted here).
+	{
+		// The cap, on the entries now known to have a file (and the files
+		// adopted): a cap lowered since the last run holds from here.
 		s.mu.Lock()
 		victims := s.pickVictimsLocked("")
 		s.mu.Unlock()
@@ -415,19 +416,34 @@ func (e *blobEntry) record() []byte {
 // version has, through json.Marshal) are read by hand, a million of them in a
 // fraction of what encoding/json takes; anything else goes through
 // encoding/json, so that any valid JSON of the same fields still reads.
+//
+// A size that cannot be a file's (missing, negative, past maxRecordSize) is an
+// error: the record is skipped and its file adopted with its real size. One
+// negative size would make the store's total negative and stop eviction for
+// good; a too small one would serve a blob cut short.
 func decodeBlobRecord(val []byte) (size, atime int64, err error) {
 	if size, atime, ok := parseBlobRecord(val); ok {
+		if size < 0 || size > maxRecordSize {
+			return 0, 0, fmt.Errorf("blob record: size %d", size)
+		}
 		return size, atime, nil
 	}
 	var r struct {
-		Size  int64 `json:"size"`
-		ATime int64 `json:"atime"`
+		Size  *int64 `json:"size"`
+		ATime int64  `json:"atime"`
 	}
 	if err := json.Unmarshal(val, &r); err != nil {
 		return 0, 0, err
 	}
-	return r.Size, r.ATime, nil
+	if r.Size == nil || *r.Size < 0 || *r.Size > maxRecordSize {
+		return 0, 0, fmt.Errorf("blob record without a usable size: %.64q", val)
+	}
+	return *r.Size, r.ATime, nil
 }
+
+// maxRecordSize bounds a recorded blob size: 256 TiB, far past any package,
+// and far from overflowing the store's total of a million of them.
+const maxRecordSize = 1 << 48
 
 // parseBlobRecord reads exactly {"size":N,"atime":N}; ok is false for anything
 // else.

@@ -209,6 +209,15 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 		// Renamed over an existing blob too: the bytes are the same, just verified.
 		s.claimFile(st.sha)
 		err := os.Rename(st.path, dst)
+		if err == nil {
+			// The file is there now: the check after Open (reconcile) must
+			// not drop an entry it had found without one.
+			s.mu.Lock()
+			if e, ok := s.blobs[st.sha]; ok {
+				e.unseen = false
+			}
+			s.mu.Unlock()
+		}
 		s.unclaim(st.sha)
 		if err != nil {
 			return err

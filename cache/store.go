@@ -370,7 +370,7 @@ func (s *Store) OpenBlob(sha string) (*Blob, error) {
 		release()
 		if errors.Is(err, fs.ErrNotExist) {
 			// Removed behind our back (an operator cleaning the disk): forget it.
-			s.forget(sha)
+			s.forget(sha, e)
 			return nil, ErrNotFound
 		}
 		return nil, err
@@ -416,11 +416,17 @@ func (s *Store) touchLocked(e *blobEntry, now int64) {
 	}
 }
 
-func (s *Store) forget(sha string) {
+func (s *Store) forget(sha string, seen *blobEntry) {
 	s.mu.Lock()
-	if e, ok := s.blobs[sha]; ok {
-		s.dropLocked(e)
+	// Only the entry whose file was found missing, and only when no commit
+	// holds the file: a fill may have committed the sha anew since (its file
+	// and key must stay).
+	e, ok := s.blobs[sha]
+	if !ok || e != seen || s.busy[sha] != 0 {
+		s.mu.Unlock()
+		return
 	}
+	s.dropLocked(e)
 	s.mu.Unlock()
 	if s.hot != nil {
 		s.hot.Del(sha)
@@ -602,8 +608,8 @@ func (t *Temp) Abort() {
 func (s *Store) added(sha string, size int64) {
 	now := time.Now().UnixNano()
 	s.mu.Lock()
-	s.unclaimLocked(sha)
 	if old, ok := s.blobs[sha]; ok {
+		s.unclaimLocked(sha)
 		old.unseen = false // its file is there: reconcile must not drop it
 		s.touchLocked(old, now)
 		s.mu.Unlock()
@@ -621,9 +627,14 @@ func (s *Store) added(sha string, size int64) {
 	// a file without one (load.go), and a fill's synced index write right
 	// after carries it to the disk anyway (one log). A second synced write per
 	// package was a third of a sync's time waiting on the disk.
+	// The commit's claim is held until the record is written: an eviction or
+	// a purge of this blob in between (they skip or wait for a claimed sha)
+	// would otherwise delete the key first and this put bring it back, naming
+	// a file that is gone.
 	if err := s.Meta.putRaw("b/"+sha, record, false); err != nil {
 		s.log.Error("record blob", "sha256", sha, "err", err)
 	}
+	s.unclaim(sha)
 	if victims > 0 {
 		s.kickDeleter()
 	}
@@ -670,6 +681,23 @@ func (s *Store) flush() {
 	if err := s.Meta.writeNoSync(puts, nil); err != nil {
 		s.log.Error("flush access times", "err", err)
 	}
+	// A blob evicted or purged since its time was copied may have had its key
+	// deleted before the write above brought it back: delete it again. (One
+	// committed anew meanwhile is in the table again and keeps its key; one
+	// whose delete is still queued loses it to the deleter.)
+	var gone []string
+	s.mu.Lock()
+	for _, e := range times {
+		if _, ok := s.blobs[e.sha]; !ok && s.busy[e.sha] == 0 {
+			gone = append(gone, "b/"+e.sha)
+		}
+	}
+	s.mu.Unlock()
+	if len(gone) > 0 {
+		if err := s.Meta.writeNoSync(nil, gone); err != nil {
+			s.log.Error("flush access times", "err", err)
+		}
+	}
 }
 
 // Close flushes and closes the store. The deletes of evicted blobs still
@@ -708,9 +736,14 @@ func (s *Store) VerifyBlob(sha string) error {
 	if !shaPattern.MatchString(sha) {
 		return fmt.Errorf("bad sha256 %q", sha)
 	}
+	s.mu.Lock()
+	seen := s.blobs[sha]
+	s.mu.Unlock()
 	f, err := os.Open(s.blobPath(sha))
 	if errors.Is(err, fs.ErrNotExist) {
-		s.forget(sha)
+		if seen != nil {
+			s.forget(sha, seen)
+		}
 		return ErrNotFound
 	}
 	if err != nil {

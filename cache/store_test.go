@@ -378,8 +378,10 @@ func TestNewestOverCapServed(t *testing.T) {
 	}
 }
 
-// TestReopenWithSmallerCap: a cap lowered between runs holds from Open on, not
-// only after the next fill (found by this test; see load).
+// TestReopenWithSmallerCap: a cap lowered between runs holds once the check
+// after Open is done, not only after the next fill (found by this test; see
+// load: it is not enforced before that check, which may drop records whose
+// file a crash took and which must not cost real blobs).
 func TestReopenWithSmallerCap(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
@@ -390,10 +392,6 @@ func TestReopenWithSmallerCap(t *testing.T) {
 	}
 	s.Close()
 	s = openT(t, dir, Options{MaxSize: 250})
-	// The table is under the cap as Open returns; the files follow.
-	if n, c, limit := s.Usage(); n > limit || c != 2 {
-		t.Errorf("as Open returns: Usage = %d bytes, %d blobs, cap %d; want 200 bytes, 2 blobs", n, c, limit)
-	}
 	settle(t, s)
 	if n, c, limit := s.Usage(); n > limit || c != 2 {
 		t.Errorf("Usage = %d bytes, %d blobs, cap %d; want 200 bytes, 2 blobs", n, c, limit)
