@@ -319,9 +319,17 @@ func (b *Blob) Close() error {
 // Has reports whether the blob sha256 is stored.
 func (s *Store) Has(sha string) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.blobs[sha]
-	return ok
+	e, ok := s.blobs[sha]
+	unseen := ok && e.unseen
+	s.mu.Unlock()
+	if !unseen {
+		return ok
+	}
+	// Read from the table at Open and not yet checked against the files (the
+	// check runs in the background): look, or a sync right after a crash that
+	// took the file would skip it, and an export would list it.
+	_, err := os.Stat(s.blobPath(sha))
+	return err == nil
 }
 
 // Pin keeps the blob sha from eviction until unpin is called (once); ok is
