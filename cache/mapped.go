@@ -47,12 +47,3 @@ func (s *Store) Map(name string) (*Mapped, error) {
 	}
 	return &Mapped{data: data, mapped: mapped, unmap: unmap}, nil
 }
-
-// MapFile maps a named file into memory read-only: a reader of a whole served
-// document (a 300 MB repodata.json) holds its pages in the page cache, which
-// the kernel can drop, not on the heap. unmap must be called once the bytes
-// and everything aliasing them are no longer used.
-func (s *Store) MapFile(name string) (data []byte, unmap func(), err error) {
-	data, unmap, _, err = s.mapFile(name)
-	return data, unmap, err
-}

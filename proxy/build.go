@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/condaproxy/condaproxy/policy"
@@ -32,10 +33,7 @@ type upDoc struct {
 func (d *upDoc) scan(conda *bool, visit func(r *repodata.Record) error) error {
 	o := repodata.ScanOptions{Behind: d.m.Drop}
 	if conda != nil {
-		o.Section = repodata.SectionTarBz2
-		if *conda {
-			o.Section = repodata.SectionConda
-		}
+		o.Section = repodata.SectionOf(*conda)
 	}
 	_, err := repodata.ScanWith(d.m.Bytes(), o, visit)
 	return err
@@ -156,12 +154,8 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	if err != nil {
 		return nil, err
 	}
-	admitted := true
-	defer func() {
-		if admitted {
-			release()
-		}
-	}()
+	release = sync.OnceFunc(release) // let go early below, or at any return
+	defer release()
 	own := docs[sd.name]
 	head := mergeHeads(own)
 	if head == nil {
@@ -241,7 +235,6 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	// (prewarmForms) for seconds without needing either.
 	closeDocs(docs)
 	release()
-	admitted = false
 	pkgs.seal()
 	hidden.seal()
 	sv := &served{packages: pkgs, hidden: hidden, decider: decider, pkgBase: pkgBase, inputs: inputsKey}

@@ -425,7 +425,7 @@ func (s *Server) validStored(name, sub string) (*repodata.Doc, error) {
 		return nil, fmt.Errorf("read stored repodata: %w", err)
 	}
 	defer m.Close()
-	head, err := validRepodataWith(m.Bytes(), sub, m.Drop)
+	head, err := validRepodata(m.Bytes(), sub, m.Drop)
 	if err != nil {
 		return nil, err
 	}
@@ -434,11 +434,8 @@ func (s *Server) validStored(name, sub string) (*repodata.Doc, error) {
 
 // validRepodata checks a whole upstream document before it replaces anything:
 // valid JSON, every record well formed, and the subdir that was asked for.
-func validRepodata(data []byte, sub string) (*repodata.Doc, error) {
-	return validRepodataWith(data, sub, nil)
-}
-
-func validRepodataWith(data []byte, sub string, behind func(int)) (*repodata.Doc, error) {
+// behind is the scan's ScanOptions.Behind.
+func validRepodata(data []byte, sub string, behind func(int)) (*repodata.Doc, error) {
 	d, err := repodata.ScanWith(data, repodata.ScanOptions{Behind: behind}, func(*repodata.Record) error { return nil })
 	if err != nil {
 		return nil, fmt.Errorf("upstream sent unusable repodata: %w", err)

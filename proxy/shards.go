@@ -165,11 +165,12 @@ func (s *Server) buildShards(ctx context.Context, sd *subdir, sv *served) (_ []b
 	if prev == nil {
 		prev = newShardTable(shardState{})
 	}
-	data, unmap, err := s.store.MapFile(sv.json.Name)
+	m, err := s.store.Map(sv.json.Name)
 	if err != nil {
 		return nil, err
 	}
-	defer unmap()
+	defer m.Close()
+	data := m.Bytes()
 	// A read error of a mapped file is a fault, not an error: made a panic
 	// here, which guard turns into a failed build, not a dead process.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))

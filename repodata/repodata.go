@@ -119,10 +119,12 @@ func Scan(data []byte, visit func(r *Record) error) (*Doc, error) {
 // ScanSection is Scan restricted to the records of "packages" (conda false) or
 // "packages.conda" (conda true); the other section is checked and skipped.
 func ScanSection(data []byte, conda bool, visit func(r *Record) error) (*Doc, error) {
-	return ScanWith(data, ScanOptions{Section: sectionOf(conda)}, visit)
+	return ScanWith(data, ScanOptions{Section: SectionOf(conda)}, visit)
 }
 
-func sectionOf(conda bool) int {
+// SectionOf is the ScanOptions.Section of "packages.conda" (conda true) or
+// "packages" (conda false).
+func SectionOf(conda bool) int {
 	if conda {
 		return sectionConda
 	}
