@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/condaproxy/condaproxy/cache"
+	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/fill"
 	"github.com/condaproxy/condaproxy/repodata"
 	"github.com/condaproxy/condaproxy/upstream"
@@ -49,8 +51,19 @@ type hiddenError struct{ rule string }
 func (e *hiddenError) Error() string { return "hidden by the channel's filter: " + e.rule }
 
 // writeError answers err. Expected outcomes (404, 403) log at Info; failures at Warn.
-func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+// red masks the configured secrets in what the body says of an upstream failure.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, red *config.Redactor, err error) {
 	status, msg := classify(err)
+	if status == http.StatusBadGateway || status == http.StatusGatewayTimeout {
+		// An operator reading a client's failed solve should learn which upstream
+		// URL failed and how, without the server's logs. upstream.Error names the
+		// URL redacted (token path, user:password) and its error scrubbed of the
+		// source's secrets; red masks any configured secret left (a token in a
+		// query string, say).
+		if d := upstreamDetail(err); d != "" {
+			msg += ": " + red.String(d)
+		}
+	}
 	// The path may hold a client token (/t/<token>/...), valid or guessed.
 	switch {
 	case status >= 500:
@@ -83,6 +96,30 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		fmt.Fprintf(w, "%d %s\n", status, msg)
 	}
 }
+
+// upstreamDetail is what the upstream failure in err's chain says
+// ("upstream https://host/ch/noarch/repodata.json: HTTP 503"), one line, or "".
+func upstreamDetail(err error) string {
+	var ue *upstream.Error
+	if !errors.As(err, &ue) {
+		return ""
+	}
+	d := ue.Error()
+	// An upstream's error text ends up in a plain-text body: one line, bounded.
+	d = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, d)
+	if len(d) > maxDetail {
+		d = d[:maxDetail] + "…"
+	}
+	return d
+}
+
+// maxDetail bounds the upstream failure quoted in an error body.
+const maxDetail = 512
 
 func classify(err error) (int, string) {
 	var he *httpError

@@ -67,6 +67,8 @@ type Server struct {
 	fallback http.Handler
 	log      *slog.Logger
 	now      func() time.Time
+	// redact masks the configured secrets in what an error body quotes.
+	redact *config.Redactor
 
 	channels map[string]*channel
 	tokens   []config.Token
@@ -144,7 +146,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: o.Config, store: o.Store, coord: o.Coord, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
-		log: o.Logger, now: o.Now,
+		log: o.Logger, now: o.Now, redact: config.NewRedactor(o.Config.Secrets()),
 		channels: map[string]*channel{}, direct: make(chan struct{}, 2), bigBuild: make(chan struct{}, 1),
 		metadataCacheControl: []string{"public, max-age=" + strconv.Itoa(int(o.Config.Cache.MetadataTTL.D().Seconds()))},
 	}
@@ -300,18 +302,18 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := s.checkSize(r); err != nil {
-		writeError(w, r, s.log, err)
+		writeError(w, r, s.log, s.redact, err)
 		return
 	}
 	p, err := cleanPath(r)
 	if err != nil {
-		writeError(w, r, s.log, err)
+		writeError(w, r, s.log, s.redact, err)
 		return
 	}
 	rt, ok, err := s.parseRoute(p)
 	if !ok {
 		if s.hidesChannels(r, p) {
-			writeError(w, r, s.log, errUnauthorized)
+			writeError(w, r, s.log, s.redact, errUnauthorized)
 			return
 		}
 		s.fallback.ServeHTTP(w, r)
@@ -360,7 +362,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// Headers are out: the only honest signal left is a broken connection.
 			panic(http.ErrAbortHandler)
 		}
-		writeError(sw, r, rl.logger(), err)
+		writeError(sw, r, rl.logger(), s.redact, err)
 	}
 }
 
