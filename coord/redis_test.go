@@ -31,7 +31,7 @@ func startRedis(t *testing.T) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		testdata.Skipf(t, "redis-server is not installed (apt-get install redis-server)")
+		testdata.Skipf(t, testdata.Redis, "redis-server is not installed (apt-get install redis-server)")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

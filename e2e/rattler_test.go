@@ -53,12 +53,8 @@ func TestMain(m *testing.M) {
 // is set (CI must run this test) or when node is there but the npm package is not.
 func requireRattler(t *testing.T) {
 	t.Helper()
-	_, ci := os.LookupEnv("CI")
 	if _, err := exec.LookPath("node"); err != nil {
-		if !ci {
-			t.Skip("node is not on PATH: skipping the rattler end-to-end test (CI runs it)")
-		}
-		t.Fatal("CI is set but node is not on PATH: the rattler end-to-end test must run in CI; install node and run `make e2e-deps`")
+		testdata.Skipf(t, testdata.Node, "node is not on PATH: the rattler end-to-end test needs it; install node and run `make e2e-deps`")
 	}
 	if _, err := os.Stat(filepath.Join("node_modules", "@conda-org", "rattler", "package.json")); err != nil {
 		t.Fatalf("e2e/node_modules/@conda-org/rattler is missing: run `make e2e-deps` (npm ci in e2e/) first: %v", err)

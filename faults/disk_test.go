@@ -245,11 +245,11 @@ func checkGzipRepodata(t *testing.T, url string) {
 func mountTmpfs(t *testing.T) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		testdata.Skipf(t, "needs root to mount a tmpfs; CI runs as root")
+		testdata.Skipf(t, testdata.Root, "needs root to mount a tmpfs; CI runs as root")
 	}
 	mnt := t.TempDir()
 	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=8m"); err != nil {
-		testdata.Skipf(t, "cannot mount a tmpfs on %s: %v", mnt, err)
+		testdata.Skipf(t, testdata.Root, "cannot mount a tmpfs on %s: %v", mnt, err)
 	}
 	// Registered before any server starts, so it runs after the servers' cleanups
 	// have stopped them (cleanups run last first).

@@ -23,11 +23,11 @@ import (
 func mountTmpfs(t *testing.T, size int64) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		testdata.Skipf(t, "needs root to mount a tmpfs; CI runs as root")
+		testdata.Skipf(t, testdata.Root, "needs root to mount a tmpfs; CI runs as root")
 	}
 	mnt := t.TempDir()
 	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size="+strconv.FormatInt(size, 10)); err != nil {
-		testdata.Skipf(t, "cannot mount a tmpfs on %s: %v", mnt, err)
+		testdata.Skipf(t, testdata.Root, "cannot mount a tmpfs on %s: %v", mnt, err)
 	}
 	// Registered before the store is opened, so it runs after the store's
 	// cleanup has closed it (cleanups run last first).

@@ -49,7 +49,7 @@ func newCluster(t *testing.T, n int, ttl string) *cluster {
 	// Both engines are looked for first, so a machine without one skips before
 	// anything starts.
 	if s3test.Binary() == "" {
-		testdata.Skipf(t, "versitygw is not installed (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0)")
+		testdata.Skipf(t, testdata.S3, "versitygw is not installed (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0)")
 	}
 	c := &cluster{t: t, ttl: ttl}
 	c.redis = startRedis(t)

@@ -74,7 +74,7 @@ func startRedis(t *testing.T) *redisServer {
 	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
-		testdata.Skipf(t, "redis-server is not installed (apt-get install redis-server)")
+		testdata.Skipf(t, testdata.Redis, "redis-server is not installed (apt-get install redis-server)")
 	}
 	r := &redisServer{t: t, bin: path, dir: t.TempDir()}
 	for attempt := 1; ; attempt++ {

@@ -9,13 +9,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/internal/testdata"
 )
 
 // startRedis runs a real redis-server on a free loopback port, with no
@@ -25,10 +25,7 @@ func startRedis(t *testing.T) (addr string, stop func()) {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server is not installed; .ci/run installs it (apt-get install redis-server)")
-		}
-		t.Skip("redis-server is not installed")
+		testdata.Skipf(t, testdata.Redis, "redis-server is not installed (apt-get install redis-server)")
 	}
 	addr = freeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)

@@ -72,7 +72,7 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	bin := Binary()
 	if bin == "" {
-		testdata.Skipf(t, "versitygw is not installed (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0)")
+		testdata.Skipf(t, testdata.S3, "versitygw is not installed (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0)")
 	}
 	s := &Server{t: t, bin: bin, Dir: t.TempDir()}
 	t.Cleanup(s.Kill)
