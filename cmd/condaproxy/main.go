@@ -34,7 +34,13 @@ commands:
   version
 
 The configuration file is -c, else $CONDAPROXY_CONFIG, else ./condaproxy.yaml if it
-exists, else the embedded default.
+exists, else the embedded default. condaproxy COMMAND --help shows a command's
+flags and examples.
+
+examples:
+  condaproxy serve                          # run the proxy on the embedded default
+  condaproxy config check -c condaproxy.yaml
+  condaproxy sync --channel conda-forge     # pre-warm (through the running server, if any)
 `
 
 // exitError carries an exit status with its message.
@@ -63,7 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if errors.Is(err, flag.ErrHelp) {
-		return 2
+		return 0 // asked for: the help is the answer
 	}
 	fmt.Fprintln(stderr, "condaproxy:", err)
 	var ee *exitError
@@ -86,7 +92,7 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "serve":
-		return cmdServe(ctx, rest, stderr)
+		return cmdServe(ctx, rest, stdout, stderr)
 	case "config":
 		return cmdConfig(rest, stdout, stderr)
 	case "version", "--version", "-version":
@@ -126,6 +132,7 @@ func buildVersion() string {
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("condaproxy "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = helpUsage(name, fs)
 	return fs
 }
 

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
+	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/internal/testdata"
 )
 
@@ -300,6 +303,7 @@ type serving struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run returned
 	code   int           // run's exit status, once done is closed
+	stdout *testdata.Buffer
 	stderr *testdata.Buffer
 }
 
@@ -307,11 +311,11 @@ type serving struct {
 // /healthz answers.
 func startServe(t *testing.T, args ...string) *serving {
 	t.Helper()
-	s := &serving{addr: freeAddr(t), done: make(chan struct{}), stderr: &testdata.Buffer{}}
+	s := &serving{addr: freeAddr(t), done: make(chan struct{}), stdout: &testdata.Buffer{}, stderr: &testdata.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	args = append(append([]string{"serve"}, args...), "--listen", s.addr)
-	go func() { s.code = run(ctx, args, io.Discard, s.stderr); close(s.done) }()
+	go func() { s.code = run(ctx, args, s.stdout, s.stderr); close(s.done) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -476,4 +480,92 @@ func TestServeBoundsClients(t *testing.T) {
 		t.Errorf("slow client cut off after %v, want about 10 s", d)
 	}
 	s.stop(t)
+}
+
+// serve on the embedded default says, once it listens, where its page is and a
+// .condarc for the address it listens on; that .condarc works as it is.
+func TestServeBannerOnEmbeddedDefault(t *testing.T) {
+	t.Setenv("CONDAPROXY_CONFIG", "")
+	t.Chdir(t.TempDir()) // no ./condaproxy.yaml: the embedded default
+	s := startServe(t, "--data", t.TempDir())
+	base := "http://" + s.addr
+	var out string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if out = s.stdout.String(); strings.Contains(out, "default_channels:") || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, want := range []string{
+		"page:    " + base + "/\n",
+		"(embedded default)",
+		"channel_alias: " + base + "\n",
+		"default_channels:\n  - " + base + "/pkgs/main\n  - " + base + "/pkgs/r\n  - " + base + "/pkgs/msys2\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the banner lacks %q:\n%s", want, out)
+		}
+	}
+	// The snippet is YAML a client reads as it is.
+	rc := out[strings.Index(out, "channel_alias:"):]
+	var condarc struct {
+		ChannelAlias    string   `yaml:"channel_alias"`
+		DefaultChannels []string `yaml:"default_channels"`
+	}
+	if err := yaml.Unmarshal([]byte(rc), &condarc); err != nil || condarc.ChannelAlias != base || len(condarc.DefaultChannels) != 3 {
+		t.Errorf("the .condarc does not parse as one: %+v %v\n%s", condarc, err, rc)
+	}
+	// The page it names answers.
+	r, err := http.Get(base + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 200 || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("the page the banner names: %d %s", r.StatusCode, r.Header.Get("Content-Type"))
+	}
+	s.stop(t)
+}
+
+// A wildcard listen address gives a .condarc for localhost and says what to
+// write on another machine; public_url wins over both; tokens get a placeholder.
+func TestBannerAddresses(t *testing.T) {
+	cfg, err := config.Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := &net.TCPAddr{IP: net.IPv6unspecified, Port: 8080}
+	var b strings.Builder
+	printBanner(&b, cfg, addr)
+	if !strings.Contains(b.String(), "channel_alias: http://localhost:8080\n") || !strings.Contains(b.String(), "in place of localhost") {
+		t.Errorf("wildcard address:\n%s", b.String())
+	}
+	cfg.PublicURL = "https://conda.example.com/"
+	cfg.Auth.Tokens = []config.Token{{Token: "SECRET-TOKEN-1"}}
+	b.Reset()
+	printBanner(&b, cfg, addr)
+	if !strings.Contains(b.String(), "channel_alias: https://conda.example.com/t/<token>\n") ||
+		!strings.Contains(b.String(), "  - https://conda.example.com/t/<token>/pkgs/main\n") {
+		t.Errorf("public_url with tokens:\n%s", b.String())
+	}
+	if strings.Contains(b.String(), "SECRET-TOKEN-1") || strings.Contains(b.String(), "in place of localhost") {
+		t.Errorf("the banner shows a token or a localhost hint it should not:\n%s", b.String())
+	}
+}
+
+// Every command's --help shows its synopsis, its flags and an example, and
+// exits 0: it was asked for.
+func TestHelpShowsExamples(t *testing.T) {
+	for _, cmd := range [][]string{{"serve"}, {"sync"}, {"clean"}, {"export"}, {"import"}, {"explain"},
+		{"config", "show"}, {"config", "check"}, {"ca", "init"}} {
+		code, _, errOut := runCmd(t, append(cmd, "--help")...)
+		name := strings.Join(cmd, " ")
+		if code != 0 || !strings.Contains(errOut, "usage: condaproxy "+name) ||
+			!strings.Contains(errOut, "examples:\n  condaproxy "+name) || !strings.Contains(errOut, "flags:\n") {
+			t.Errorf("%s --help: exit %d\n%s", name, code, errOut)
+		}
+	}
+	code, out, _ := runCmd(t, "help")
+	if code != 0 || !strings.Contains(out, "examples:") {
+		t.Errorf("condaproxy help: exit %d\n%s", code, out)
+	}
 }

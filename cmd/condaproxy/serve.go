@@ -32,7 +32,7 @@ import (
 	"github.com/condaproxy/condaproxy/upstream"
 )
 
-func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	file := fs.String("c", "", "configuration file")
 	listen := fs.String("listen", "", "address to listen on (overrides listen)")
@@ -71,6 +71,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	app.banner = stdout
 	return app.Serve(ctx, ln)
 }
 
@@ -102,6 +103,8 @@ type app struct {
 	backend *backend.Backend
 	// forward is the forward-proxy listener's handler (forward_proxy), or nil.
 	forward *forward.Proxy
+	// banner, if set, hears where the page is and a .condarc once Serve listens.
+	banner io.Writer
 }
 
 func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
@@ -285,6 +288,9 @@ func (a *app) Serve(ctx context.Context, ln net.Listener) error {
 		a.log.Warn("cannot write the server file; maintenance commands need --server", "err", err)
 	}
 	defer removeServerFile(a.cfg.Data)
+	if a.banner != nil {
+		printBanner(a.banner, a.cfg, ln.Addr())
+	}
 	select {
 	case err := <-errc:
 		return err
