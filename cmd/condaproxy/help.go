@@ -6,19 +6,54 @@ import (
 	"strings"
 )
 
-// synopses and examples are what `condaproxy COMMAND --help` prints around the
-// flags: a command's help is where a new operator looks first, and a line to copy
-// says more than a flag list.
-var synopses = map[string]string{
-	"serve":        "condaproxy serve [-c FILE] [--listen ADDR] [--data DIR]",
-	"sync":         "condaproxy sync [-c FILE | --mirror-config FILE] [--channel NAME]... [--dry-run] [--reset] [--jobs N] [--server URL]",
-	"clean":        "condaproxy clean [-c FILE] [--channel NAME]... [--dry-run] [--server URL]",
-	"export":       "condaproxy export [-c FILE] -o FILE.tar [--channel NAME]... [--delta] [--server URL]",
-	"import":       "condaproxy import [-c FILE] FILE.tar [--server URL]",
-	"explain":      "condaproxy explain [-c FILE] CHANNEL SUBDIR (FILENAME | NAME) [--server URL]",
-	"config show":  "condaproxy config show [-c FILE]",
-	"config check": "condaproxy config check [-c FILE]",
-	"ca init":      "condaproxy ca init [-o DIR] [--force]",
+// commands are the command line's commands, in the order the usage lists them:
+// their arguments and what each is for. `condaproxy COMMAND --help` prints the
+// synopsis, the flags and the command's examples: a command's help is where a new
+// operator looks first, and a line to copy says more than a flag list.
+var commands = []struct{ name, args, what string }{
+	{"serve", "[-c FILE] [--listen ADDR] [--data DIR]", "run the proxy"},
+	{"sync", "[-c FILE | --mirror-config FILE] [--channel NAME]... [--dry-run] [--reset] [--jobs N] [--server URL]", "pre-warm the cache"},
+	{"clean", "[-c FILE] [--channel NAME]... [--dry-run] [--server URL]", "drop cached packages the filter now hides"},
+	{"export", "[-c FILE] -o FILE.tar [--channel NAME]... [--delta] [--server URL]", "write the cache as a channel tree in a tar"},
+	{"import", "[-c FILE] FILE.tar [--server URL]", "verify and add an exported tar"},
+	{"explain", "[-c FILE] CHANNEL SUBDIR (FILENAME | NAME) [--server URL]", "served, or which rule hides it"},
+	{"config show", "[-c FILE]", "the effective configuration, secrets masked"},
+	{"config check", "[-c FILE]", "validate: exit 0, or 2 naming the key"},
+	{"ca init", "[-o DIR] [--force]", "a CA for forward-proxy mode, and the client settings"},
+	{"version", "", ""},
+}
+
+// synopsis is "condaproxy NAME ARGS" of a command, or "".
+func synopsis(name string) string {
+	for _, c := range commands {
+		if c.name == name {
+			return strings.TrimSpace("condaproxy " + c.name + " " + c.args)
+		}
+	}
+	return ""
+}
+
+// usageText is what `condaproxy` alone and `condaproxy help` print.
+func usageText() string {
+	var b strings.Builder
+	b.WriteString("usage: condaproxy COMMAND [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %s\n", strings.TrimSpace(fmt.Sprintf("%-13s %s", c.name, c.args)))
+		if c.what != "" {
+			fmt.Fprintf(&b, "  %-13s %s\n", "", c.what)
+		}
+	}
+	b.WriteString(`
+The configuration file is -c, else $CONDAPROXY_CONFIG, else ./condaproxy.yaml if it
+exists, else the embedded default. condaproxy COMMAND --help shows a command's
+flags and examples.
+
+examples:
+  condaproxy serve                          # run the proxy on the embedded default
+  condaproxy config check -c condaproxy.yaml
+  condaproxy sync --channel conda-forge     # pre-warm (through the running server, if any)
+`)
+	return b.String()
 }
 
 var examples = map[string][]string{
@@ -56,7 +91,7 @@ var examples = map[string][]string{
 func helpUsage(name string, fs *flag.FlagSet) func() {
 	return func() {
 		w := fs.Output()
-		if s := synopses[name]; s != "" {
+		if s := synopsis(name); s != "" {
 			fmt.Fprintf(w, "usage: %s\n\nflags:\n", s)
 		}
 		fs.PrintDefaults()

@@ -20,29 +20,6 @@ import (
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
 var version = ""
 
-const usage = `usage: condaproxy COMMAND [flags]
-
-commands:
-  serve   [-c FILE] [--listen ADDR] [--data DIR]   run the proxy
-  sync    [-c FILE | --mirror-config FILE] [--channel NAME]... [--dry-run] [--reset] [--jobs N] [--server URL]
-  clean   [-c FILE] [--channel NAME]... [--dry-run] [--server URL]
-  export  [-c FILE] -o FILE.tar [--channel NAME]... [--delta] [--server URL]
-  import  [-c FILE] FILE.tar [--server URL]
-  explain [-c FILE] CHANNEL SUBDIR (FILENAME | NAME) [--server URL]
-  config  (show | check) [-c FILE]
-  ca init [-o DIR] [--force]                       a CA for forward-proxy mode, and the client settings
-  version
-
-The configuration file is -c, else $CONDAPROXY_CONFIG, else ./condaproxy.yaml if it
-exists, else the embedded default. condaproxy COMMAND --help shows a command's
-flags and examples.
-
-examples:
-  condaproxy serve                          # run the proxy on the embedded default
-  condaproxy config check -c condaproxy.yaml
-  condaproxy sync --channel conda-forge     # pre-warm (through the running server, if any)
-`
-
 // exitError carries an exit status with its message.
 type exitError struct {
 	code int
@@ -86,7 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText())
 		return usageErr("no command given")
 	}
 	cmd, rest := args[0], args[1:]
@@ -111,10 +88,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "ca":
 		return cmdCA(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usageText())
 		return nil
 	default:
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText())
 		return usageErr("unknown command %q", cmd)
 	}
 }
