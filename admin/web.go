@@ -46,6 +46,9 @@ package admin
 // No message quotes what the request asked for (admin.go, "Nothing asked is
 // quoted"); the forms show their visitor's own input back as typed.
 //
+// The channels' own URLs (/<channel>/, /<channel>/<subdir>/) have pages for
+// browsers too, rendered here but routed by the proxy: dirpages.go.
+//
 // Note: /ui is the first path segment of these pages, so a channel named "ui"
 // would shadow them (the proxy answers channel paths first).
 
