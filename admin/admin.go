@@ -5,8 +5,10 @@
 //
 // It never shows a secret: upstream URLs come redacted from the Backend and every
 // text of the Backend's is masked once more on the way out (redact.go); tokens
-// are compared in constant time and never logged, echoed or put in a URL. Who
-// may write is guard.go's.
+// are compared in constant time and never logged, echoed or put in a URL (one
+// exception: a channel directory page opened below /t/<token>/ shows that URL,
+// token included, in its .condarc snippet, as the browser's address bar does;
+// dirpages.go). Who may write is guard.go's.
 //
 // Nothing asked is quoted. An answer never quotes a value the request named (a
 // channel, subdir, package, filename, job id, search text, header) unless it is

@@ -46,6 +46,9 @@ package admin
 // No message quotes what the request asked for (admin.go, "Nothing asked is
 // quoted"); the forms show their visitor's own input back as typed.
 //
+// The channels' own URLs (/<channel>/, /<channel>/<subdir>/) have pages for
+// browsers too, rendered here but routed by the proxy: dirpages.go.
+//
 // Note: /ui is the first path segment of these pages, so a channel named "ui"
 // would shadow them (the proxy answers channel paths first).
 
@@ -57,6 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"math"
 	"mime"
@@ -149,6 +153,7 @@ func newWeb(o Options) (*web, error) {
 		"join":       strings.Join,
 		"channelURL": channelURL,
 		"explainURL": explainURL,
+		"pathEscape": url.PathEscape,
 		"jobURL":     func(id string) string { return "/ui/jobs/" + url.PathEscape(id) },
 		"plural": func(n int, one, many string) string {
 			if n == 1 {
@@ -161,7 +166,7 @@ func newWeb(o Options) (*web, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range []string{"overview", "channel", "explain", "job", "message"} {
+	for _, name := range []string{"overview", "channel", "explain", "job", "message", "dir", "subdir"} {
 		t, err := template.Must(layout.Clone()).ParseFS(templateFS, "templates/"+name+".html")
 		if err != nil {
 			return nil, err
@@ -176,7 +181,13 @@ func newWeb(o Options) (*web, error) {
 // secureHeaders: pages are live data, maybe behind a token: never cached. The CSP
 // allows nothing but this origin's own CSS and JS.
 func (w *web) secureHeaders(c *gin.Context) {
-	h := c.Writer.Header()
+	pageHeaders(c.Writer.Header())
+	c.Next()
+}
+
+// pageHeaders are the headers of every page (secureHeaders; the channel
+// directories' pages set a stricter Referrer-Policy on top).
+func pageHeaders(h http.Header) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -185,7 +196,6 @@ func (w *web) secureHeaders(c *gin.Context) {
 	// form posts, and the write guard could not tell them from a sandboxed
 	// frame's. same-origin sends nothing to any other site.
 	h.Set("Referrer-Policy", "same-origin")
-	c.Next()
 }
 
 // readGuard answers 401 + WWW-Authenticate: Basic when the request may not read.
@@ -279,12 +289,25 @@ type message struct {
 }
 
 func (w *web) render(c *gin.Context, status int, page string, data any) {
+	w.renderHTTP(c.Writer, c.Request, status, page, data)
+}
+
+// renderHTTP answers page; a HEAD gets its headers only.
+func (w *web) renderHTTP(rw http.ResponseWriter, r *http.Request, status int, page string, data any) {
 	var buf bytes.Buffer
+	h := rw.Header()
 	if err := w.pages[page].ExecuteTemplate(&buf, "layout.html", data); err != nil {
-		c.String(http.StatusInternalServerError, "template error\n")
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		rw.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(rw, "template error\n")
 		return
 	}
-	c.Data(status, "text/html; charset=utf-8", buf.Bytes())
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	rw.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		rw.Write(buf.Bytes())
+	}
 }
 
 func (w *web) fail(c *gin.Context, status int, title, text string) {
@@ -382,12 +405,7 @@ func (w *web) channel(c *gin.Context) {
 		return
 	}
 	p := channelPage{base: base{Title: info.Name + " · condaproxy", Nav: true}, Channel: *info}
-	p.Subdirs = slices.Clone(info.Platforms)
-	if len(p.Subdirs) == 0 {
-		p.Subdirs = slices.Clone(defaultSubdirs)
-	} else if !slices.Contains(p.Subdirs, "noarch") {
-		p.Subdirs = append(p.Subdirs, "noarch") // always served
-	}
+	p.Subdirs = servedSubdirs(info.Platforms)
 	base := scheme(c.Request) + "://" + c.Request.Host
 	p.Condarc = "channels:\n  - " + base + "/" + info.Name + "\n"
 	if w.o.ClientTokens {
@@ -432,26 +450,7 @@ func (w *web) channel(c *gin.Context) {
 		}
 		return channelURL(info.Name) + "?" + v.Encode()
 	}
-	if p.Page > 1 {
-		p.Prev = link(min(p.Page-1, max(pages, 1)))
-	}
-	if p.Page < pages {
-		p.Next = link(p.Page + 1)
-	}
-	if pages > 1 {
-		// 1 … p-2 p-1 p p+1 p+2 … last
-		prev := 0
-		for n := 1; n <= pages; n++ {
-			if n != 1 && n != pages && (n < p.Page-2 || n > p.Page+2) {
-				continue
-			}
-			if prev != 0 && n > prev+1 {
-				p.Pages = append(p.Pages, pageLink{Gap: true})
-			}
-			p.Pages = append(p.Pages, pageLink{N: n, URL: link(n), Current: n == p.Page})
-			prev = n
-		}
-	}
+	p.Prev, p.Next, p.Pages = pager(p.Page, pages, link)
 	w.render(c, status, "channel", p)
 }
 
@@ -568,13 +567,7 @@ func (w *web) sync(c *gin.Context) {
 
 // channelURL is the page of a channel; each segment of a name with slashes is
 // escaped on its own.
-func channelURL(name string) string {
-	segs := strings.Split(name, "/")
-	for i, s := range segs {
-		segs[i] = url.PathEscape(s)
-	}
-	return "/ui/channels/" + strings.Join(segs, "/")
-}
+func channelURL(name string) string { return "/ui/channels/" + escapeSegments(name) }
 
 func explainURL(channel, subdir, pkg string) string {
 	return "/ui/explain?" + url.Values{"channel": {channel}, "subdir": {subdir}, "package": {pkg}}.Encode()

@@ -427,3 +427,84 @@ func TestBrowserAsksForToken(t *testing.T) {
 		t.Error("ran out of time")
 	}
 }
+
+// A browser that opens a channel's own URL, below /t/<token>/, gets its pages:
+// the channel with its subdirs and snippet, a subdir's listing; every link
+// keeps the token path, and nothing is blocked by the pages' CSP.
+func TestBrowserChannelURL(t *testing.T) {
+	requireChromium(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), browserTimeout)
+	defer cancel()
+
+	const token = "pages-tok-3c"
+	up := startUpstreamDir(t, testdata.Path(t, "conda_format_repo"), "linux-64")
+	px := startProxyWith(t, ctx, up.srv.URL, "    platforms: [linux-64]\n    license_blacklist: [GPL]\n",
+		"auth:\n  tokens: ["+token+"]\n", nil)
+	bctx := newBrowser(t, ctx)
+	consoleErrors := watchConsole(t, bctx)
+	tp := px.base + "/t/" + token
+
+	// Without the slash: redirected to the channel's page.
+	if err := chromedp.Do(bctx,
+		chromedp.Navigate(tp+"/anaconda"),
+		chromedp.WaitVisible(chromedp.CSS(`#condarc button.copy`)), // app.js ran
+	); err != nil {
+		t.Fatalf("channel page: %v", err)
+	}
+	if loc, _ := chromedp.Run(bctx, chromedp.Location()); loc != tp+"/anaconda/" {
+		t.Errorf("at %s, want %s/anaconda/", loc, tp)
+	}
+	snippet, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS("#condarc pre")))
+	if err != nil || !strings.Contains(snippet, tp+"/anaconda") {
+		t.Errorf(".condarc snippet %q (%v) lacks %s/anaconda", snippet, err, tp)
+	}
+
+	// To linux-64 by its link: the listing, hidden libgcc with its rule.
+	if err := chromedp.Do(bctx,
+		chromedp.Click(chromedp.CSS(`nav.subdirs a[href="linux-64/"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#results tr[data-filename^="libgcc-ng"]`)),
+	); err != nil {
+		t.Fatalf("subdir page: %v", err)
+	}
+	if loc, _ := chromedp.Run(bctx, chromedp.Location()); loc != tp+"/anaconda/linux-64/" {
+		t.Errorf("at %s, want %s/anaconda/linux-64/", loc, tp)
+	}
+	rows, err := chromedp.Run(bctx, chromedp.Evaluate[[]resultRow](readRows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	byFile := rowsByFile(rows)
+	if lib := byFile["libgcc-ng-8.2.0-hdf63c60_1.tar.bz2"]; lib.State != "hidden" || lib.Rule != "license_blacklist: GPL" {
+		t.Errorf("libgcc-ng: %+v, want hidden by license_blacklist: GPL", lib)
+	}
+	if z := byFile["zlib-1.2.11-h7b6447c_3.conda"]; z.State != "served" {
+		t.Errorf("zlib: %+v, want served", z)
+	}
+	links, err := chromedp.Run(bctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('main a')).map(a => a.href)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if !strings.HasPrefix(l, tp+"/anaconda/") {
+			t.Errorf("a link leaves the token path: %s", l)
+		}
+	}
+	if png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)); err == nil {
+		saveArtifact(t, "subdir.png", png)
+	}
+	// The filter.
+	if err := chromedp.Do(bctx,
+		chromedp.SendKeys(chromedp.ID("q"), "zlib"),
+		chromedp.Submit(chromedp.ID("q")),
+		chromedp.WaitNotPresent(chromedp.CSS(`#results tr[data-filename^="libgcc-ng"]`)),
+	); err != nil {
+		t.Fatalf("filter: %v", err)
+	}
+	if loc, _ := chromedp.Run(bctx, chromedp.Location()); loc != tp+"/anaconda/linux-64/?q=zlib" {
+		t.Errorf("filtered at %s", loc)
+	}
+	if bad := consoleErrors(); len(bad) > 0 {
+		t.Errorf("the browser console has errors:\n%s", strings.Join(bad, "\n"))
+	}
+}

@@ -175,13 +175,15 @@ type harness struct {
 	clock   *clock
 	logs    *testdata.Buffer
 	storeOp cache.Options
+	// opts adjust the Server's Options before each start.
+	opts []func(*Options)
 }
 
 // newHarness starts a proxy for the configuration yaml (data and listen are set by
 // the harness).
-func newHarness(t *testing.T, yaml string) *harness {
+func newHarness(t *testing.T, yaml string, opts ...func(*Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, yaml: yaml, data: t.TempDir(), clock: &clock{}, logs: &testdata.Buffer{}}
+	h := &harness{t: t, yaml: yaml, data: t.TempDir(), clock: &clock{}, logs: &testdata.Buffer{}, opts: opts}
 	h.start()
 	t.Cleanup(h.stop)
 	return h
@@ -213,13 +215,17 @@ func (h *harness) start() {
 			}
 		}
 	}
-	h.srv, err = New(Options{
+	o := Options{
 		Config: cfg, Store: h.store, Metrics: m, Logger: log, Now: h.clock.now, Policies: policies,
 		Upstream: upstream.New(upstream.Options{Logger: log, Backoff: 5 * time.Millisecond, Retries: 2,
 			IdleTimeout: cfg.Limits.UpstreamIdleTimeout.D(),
 			Transport:   &http.Transport{DialContext: loopbackOnly((&net.Dialer{}).DialContext)}}),
 		Fallback: admin.New(admin.Options{Gatherer: h.reg}),
-	})
+	}
+	for _, f := range h.opts {
+		f(&o)
+	}
+	h.srv, err = New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

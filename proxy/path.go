@@ -32,7 +32,20 @@ type route struct {
 	subdir  string
 	file    string // the file name within the subdir, or the path within a files channel
 	variant string // for kindRepodata: "json", "zst", "bz2", "current"
+	// dir says the path names a channel directory (errNotFound for a client:
+	// nothing to serve there; a browser gets a page, pages.go).
+	dir dirKind
 }
+
+// dirKind is the directory a path names, if any.
+type dirKind int
+
+const (
+	dirNone      dirKind = iota
+	dirChannel           // /<channel>/
+	dirChannelNS         // /<channel>, no trailing slash
+	dirSubdir            // /<channel>/<subdir>/ of a conda channel, subdir well formed
+)
 
 // errBadPath answers 400: the request leaves the channel tree or is not a plain path.
 var errBadPath = &httpError{status: http.StatusBadRequest, msg: "bad request path"}
@@ -124,6 +137,13 @@ func (s *Server) parseRoute(p string) (rt route, ok bool, err error) {
 		return rt, false, nil
 	}
 	rt.channel = ch
+	if rest == "" {
+		rt.dir = dirChannelNS
+		if strings.HasSuffix(p, "/") {
+			rt.dir = dirChannel
+		}
+		return rt, true, errNotFound
+	}
 	if ch.cfg.Kind == config.KindFiles {
 		if rest == "" || strings.HasSuffix(rest, "/") {
 			return rt, true, errNotFound
@@ -143,6 +163,10 @@ func (s *Server) parseRoute(p string) (rt route, ok bool, err error) {
 		return rt, true, errNotFound
 	}
 	rt.subdir = subdir
+	if file == "" {
+		rt.dir = dirSubdir
+		return rt, true, errNotFound
+	}
 	switch {
 	case file == "repodata.json":
 		rt.kind, rt.variant = kindRepodata, "json"

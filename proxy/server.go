@@ -49,6 +49,10 @@ type Options struct {
 	// Fallback answers paths outside every channel (health, metrics, admin, the
 	// web page). Nil: 404.
 	Fallback http.Handler
+	// Pages renders the channel directories (/<channel>/, /<channel>/<subdir>/)
+	// for browsers (pages.go). Nil: they answer 404 to everyone, as to conda
+	// clients.
+	Pages PagesFunc
 	// FillTimeout bounds one upstream download, independent of the client that
 	// started it; default 30 minutes.
 	FillTimeout time.Duration
@@ -65,6 +69,7 @@ type Server struct {
 	up       *upstream.Client
 	metrics  *Metrics
 	fallback http.Handler
+	pages    PagesFunc
 	log      *slog.Logger
 	now      func() time.Time
 	// redact masks the configured secrets in what an error body quotes.
@@ -146,7 +151,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: o.Config, store: o.Store, coord: o.Coord, up: o.Upstream, metrics: o.Metrics, fallback: o.Fallback,
-		log: o.Logger, now: o.Now, redact: config.NewRedactor(o.Config.Secrets()),
+		pages: o.Pages, log: o.Logger, now: o.Now, redact: config.NewRedactor(o.Config.Secrets()),
 		channels: map[string]*channel{}, direct: make(chan struct{}, 2), bigBuild: make(chan struct{}, 1),
 		metadataCacheControl: []string{"public, max-age=" + strconv.Itoa(int(o.Config.Cache.MetadataTTL.D().Seconds()))},
 	}
@@ -350,6 +355,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if aerr := s.authorize(r, rt.token, rt.channel); aerr != nil {
 			err = aerr
 		}
+	}
+	if err == errNotFound && s.pageRoute(r, rt) {
+		s.servePage(sw, r, rt)
+		return
 	}
 	if err == nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		err = errMethod

@@ -183,8 +183,10 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	// The admin API answers every path outside the channels; it is built on
-	// the proxy, so the proxy reaches it through adminHandler, set below.
+	// the proxy, so the proxy reaches it through adminHandler, set below, and
+	// the channel directories' pages through pages.
 	adminHandler := http.NotFoundHandler()
+	var pages proxy.PagesFunc
 	a.proxy, err = proxy.New(proxy.Options{
 		Config:   cfg,
 		Policies: policies,
@@ -194,7 +196,10 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 			IdleTimeout: cfg.Limits.UpstreamIdleTimeout.D()}),
 		Metrics:  metrics,
 		Fallback: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminHandler.ServeHTTP(w, r) }),
-		Logger:   log,
+		Pages: func(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string) {
+			pages(w, r, channel, subdir, prefix)
+		},
+		Logger: log,
 	})
 	if err != nil {
 		a.Close()
@@ -202,7 +207,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	}
 	a.backend = backend.New(backend.Options{Config: cfg, Proxy: a.proxy, Store: store,
 		Ledger: mirror.SyncLedger{Meta: store.Meta}, Logger: log})
-	adminHandler = admin.New(admin.Options{
+	adminOpts := admin.Options{
 		Gatherer:     reg,
 		Ready:        ready,
 		CanRead:      a.proxy.CanRead,
@@ -212,7 +217,9 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		PublicURL:    cfg.PublicURL,
 		Logger:       log,
 		Backend:      a.backend,
-	})
+	}
+	adminHandler = admin.New(adminOpts)
+	pages = admin.ChannelPages(adminOpts)
 	a.handler = a.proxy
 	if fp := cfg.ForwardProxy; fp != nil {
 		ca, err := forward.LoadCA(fp.CACert, fp.CAKey)

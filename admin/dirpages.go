@@ -1,0 +1,222 @@
+package admin
+
+// Channel directory pages: what a browser gets at a channel's own URL
+// (/<channel>/, /<channel>/<subdir>/, the same under /t/<token>/), as from the
+// public channel host. The proxy decides which requests are a browser's and
+// checks the token (proxy.PagesFunc); this renders them with the web page's
+// templates, on the same Backend calls.
+//
+// Every link is relative, so a /t/<token>/ prefix (or a reverse proxy's path)
+// is kept from page to page. The token is shown in one place only: the .condarc
+// snippet, which quotes the URL the browser opened, token included, as the
+// address bar does. Nothing else of the request is quoted but the visitor's own
+// search text, in its field.
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// maxDirQuery bounds the filename filter of a subdir page.
+const maxDirQuery = 200
+
+// ChannelPages returns the renderer of the channel directory pages, for
+// proxy.Options.Pages (its type is proxy.PagesFunc): channel's page when subdir
+// is "", else subdir's file listing; prefix is the path before /<channel>/ as
+// the client wrote it ("" or "/t/<token>"). Nil when o has no Backend.
+func ChannelPages(o Options) func(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string) {
+	if o.Backend == nil {
+		return nil
+	}
+	o.Backend = newRedacting(o.Backend, append(slices.Clone(o.Secrets), o.AdminToken))
+	w, err := newWeb(o)
+	if err != nil {
+		panic(err) // the templates are embedded: a parse error is a build bug
+	}
+	return w.dirPage
+}
+
+type dirPage struct {
+	base
+	Channel ChannelInfo
+	URL     string   // the channel's URL as the browser reached it
+	Subdirs []string // those served, each a link "<subdir>/"
+	Condarc string
+	AliasRC string // the channel_alias form; "" where it does not fit
+	TokenRC string // the /t/<token>/ form, when tokens are set and none was used
+}
+
+type subdirPage struct {
+	base
+	Channel  ChannelInfo
+	Subdir   string
+	URL      string // the channel's URL as the browser reached it
+	Q        string
+	Results  *PackagePage
+	Explain  bool // the "why?" links reach /ui/explain (no client tokens)
+	Page     int
+	Pages    []pageLink
+	Prev     string
+	Next     string
+	First    int
+	Last     int
+	Repodata []string
+}
+
+// repodataFiles are the metadata files of a subdir the proxy serves.
+var repodataFiles = []string{"repodata.json", "repodata.json.zst", "repodata.json.bz2", "current_repodata.json", "repodata_shards.msgpack.zst"}
+
+// dirPage is ChannelPages' renderer.
+func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, prefix string) {
+	pageHeaders(rw.Header())
+	// The page may be below /t/<token>/: no other site hears of its URL.
+	rw.Header().Set("Referrer-Policy", "no-referrer")
+	ctx := r.Context()
+	var info *ChannelInfo
+	for _, ch := range w.o.Backend.Channels(ctx) {
+		if ch.Name == channel {
+			info = &ch
+			break
+		}
+	}
+	if info == nil {
+		w.dirFail(rw, r, http.StatusNotFound, "404 not found", "This proxy has no channel here.")
+		return
+	}
+	chURL := w.origin(r) + prefix + "/" + escapeSegments(info.Name)
+	if subdir == "" {
+		w.channelDir(rw, r, info, chURL, prefix)
+		return
+	}
+	if info.Kind == "files" {
+		w.dirFail(rw, r, http.StatusNotFound, "404 not found", "A files channel has no subdirs.")
+		return
+	}
+	p := subdirPage{base: base{Title: info.Name + "/" + subdir + " · condaproxy"}, Channel: *info, Subdir: subdir,
+		URL: chURL, Repodata: repodataFiles, Explain: !w.o.ClientTokens}
+	p.Q = strings.TrimSpace(r.URL.Query().Get("q"))
+	if len(p.Q) > maxDirQuery {
+		w.dirFail(rw, r, http.StatusBadRequest, "400 bad request",
+			"The filename filter is too long (at most "+strconv.Itoa(maxDirQuery)+" characters).")
+		return
+	}
+	p.Page = 1
+	if n, err := strconv.Atoi(r.URL.Query().Get("page")); err == nil && n > 1 {
+		p.Page = min(n, 1_000_000)
+	}
+	res, err := w.o.Backend.Packages(ctx, info.Name, subdir, p.Q, (p.Page-1)*pageSize, pageSize)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+			// The answer a conda client gets here, as a page.
+			w.dirFail(rw, r, http.StatusNotFound, "404 not found", "This channel does not serve that subdir: "+err.Error()+".")
+			return
+		}
+		w.dirFail(rw, r, http.StatusBadGateway, "502 upstream failed",
+			"Reading the repodata of "+info.Name+"/"+subdir+" from upstream failed, and no cached copy is available: "+err.Error())
+		return
+	}
+	p.Results = &res
+	if len(res.Packages) > 0 {
+		p.First = (p.Page-1)*pageSize + 1
+		p.Last = p.First + len(res.Packages) - 1
+	}
+	pages := (res.Total + pageSize - 1) / pageSize
+	link := func(n int) string {
+		v := url.Values{}
+		if p.Q != "" {
+			v.Set("q", p.Q)
+		}
+		if n > 1 {
+			v.Set("page", strconv.Itoa(n))
+		}
+		if len(v) == 0 {
+			return "./" // this subdir's own URL, no query
+		}
+		return "?" + v.Encode()
+	}
+	p.Prev, p.Next, p.Pages = pager(p.Page, pages, link)
+	w.renderHTTP(rw, r, http.StatusOK, "subdir", p)
+}
+
+func (w *web) channelDir(rw http.ResponseWriter, r *http.Request, info *ChannelInfo, chURL, prefix string) {
+	p := dirPage{base: base{Title: info.Name + " · condaproxy"}, Channel: *info, URL: chURL}
+	if info.Kind != "files" {
+		p.Subdirs = servedSubdirs(info.Platforms)
+		p.Condarc = "channels:\n  - " + chURL + "\n"
+		if !strings.Contains(info.Name, "/") {
+			// conda resolves a bare name against channel_alias; not a name with
+			// '/': pkgs/main and its like are conda's own defaults.
+			p.AliasRC = "channel_alias: " + w.origin(r) + prefix + "\nchannels:\n  - " + info.Name + "\n"
+		}
+		if w.o.ClientTokens && prefix == "" {
+			p.TokenRC = "channels:\n  - " + w.origin(r) + "/t/<token>/" + escapeSegments(info.Name) + "\n"
+		}
+	}
+	w.renderHTTP(rw, r, http.StatusOK, "dir", p)
+}
+
+// dirFail answers a channel directory's failure as a page.
+func (w *web) dirFail(rw http.ResponseWriter, r *http.Request, status int, title, text string) {
+	w.renderHTTP(rw, r, status, "message", message{base: base{Title: title}, Text: text})
+}
+
+// origin is where clients reach this proxy: public_url when configured (behind
+// a reverse proxy that rewrites the Host or serves below a path), else the
+// request's scheme and Host.
+func (w *web) origin(r *http.Request) string {
+	if u := strings.TrimRight(w.o.PublicURL, "/"); u != "" {
+		return u
+	}
+	return scheme(r) + "://" + r.Host
+}
+
+// servedSubdirs are a channel's subdirs as its page lists them: its platforms
+// and noarch, or the common ones when it lists none.
+func servedSubdirs(platforms []string) []string {
+	if len(platforms) == 0 {
+		return slices.Clone(defaultSubdirs)
+	}
+	out := slices.Clone(platforms)
+	if !slices.Contains(out, "noarch") {
+		out = append(out, "noarch")
+	}
+	return out
+}
+
+// escapeSegments escapes each '/'-separated segment of a channel name on its own.
+func escapeSegments(name string) string {
+	segs := strings.Split(name, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
+// pager makes the previous, next and numbered links of page of pages:
+// 1 … p-2 p-1 p p+1 p+2 … last.
+func pager(page, pages int, link func(int) string) (prev, next string, list []pageLink) {
+	if page > 1 {
+		prev = link(min(page-1, max(pages, 1)))
+	}
+	if page < pages {
+		next = link(page + 1)
+	}
+	if pages > 1 {
+		last := 0
+		for n := 1; n <= pages; n++ {
+			if n != 1 && n != pages && (n < page-2 || n > page+2) {
+				continue
+			}
+			if last != 0 && n > last+1 {
+				list = append(list, pageLink{Gap: true})
+			}
+			list = append(list, pageLink{N: n, URL: link(n), Current: n == page})
+			last = n
+		}
+	}
+	return prev, next, list
+}
