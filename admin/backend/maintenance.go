@@ -328,7 +328,10 @@ func (b *Backend) Import(ctx context.Context, r io.Reader, size int64) (admin.Jo
 		for _, ch := range rep.Channels {
 			b.forgetUsage(ch)
 		}
-		t.Update(func(j *jobs.Job) { j.Packages, j.PackageSize = rep.Packages, rep.Bytes })
+		t.Update(func(j *jobs.Job) {
+			j.Packages, j.PackageSize = rep.Packages, rep.Bytes
+			slices.Sort(j.Channels)
+		})
 		return nil
 	})
 	if err != nil {
