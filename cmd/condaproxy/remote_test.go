@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -131,6 +132,16 @@ func TestRemoteExportThroughServer(t *testing.T) {
 	// through the server holds it alone, and the next delta nothing.
 	mxAddBack(t, ch, late)
 	mxMustRun(t, "sync", "-c", cfg)
+	// A delta read whole by a client that never says it has it: the ledger
+	// stays where it was.
+	resp, err := http.Post(srv.base+"/api/v1/export", "application/json", strings.NewReader(`{"delta": true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := io.Copy(io.Discard, resp.Body); err != nil || n == 0 || !strings.HasPrefix(resp.Trailer.Get(admin.ExportStatusTrailer), "ok 1 ") {
+		t.Errorf("a delta read raw: %d bytes, %v, trailer %v", n, err, resp.Trailer)
+	}
+	resp.Body.Close()
 	delta := filepath.Join(dir, "delta.tar")
 	if out := mxMustRun(t, "export", "-c", cfg, "-o", delta, "--delta", "--server", srv.base); !strings.Contains(out, "delta export: 1 packages") {
 		t.Errorf("export --delta through the server: %s", out)
