@@ -105,6 +105,9 @@ func TestRemoteCleanThroughServer(t *testing.T) {
 	var jobs []admin.Job
 	if err := apiGet(srv.base, "/api/v1/jobs", nil, "", &jobs); err != nil || len(jobs) < 2 || jobs[0].Kind != "clean" || jobs[0].State != "done" {
 		t.Errorf("GET /api/v1/jobs: %+v, %v; want the clean jobs done", jobs, err)
+	} else if code, page := mxGet(t, srv.base+"/ui/jobs/"+jobs[0].ID); code != 200 || !strings.Contains(string(page), "Clean") ||
+		!strings.Contains(string(page), "hidden by") {
+		t.Errorf("the clean job's page: %d\n%.2000s", code, page)
 	}
 }
 
