@@ -115,13 +115,14 @@ func mountMaintenance(api *gin.RouterGroup, o Options) {
 		if err != nil {
 			status := 0
 			switch {
+			case body.err != nil:
+				// The client stopped sending, or stalled: what it sent is gone.
+				status = http.StatusBadRequest
+				err = fmt.Errorf("the upload broke off or stalled (%v); nothing was imported", body.err)
 			case errors.Is(err, ErrRefused):
 				status = http.StatusUnprocessableEntity
 			case errors.Is(err, ErrTooLarge):
 				status = http.StatusRequestEntityTooLarge
-			case body.err != nil:
-				// The client stopped sending: what it sent is gone.
-				status = http.StatusBadRequest
 			case !errors.Is(err, ErrBusy) && !errors.Is(err, ErrNotFound):
 				status = http.StatusInternalServerError // the data directory's failure
 			}

@@ -345,7 +345,7 @@ func (b *Backend) Import(ctx context.Context, r io.Reader, size int64) (admin.Jo
 	case errors.As(workErr, new(*jobs.BusyError)):
 		return toAdmin(j), busyErr(workErr)
 	case errors.Is(workErr, mirror.ErrRefused):
-		return toAdmin(j), fmt.Errorf("%w: %v", admin.ErrRefused, workErr)
+		return toAdmin(j), refusedError{workErr}
 	}
 	return toAdmin(j), fmt.Errorf("import: %w", workErr)
 }
@@ -363,3 +363,11 @@ func toAdmin(j jobs.Job) admin.Job {
 	}
 	return out
 }
+
+// refusedError is a tar mirror.Import refused, as the admin API's ErrRefused;
+// its text is the import's own ("import refused; nothing was imported: ...").
+type refusedError struct{ err error }
+
+func (e refusedError) Error() string        { return e.err.Error() }
+func (e refusedError) Is(target error) bool { return target == admin.ErrRefused }
+func (e refusedError) Unwrap() error        { return e.err }

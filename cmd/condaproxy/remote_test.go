@@ -342,3 +342,47 @@ func TestRemoteImportCutUploadAndToken(t *testing.T) {
 		t.Errorf("jobs after the import: %s", b)
 	}
 }
+
+// An upload that stalls fails after limits.upstream_idle_timeout, and leaves
+// nothing: a slow client cannot hold its channels.
+func TestRemoteImportStalledUpload(t *testing.T) {
+	_, _, _, cfg := mxSynced(t)
+	tarPath := filepath.Join(t.TempDir(), "zlib.tar")
+	mxMustRun(t, "export", "-c", cfg, "-o", tarPath)
+	raw, _ := os.ReadFile(tarPath)
+	data2 := filepath.Join(t.TempDir(), "data")
+	cfg2 := mxConfig(t, data2, mxChan{name: "zlib"})
+	b, _ := os.ReadFile(cfg2)
+	os.WriteFile(cfg2, append(b, "limits:\n  upstream_idle_timeout: 1s\n"...), 0o644)
+	srv := mxServe(t, cfg2)
+	blobs := mxBlobs(t, data2)
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/v1/import HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-tar\r\nContent-Length: %d\r\n\r\n",
+		strings.TrimPrefix(srv.base, "http://"), len(raw))
+	conn.Write(raw[:len(raw)/2])
+	start := time.Now()
+	// The server answers (or drops the connection) once the upload stalled.
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	reply, _ := io.ReadAll(conn)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the stalled upload held on %v", took)
+	}
+	if len(reply) > 0 && !strings.Contains(string(reply), " 400 ") {
+		t.Errorf("the stalled upload's answer: %.300s", reply)
+	}
+	var jobs []admin.Job
+	if err := apiGet(srv.base, "/api/v1/jobs", nil, "", &jobs); err != nil || len(jobs) != 1 || jobs[0].State != "failed" {
+		t.Errorf("jobs after the stalled upload: %+v %v", jobs, err)
+	}
+	if got := mxBlobs(t, data2); !slices.Equal(got, blobs) {
+		t.Errorf("the stalled upload left blobs %v", got)
+	}
+	if got := mxTmpFiles(t, data2); len(got) != 0 {
+		t.Errorf("the stalled upload left tmp/%v", got)
+	}
+}
