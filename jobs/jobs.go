@@ -6,8 +6,8 @@
 // A job syncs its channels one after the other through a SyncFunc, so each
 // channel ends with a report of its own. At most one job syncs a channel at a
 // time, whatever the jobs' kinds: a second is refused (ErrBusy) rather than
-// racing the first for the same files. Jobs live in memory: a restart forgets them (what a sync did stays in
-// the data directory, see mirror.LastSync). The package never decides which
+// racing the first for the same files. Jobs live in memory: a restart forgets
+// them (what a sync did stays in the data directory, see mirror.LastSync). The package never decides which
 // channels exist, nor how a channel is synced: its caller does both.
 package jobs
 
