@@ -73,6 +73,9 @@ type Options struct {
 	// Secrets are the configuration's secrets (config.Config.Secrets): no answer
 	// of the API or the page quotes one, whatever text it passes on.
 	Secrets []string
+	// UploadIdle fails an upload (POST /api/v1/import) that sends nothing for
+	// this long: a stalled client must not hold its channels. Default 30 s.
+	UploadIdle time.Duration
 }
 
 // ErrNotFound marks an error an API call answers with 404 (wrap it).
@@ -80,6 +83,12 @@ var ErrNotFound = errors.New("not found")
 
 // ErrBusy marks a sync refused because one runs for a channel (409).
 var ErrBusy = errors.New("a sync is running")
+
+// ErrRefused marks an import refused as a whole (422): the cache is as it was.
+var ErrRefused = errors.New("import refused")
+
+// ErrTooLarge marks an upload past what the server takes (413).
+var ErrTooLarge = errors.New("too large")
 
 // New returns the handler for the non-channel paths.
 func New(o Options) http.Handler {

@@ -37,6 +37,11 @@ var apiCalls = map[string]string{
 	"/api/v1/jobs":     http.MethodGet,
 	"/api/v1/sync":     http.MethodPost,
 	"/api/v1/purge":    http.MethodPost,
+	"/api/v1/clean":    http.MethodPost,
+	"/api/v1/export":   http.MethodPost,
+	"/api/v1/import":   http.MethodPost,
+
+	"/api/v1/export/commit": http.MethodPost,
 }
 
 // mountAPI adds the JSON API under /api/v1. Reads are open to whoever may read the
@@ -64,7 +69,7 @@ func mountAPI(r *gin.Engine, o Options) {
 			apiError(c, http.StatusMethodNotAllowed, "/api/v1/jobs/<id> takes GET only")
 			return
 		}
-		apiError(c, http.StatusNotFound, "no such API call (see /api/v1/channels, packages, explain, stats, jobs, sync, purge)")
+		apiError(c, http.StatusNotFound, "no such API call (see /api/v1/channels, packages, explain, stats, jobs, sync, purge, clean, export, import)")
 	})
 
 	api := r.Group("/api/v1")
@@ -86,7 +91,11 @@ func mountAPI(r *gin.Engine, o Options) {
 				apiError(c, d.status, d.reason)
 				return
 			}
-			if !jsonBody(c) {
+			if c.FullPath() == importPath {
+				if !tarBody(c) {
+					return
+				}
+			} else if !jsonBody(c) {
 				return
 			}
 		}
@@ -172,6 +181,8 @@ func mountAPI(r *gin.Engine, o Options) {
 		c.Header("Location", "/api/v1/jobs/"+job.ID)
 		c.JSON(http.StatusAccepted, job)
 	})
+
+	mountMaintenance(api, o)
 
 	api.GET("/jobs", func(c *gin.Context) {
 		out := b.Jobs()

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"io"
 	"time"
 )
 
@@ -89,9 +90,47 @@ type Stats struct {
 	ChecksumErrors int64            `json:"checksum_failures"`
 }
 
-// Job is a sync job and its progress.
+// Maintainer is the maintenance side of a Backend: `condaproxy clean`, `export`
+// and `import` through a running server. A Backend that is one has the API
+// offer POST /api/v1/clean, /export, /export/commit and /import.
+type Maintainer interface {
+	// StartClean starts a clean job of the channels (all conda channels when
+	// empty): cached packages the filter hides now are removed (listed only,
+	// with dryRun), and old shard packs. One job per channel at a time.
+	StartClean(channels []string, dryRun bool) (Job, error)
+	// Export writes the export tar of the channels (all when empty) to w. It
+	// checks the channels before it writes anything. What it wrote counts as
+	// exported (for a later delta) only once CommitExport(id) is called: the
+	// client has the whole tar.
+	Export(ctx context.Context, id string, channels []string, delta bool, w io.Writer) (ExportResult, error)
+	CommitExport(id string) error
+	// Import reads an export tar of size bytes (-1: unknown) from r, verifies
+	// it and commits it whole, as a job run to its end. A refused tar is an
+	// error wrapping ErrRefused; the cache is then as it was.
+	Import(ctx context.Context, r io.Reader, size int64) (Job, error)
+}
+
+// ExportResult is what an export through the server wrote.
+type ExportResult struct {
+	Packages int   `json:"packages"`
+	Bytes    int64 `json:"bytes"`
+}
+
+// CleanedFile is one file a clean job removed, or would remove.
+type CleanedFile struct {
+	Channel  string `json:"channel"`
+	Subdir   string `json:"subdir"`
+	Filename string `json:"filename"`
+	Size     int64  `json:"size"`
+	Rule     string `json:"rule"` // the rule that hides it
+}
+
+// Job is a sync, clean or import job and its progress. For a clean, Files and
+// Bytes count what is to be removed, Done and BytesDone what was; for an
+// import, BytesDone counts the tar read so far.
 type Job struct {
 	ID        string    `json:"id"`
+	Kind      string    `json:"kind"` // sync, clean, import
 	Channels  []string  `json:"channels"`
 	State     string    `json:"state"` // running, done, failed
 	Started   time.Time `json:"started"`
@@ -104,4 +143,11 @@ type Job struct {
 	Present   int       `json:"present"`
 	Failed    []string  `json:"failed,omitempty"` // "channel/subdir/file: reason"
 	Error     string    `json:"error,omitempty"`
+
+	DryRun      bool          `json:"dry_run,omitempty"`
+	Cleaned     []CleanedFile `json:"cleaned,omitempty"` // at most 200; Files counts them all
+	ShardPacks  int           `json:"shard_packs,omitempty"`
+	ShardBytes  int64         `json:"shard_bytes,omitempty"`
+	Packages    int           `json:"packages,omitempty"` // imported
+	PackageSize int64         `json:"package_bytes,omitempty"`
 }

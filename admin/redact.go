@@ -2,6 +2,8 @@ package admin
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"slices"
 	"strings"
 
@@ -137,6 +139,14 @@ func (e redactedError) Unwrap() error { return e.err }
 func (x redacting) job(j Job) Job {
 	j.Error = x.text(j.Error)
 	j.Failed = x.texts(j.Failed)
+	if j.Cleaned != nil {
+		cleaned := make([]CleanedFile, len(j.Cleaned))
+		for i, f := range j.Cleaned {
+			f.Rule = x.text(f.Rule)
+			cleaned[i] = f
+		}
+		j.Cleaned = cleaned
+	}
 	return j
 }
 
@@ -207,4 +217,49 @@ func (x redacting) Jobs() []Job {
 
 func (x redacting) Purge(ctx context.Context, channel, subdir, filename string) error {
 	return x.errAsked(ctx, x.b.Purge(ctx, channel, subdir, filename), channel, subdir, filename)
+}
+
+// errNoMaintainer answers the maintenance calls of a Backend that offers none.
+var errNoMaintainer = fmt.Errorf("%w: this server offers no clean, export or import", ErrNotFound)
+
+func (x redacting) maintainer() (Maintainer, error) {
+	if m, ok := x.b.(Maintainer); ok {
+		return m, nil
+	}
+	return nil, errNoMaintainer
+}
+
+func (x redacting) StartClean(channels []string, dryRun bool) (Job, error) {
+	m, err := x.maintainer()
+	if err != nil {
+		return Job{}, err
+	}
+	j, err := m.StartClean(channels, dryRun)
+	return x.job(j), x.errAsked(context.Background(), err, channels...)
+}
+
+func (x redacting) Export(ctx context.Context, id string, channels []string, delta bool, w io.Writer) (ExportResult, error) {
+	m, err := x.maintainer()
+	if err != nil {
+		return ExportResult{}, err
+	}
+	r, err := m.Export(ctx, id, channels, delta, w)
+	return r, x.errAsked(ctx, err, channels...)
+}
+
+func (x redacting) CommitExport(id string) error {
+	m, err := x.maintainer()
+	if err != nil {
+		return err
+	}
+	return x.errAsked(context.Background(), m.CommitExport(id), id)
+}
+
+func (x redacting) Import(ctx context.Context, r io.Reader, size int64) (Job, error) {
+	m, err := x.maintainer()
+	if err != nil {
+		return Job{}, err
+	}
+	j, err := m.Import(ctx, r, size)
+	return x.job(j), x.errAsked(ctx, err)
 }

@@ -490,10 +490,17 @@ type jobPage struct {
 func (w *web) job(c *gin.Context) {
 	j, ok := w.o.Backend.Job(c.Param("id"))
 	if !ok {
-		w.fail(c, http.StatusNotFound, "No such job", "There is no sync job with that id (jobs are kept in memory and lost on restart).")
+		w.fail(c, http.StatusNotFound, "No such job", "There is no job with that id (jobs are kept in memory and lost on restart).")
 		return
 	}
-	p := jobPage{base: base{Title: "Sync " + j.ID + " · condaproxy", Nav: true}, Job: j}
+	kind := "Sync"
+	switch j.Kind {
+	case "clean":
+		kind = "Clean"
+	case "import":
+		kind = "Import"
+	}
+	p := jobPage{base: base{Title: kind + " " + j.ID + " · condaproxy", Nav: true}, Job: j}
 	if j.State == "running" {
 		p.Refresh = 2 // live progress without JavaScript
 	}

@@ -12,3 +12,7 @@ func freeBytes(dir string) (int64, error) {
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
+
+// FreeBytes is the space an unprivileged writer may still use on dir's file
+// system: what an upload to the data directory can take at most.
+func FreeBytes(dir string) (int64, error) { return freeBytes(dir) }

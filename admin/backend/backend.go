@@ -77,6 +77,8 @@ type Backend struct {
 
 	usageMu sync.Mutex
 	usage   map[string]chanUsage
+
+	maintenance
 }
 
 type chanUsage struct {
@@ -327,17 +329,20 @@ func (b *Backend) StartSync(channels []string) (admin.Job, error) {
 	j, err := b.jobs.Start(names)
 	if busy := (*jobs.BusyError)(nil); errors.As(err, &busy) {
 		// busy.Channel is configured: condaChannel passed it.
+		if busy.Kind != jobs.KindSync {
+			return admin.Job{}, fmt.Errorf("%w: %s", admin.ErrBusy, busy.Error())
+		}
 		return admin.Job{}, fmt.Errorf("%w for channel %q (job %s)", admin.ErrBusy, busy.Channel, busy.Job)
 	}
 	if err != nil {
 		return admin.Job{}, err
 	}
-	return admin.Job(j), nil
+	return toAdmin(j), nil
 }
 
 func (b *Backend) Job(id string) (admin.Job, bool) {
 	j, ok := b.jobs.Job(id)
-	return admin.Job(j), ok
+	return toAdmin(j), ok
 }
 
 // Jobs lists the remembered jobs, newest first.
@@ -345,7 +350,7 @@ func (b *Backend) Jobs() []admin.Job {
 	list := b.jobs.Jobs()
 	out := make([]admin.Job, 0, len(list))
 	for _, j := range list {
-		out = append(out, admin.Job(j))
+		out = append(out, toAdmin(j))
 	}
 	return out
 }

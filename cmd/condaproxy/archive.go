@@ -27,10 +27,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usageErr("export: unexpected argument %q", pos[0])
 	}
 	if *out == "" {
-		return usageErr("usage: condaproxy export [-c FILE] -o FILE.tar [--channel NAME]... [--delta]")
-	}
-	if *server != "" {
-		return &exitError{1, fmt.Errorf("export --server: exporting through a running server is not offered; stop it and export its data directory")}
+		return usageErr("usage: condaproxy export [-c FILE] -o FILE.tar [--channel NAME]... [--delta] [--server URL]")
 	}
 	cfg, err := config.Load(config.Locate(*file))
 	if err != nil {
@@ -39,6 +36,9 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	names, err := condaChannels(cfg, channels)
 	if err != nil {
 		return err
+	}
+	if base := serverFor(cfg, *server); base != "" {
+		return remoteExport(ctx, base, cfg.Auth.AdminToken, names, *delta, *out, stdout)
 	}
 	a, err := openLocal(cfg, "export", stderr)
 	if err != nil {
@@ -85,10 +85,7 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if len(pos) != 1 {
-		return usageErr("usage: condaproxy import [-c FILE] FILE.tar")
-	}
-	if *server != "" {
-		return &exitError{1, fmt.Errorf("import --server: importing through a running server is not offered; stop it and import into its data directory")}
+		return usageErr("usage: condaproxy import [-c FILE] FILE.tar [--server URL]")
 	}
 	cfg, err := config.Load(config.Locate(*file))
 	if err != nil {
@@ -96,6 +93,9 @@ func cmdImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if _, err := compilePolicies(cfg); err != nil {
 		return err
+	}
+	if base := serverFor(cfg, *server); base != "" {
+		return remoteImport(ctx, base, cfg.Auth.AdminToken, pos[0], stdout)
 	}
 	f, err := os.Open(pos[0])
 	if err != nil {

@@ -208,10 +208,13 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 	a.backend = backend.New(backend.Options{Config: cfg, Proxy: a.proxy, Store: store,
 		Ledger: mirror.SyncLedger{Meta: store.Meta}, Logger: log})
 	adminOpts := admin.Options{
-		Gatherer:     reg,
-		Ready:        ready,
-		CanRead:      a.proxy.CanRead,
-		AdminToken:   cfg.Auth.AdminToken,
+		Gatherer:   reg,
+		Ready:      ready,
+		CanRead:    a.proxy.CanRead,
+		AdminToken: cfg.Auth.AdminToken,
+		// An import's upload is a transfer like an upstream's: stalled this
+		// long, it fails.
+		UploadIdle:   cfg.Limits.UpstreamIdleTimeout.D(),
 		Secrets:      cfg.Secrets(),
 		ClientTokens: len(cfg.Auth.Tokens) > 0,
 		PublicURL:    cfg.PublicURL,

@@ -244,15 +244,18 @@ func cmdClean(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(pos) > 0 {
 		return usageErr("clean: unexpected argument %q", pos[0])
 	}
-	if *server != "" {
-		return &exitError{1, fmt.Errorf("clean --server: cleaning through a running server is not offered; stop it and run clean on its data directory")}
-	}
 	cfg, err := config.Load(config.Locate(*file))
 	if err != nil {
 		return err
 	}
 	if _, err := compilePolicies(cfg); err != nil {
 		return err
+	}
+	if _, err := condaChannels(cfg, channels); err != nil {
+		return err // an unknown --channel is a usage error (exit 2)
+	}
+	if base := serverFor(cfg, *server); base != "" {
+		return remoteClean(ctx, base, cfg.Auth.AdminToken, channels, *dryRun, stdout)
 	}
 	a, err := openLocal(cfg, "clean", stderr)
 	if err != nil {
