@@ -101,6 +101,8 @@ type Server struct {
 	bgMu    sync.Mutex // orders bg.Add against Shutdown's Wait
 	closing bool
 	bg      sync.WaitGroup
+
+	subdirsCache // channeldata.json subdirs by sha (subdirs.go)
 }
 
 // channel is one configured channel with its parsed upstreams and policy.
