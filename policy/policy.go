@@ -45,8 +45,8 @@ type Decider interface {
 // PassAll serves every subdir and every record.
 type PassAll struct{}
 
-func (PassAll) Fingerprint() string      { return "pass-all" }
-func (PassAll) ServesSubdir(string) bool { return true }
+func (PassAll) Fingerprint() string                     { return "pass-all" }
+func (PassAll) ServesSubdir(string) bool                { return true }
 func (PassAll) Inputs(string, func() []string) []string { return nil }
 func (PassAll) Prepare(string, func(func(string, *repodata.Record)) error) (Decider, error) {
 	return passAll{}, nil
