@@ -113,6 +113,10 @@ type channel struct {
 
 	mu      sync.Mutex
 	subdirs map[string]*subdir
+
+	// cd is the filtered channeldata.json last cut (channeldata.go).
+	cdMu sync.Mutex
+	cd   *channelDataAnswer
 }
 
 // New builds a Server.
@@ -497,6 +501,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 				return s.serveRunExports(w, r, rt) // checks the subdir itself
 			}
 			return s.serveMutable(w, r, rt.channel, rt.subdir+"/"+rt.file)
+		}
+		if rt.file == "channeldata.json" {
+			return s.serveChannelData(w, r, rt.channel)
 		}
 		return s.serveMutable(w, r, rt.channel, rt.file)
 	case kindFile:
