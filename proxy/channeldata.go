@@ -247,25 +247,36 @@ func cutChannelDataDoc(raw []byte, names map[string]*servedName, subdirs map[str
 			continue
 		}
 		entry["subdirs"] = mustJSON(cutSubdirs(entry["subdirs"], n.subdirs))
+		// version, and what describes that one build (its timestamp, source, own
+		// run_exports), are upstream's newest: when the filter hides it, the
+		// newest served version replaces it and the rest goes.
+		versionHidden := false
 		if ver, ok := entry["version"]; ok {
 			var s string
 			if json.Unmarshal(ver, &s) != nil || !n.versions[s] {
+				versionHidden = true
 				if best := newestVersion(n.versions); best != "" {
 					entry["version"] = mustJSON(best)
 				} else {
 					delete(entry, "version")
 				}
+				delete(entry, "timestamp")
+				delete(entry, "source_url")
 			}
 		}
 		if re, ok := entry["run_exports"]; ok {
+			// Keyed by version ({"1.2": {"weak": [...]}}): cut to served
+			// versions. The newest's own ({"weak": [...]}): kept with it.
 			var byVersion map[string]json.RawMessage
-			if json.Unmarshal(re, &byVersion) == nil {
+			if json.Unmarshal(re, &byVersion) == nil && allObjects(byVersion) {
 				for ver := range byVersion {
 					if !n.versions[ver] {
 						delete(byVersion, ver)
 					}
 				}
 				entry["run_exports"] = mustJSON(byVersion)
+			} else if versionHidden {
+				delete(entry, "run_exports")
 			}
 		}
 		if ref, ok := entry["reference_package"]; ok {
@@ -274,7 +285,7 @@ func cutChannelDataDoc(raw []byte, names map[string]*servedName, subdirs map[str
 				delete(entry, "reference_package")
 			}
 		}
-		b, err := json.Marshal(entry)
+		b, err := marshal(entry, false)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", errBadChannelData, name, err)
 		}
@@ -282,7 +293,7 @@ func cutChannelDataDoc(raw []byte, names map[string]*servedName, subdirs map[str
 	}
 	out["packages"] = mustJSON(cut)
 	out["subdirs"] = mustJSON(cutSubdirs(top["subdirs"], subdirs))
-	return json.MarshalIndent(out, "", " ")
+	return marshal(out, true)
 }
 
 // cutSubdirs is a subdirs list kept to valid names in keep, sorted; a list that
@@ -322,9 +333,34 @@ func newestVersion(versions map[string]bool) string {
 	return found
 }
 
+// allObjects reports whether every value of m is a JSON object.
+func allObjects(m map[string]json.RawMessage) bool {
+	for _, v := range m {
+		if v = bytes.TrimSpace(v); len(v) == 0 || v[0] != '{' {
+			return false
+		}
+	}
+	return true
+}
+
 func mustJSON(v any) json.RawMessage {
-	b, _ := json.Marshal(v)
+	b, _ := marshal(v, false)
 	return b
+}
+
+// marshal is json.Marshal (or MarshalIndent) without HTML escaping: upstream's
+// "zlib >=1.2" stays as it was written.
+func marshal(v any, indent bool) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if indent {
+		enc.SetIndent("", " ")
+	}
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // readMetadataBlob reads a stored metadata file whole, bounded by
@@ -414,5 +450,5 @@ func addMissingNames(doc []byte, names map[string]*servedName) ([]byte, error) {
 		pkgs[name] = mustJSON(entry)
 	}
 	top["packages"] = mustJSON(pkgs)
-	return json.MarshalIndent(top, "", " ")
+	return marshal(top, true)
 }
