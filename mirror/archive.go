@@ -175,7 +175,7 @@ func Export(ctx context.Context, src ExportSource, blobs BlobOpener, w io.Writer
 				files[p.subdir] = fns
 			}
 		}
-		b, err := src.ExportChannelData(ch, files)
+		b, err := src.ExportChannelData(ctx, ch, files)
 		if err != nil {
 			return nil, fmt.Errorf("export %s/channeldata.json: %w", ch, err)
 		}

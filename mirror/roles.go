@@ -65,7 +65,7 @@ type ExportSource interface {
 	ExportSubdir(ctx context.Context, channel, subdir string, include func(fn string) bool, w io.Writer) ([]proxy.ExportFile, error)
 	// ExportChannelData returns the channeldata.json of an export of channel
 	// holding exactly files (subdir -> filenames): upstream's, cut to them.
-	ExportChannelData(channel string, files map[string][]string) ([]byte, error)
+	ExportChannelData(ctx context.Context, channel string, files map[string][]string) ([]byte, error)
 	ExportLedger
 }
 

@@ -381,10 +381,11 @@ func (s *Server) readMetadataBlob(sha string) ([]byte, error) {
 
 // ExportChannelData returns the channeldata.json of an export of channel that
 // holds exactly files (subdir -> filenames): its names with their exported
-// subdirs and versions, upstream's metadata of each name where a copy of
-// upstream's channeldata.json is stored (no upstream is asked), and subdirs the
+// subdirs and versions, upstream's metadata of each name where upstream has a
+// channeldata.json (the stored copy; upstream is asked only when none is; without
+// one, the names and versions alone), and subdirs the
 // exported ones.
-func (s *Server) ExportChannelData(channel string, files map[string][]string) ([]byte, error) {
+func (s *Server) ExportChannelData(ctx context.Context, channel string, files map[string][]string) ([]byte, error) {
 	ch, err := s.condaChannel(channel)
 	if err != nil {
 		return nil, err
@@ -410,9 +411,8 @@ func (s *Server) ExportChannelData(channel string, files map[string][]string) ([
 		}
 	}
 	raw := []byte(`{"channeldata_version": 1}`)
-	var e fileEntry
-	if ok, _ := s.store.Meta.Get(mutableKey(ch, "channeldata.json", -1), &e); ok && !e.NotFound && s.store.Has(e.SHA256) {
-		if b, err := s.readMetadataBlob(e.SHA256); err == nil {
+	if sha, err := s.mutableSHA(ctx, ch, "channeldata.json"); err == nil {
+		if b, err := s.readMetadataBlob(sha); err == nil {
 			raw = b
 		}
 	}
