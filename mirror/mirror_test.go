@@ -1149,3 +1149,25 @@ func TestExportChannelData(t *testing.T) {
 		}
 	}
 }
+
+// A channel with no upstream, a mirror tool's filter (pkg_list,
+// include_dependencies, no platforms): the subdirs its closure runs over, and a
+// sync covers, are those its imports brought.
+func TestImportedSubdirsFeedTheClosure(t *testing.T) {
+	e, _, _ := synced(t)
+	tb, _ := export(t, e, ExportOptions{TempDir: t.TempDir()})
+	f := newEnv(t, chanYAML("zlib")+"    pkg_list: [zlib]\n    include_dependencies: true\n")
+	if subs, err := f.srv.SyncSubdirs(context.Background(), "zlib"); err != nil || strings.Join(subs, ",") != "noarch" {
+		t.Errorf("before the import: SyncSubdirs = %v, %v", subs, err)
+	}
+	if _, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(tb), ImportOptions{Known: known("zlib")}); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := f.srv.SyncSubdirs(context.Background(), "zlib")
+	if got := strings.Join(subs, ","); err != nil || got != "noarch,linux-64,osx-64,win-32,win-64" {
+		t.Errorf("after the import: SyncSubdirs = %s, %v", got, err)
+	}
+	if code, body := f.get("/zlib/win-64/repodata.json"); code != 200 || !bytes.Contains(body, []byte("zlib-1.2.11-h62dcd97_3")) {
+		t.Errorf("win-64 after the import: %d %.200s", code, body)
+	}
+}
