@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 type cdDoc struct {
@@ -181,5 +182,39 @@ func TestChannelDataHostile(t *testing.T) {
 				t.Errorf("the channel no longer serves its repodata")
 			}
 		})
+	}
+}
+
+// The cut follows the served answers: when upstream's repodata drops a name,
+// the next revalidation cuts channeldata.json again (its key holds each served
+// subdir's generation), and the ETag changes.
+func TestChannelDataFollowsRepodata(t *testing.T) {
+	dir := fltCopyDir(t, formatRepo(t))
+	up := newUpstream(t, dir)
+	h := newHarness(t, fltYAML(up.URL, "platforms: [linux-64]"))
+	r := h.get("/fmt/channeldata.json")
+	if got := cdNames(readCD(t, r.body)); got != "libgcc-ng,zlib" {
+		t.Fatalf("packages = %s, want libgcc-ng,zlib", got)
+	}
+	etag := r.Header.Get("ETag")
+	p := filepath.Join(dir, "linux-64", "repodata.json")
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	json.Unmarshal(raw, &doc)
+	delete(doc["packages"].(map[string]any), "libgcc-ng-8.2.0-hdf63c60_1.tar.bz2")
+	raw, _ = json.Marshal(doc)
+	os.WriteFile(p, raw, 0o644)
+	at := time.Now().Add(time.Hour) // a Last-Modified of its own
+	os.Chtimes(p, at, at)
+	h.clock.advance(11 * time.Minute)
+	waitFor(t, "channeldata.json cut again without libgcc-ng", func() bool {
+		r = h.get("/fmt/channeldata.json")
+		return cdNames(readCD(t, r.body)) == "zlib"
+	})
+	if r.Header.Get("ETag") == etag {
+		t.Errorf("the ETag did not change")
 	}
 }
