@@ -294,3 +294,17 @@ func TestEmptyVariable(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A mirror tool's filter copied as it is: pkg_list with include_dependencies and
+// no platforms. The closure runs over the subdirs upstream lists (SPEC "The
+// filter, exactly", step 2), so it loads.
+func TestIncludeDependenciesWithoutPlatforms(t *testing.T) {
+	c, err := Parse("t.yaml", []byte("channels:\n  - name: m\n    upstreams: [{url: https://x.invalid/m}]\n    package_list: [numpy]\n    include_dependencies: true\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := c.Channels[0]
+	if !ch.IncludeDependencies || len(ch.PkgList) != 1 || len(ch.Platforms) != 0 {
+		t.Errorf("channel = %+v", ch)
+	}
+}

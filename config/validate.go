@@ -201,12 +201,6 @@ func (l *loader) validateChannel(c *Config, i int, names map[string]string) erro
 			l.lines[key(fmt.Sprintf("pkg_list[%d]", j))] = l.lines[key(fmt.Sprintf("package_list[%d]", j))]
 		}
 	}
-	if ch.IncludeDependencies && len(ch.PkgList) > 0 && len(ch.Platforms) == 0 {
-		// The closure runs over every served subdir together (a noarch root pulls in
-		// the linux-64 python); with no platforms the served set is open, and noarch
-		// could not know which subdirs' roots to follow.
-		return l.errKey(key("include_dependencies"), "needs platforms: the dependency closure runs over the served subdirs, so list them")
-	}
 	if ch.Kind == KindFiles {
 		for _, k := range []struct {
 			name string

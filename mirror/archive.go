@@ -159,18 +159,26 @@ func Export(ctx context.Context, src ExportSource, blobs BlobOpener, w io.Writer
 			}
 		}
 	}
-	// <channel>/channeldata.json lists the subdirs, so the untarred tree used as an
-	// upstream tells a sync (or conda) which subdirs there are.
+	// <channel>/channeldata.json: upstream's, cut to exactly what the export
+	// holds (the names with an exported record, the exported subdirs), so the
+	// untarred tree used as an upstream tells a sync (or conda) which subdirs
+	// there are, and lists nothing the filter hid.
 	channeldata := map[string][]byte{}
 	for _, ch := range o.Channels {
-		var subs []string
+		files := map[string][]string{}
 		for _, p := range parts {
 			if p.channel == ch {
-				subs = append(subs, p.subdir)
+				fns := make([]string, 0, len(p.files))
+				for _, f := range p.files {
+					fns = append(fns, f.Filename)
+				}
+				files[p.subdir] = fns
 			}
 		}
-		sort.Strings(subs)
-		b, _ := json.MarshalIndent(map[string]any{"channeldata_version": 1, "packages": map[string]any{}, "subdirs": subs}, "", " ")
+		b, err := src.ExportChannelData(ctx, ch, files)
+		if err != nil {
+			return nil, fmt.Errorf("export %s/channeldata.json: %w", ch, err)
+		}
 		channeldata[ch] = b
 		sum := sha256.Sum256(b)
 		m.Files = append(m.Files, ManifestFile{Path: ch + "/channeldata.json", Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])})

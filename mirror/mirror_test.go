@@ -1094,3 +1094,80 @@ func checkExportedShards(t *testing.T, byName map[string][]byte) {
 		t.Fatal("no subdir in the export")
 	}
 }
+
+// The export's channeldata.json is upstream's, cut to exactly what the export
+// holds: the names with an exported record (zlib; libgcc-ng, vc and
+// vs2015_runtime have no file in the mini channel), each with the subdirs it was
+// exported in, upstream's description kept; subdirs the exported ones. With
+// platforms, the hidden subdirs are gone from both lists.
+func TestExportChannelData(t *testing.T) {
+	dir, _ := miniChannel(t)
+	up := newUpstreamDir(t, dir)
+	for _, tt := range []struct {
+		keys, subdirs, zlib string
+	}{
+		{"", "linux-64,noarch,osx-64,win-32,win-64", "linux-64,osx-64,win-32,win-64"},
+		{"    platforms: [linux-64]\n", "linux-64,noarch", "linux-64"},
+	} {
+		e := newEnv(t, chanYAML("zlib", up.URL)+tt.keys)
+		if _, err := Sync(context.Background(), e.srv, e.store, []string{"zlib"}, SyncOptions{Jobs: 2}); err != nil {
+			t.Fatal(err)
+		}
+		tb, _ := export(t, e, ExportOptions{TempDir: t.TempDir()})
+		_, entries := readEntries(t, tb)
+		var cd []byte
+		for _, en := range entries {
+			if en.name == "zlib/channeldata.json" {
+				cd = en.data
+			}
+		}
+		var doc struct {
+			Packages map[string]struct {
+				Subdirs     []string `json:"subdirs"`
+				Description string   `json:"description"`
+				Version     string   `json:"version"`
+			} `json:"packages"`
+			Subdirs []string `json:"subdirs"`
+		}
+		if err := json.Unmarshal(cd, &doc); err != nil {
+			t.Fatalf("channeldata.json: %v\n%s", err, cd)
+		}
+		if got := strings.Join(doc.Subdirs, ","); got != tt.subdirs {
+			t.Errorf("[%s] subdirs = %s, want %s", tt.keys, got, tt.subdirs)
+		}
+		if len(doc.Packages) != 1 {
+			t.Errorf("[%s] packages = %v, want zlib alone", tt.keys, doc.Packages)
+		}
+		z := doc.Packages["zlib"]
+		if got := strings.Join(z.Subdirs, ","); got != tt.zlib || z.Version == "" || !strings.Contains(z.Description, "zlib is designed") {
+			t.Errorf("[%s] zlib = %+v, want subdirs %s and upstream's metadata", tt.keys, z, tt.zlib)
+		}
+		for _, leak := range []string{"vc", "libgcc-ng", "vs2015_runtime"} {
+			if bytes.Contains(cd, []byte(`"`+leak+`"`)) {
+				t.Errorf("[%s] channeldata.json names %s, which the export does not hold", tt.keys, leak)
+			}
+		}
+	}
+}
+
+// A channel with no upstream, a mirror tool's filter (pkg_list,
+// include_dependencies, no platforms): the subdirs its closure runs over, and a
+// sync covers, are those its imports brought.
+func TestImportedSubdirsFeedTheClosure(t *testing.T) {
+	e, _, _ := synced(t)
+	tb, _ := export(t, e, ExportOptions{TempDir: t.TempDir()})
+	f := newEnv(t, chanYAML("zlib")+"    pkg_list: [zlib]\n    include_dependencies: true\n")
+	if subs, err := f.srv.SyncSubdirs(context.Background(), "zlib"); err != nil || strings.Join(subs, ",") != "noarch" {
+		t.Errorf("before the import: SyncSubdirs = %v, %v", subs, err)
+	}
+	if _, err := Import(context.Background(), f.srv, f.store, bytes.NewReader(tb), ImportOptions{Known: known("zlib")}); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := f.srv.SyncSubdirs(context.Background(), "zlib")
+	if got := strings.Join(subs, ","); err != nil || got != "noarch,linux-64,osx-64,win-32,win-64" {
+		t.Errorf("after the import: SyncSubdirs = %s, %v", got, err)
+	}
+	if code, body := f.get("/zlib/win-64/repodata.json"); code != 200 || !bytes.Contains(body, []byte("zlib-1.2.11-h62dcd97_3")) {
+		t.Errorf("win-64 after the import: %d %.200s", code, body)
+	}
+}

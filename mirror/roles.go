@@ -63,6 +63,9 @@ type ExportSource interface {
 	// ExportSubdir writes to w the repodata of the packages of channel/subdir
 	// that are served, cached and accepted by include (nil: all), and lists them.
 	ExportSubdir(ctx context.Context, channel, subdir string, include func(fn string) bool, w io.Writer) ([]proxy.ExportFile, error)
+	// ExportChannelData returns the channeldata.json of an export of channel
+	// holding exactly files (subdir -> filenames): upstream's, cut to them.
+	ExportChannelData(ctx context.Context, channel string, files map[string][]string) ([]byte, error)
 	ExportLedger
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -119,20 +120,37 @@ func (f *Filter) ServesSubdir(subdir string) bool {
 }
 
 // Inputs implements Policy: the dependency closure runs over every served subdir
-// of the channel together, so a noarch root pulls in the linux-64 python. (The
-// configuration requires platforms with include_dependencies, so the served set is
-// known.)
-func (f *Filter) Inputs(subdir string) []string {
-	if !f.includeDeps || len(f.pkgList) == 0 || f.platforms == nil {
+// of the channel together, so a noarch root pulls in the linux-64 python. With
+// platforms those are the served subdirs; without, the subdirs the channel has
+// (available: what upstream lists, what an imported tree holds).
+func (f *Filter) Inputs(subdir string, available func() []string) []string {
+	if !f.includeDeps || len(f.pkgList) == 0 {
 		return nil
 	}
+	set := map[string]bool{}
+	if f.platforms != nil {
+		set = f.platforms
+	} else if available != nil {
+		for _, s := range available() {
+			set[s] = true
+		}
+	}
 	out := []string{subdir}
-	for p := range f.platforms {
-		if p != subdir {
+	for p := range set {
+		if p != subdir && f.ServesSubdir(p) {
 			out = append(out, p)
 		}
 	}
+	slices.Sort(out[1:])
 	return out
+}
+
+// HidesNothing reports whether the filter serves every record of every subdir:
+// no platforms and no rule. Only then is upstream metadata that lists packages
+// (channeldata.json) passed through as it is.
+func (f *Filter) HidesNothing() bool {
+	return f.platforms == nil && len(f.pkgList) == 0 && len(f.pythons) == 0 && len(f.licenses) == 0 &&
+		len(f.blacklist) == 0 && f.newer.IsZero() && f.minAge == 0
 }
 
 // Prepare implements Policy.

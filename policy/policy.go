@@ -18,8 +18,11 @@ type Policy interface {
 	// ServesSubdir reports whether subdir is served at all (step 1, platforms).
 	ServesSubdir(subdir string) bool
 	// Inputs lists the subdirs whose records Prepare must see to decide for
-	// subdir, subdir included; nil means subdir alone.
-	Inputs(subdir string) []string
+	// subdir, subdir first, the others sorted; nil means subdir alone. available
+	// gives the subdirs the channel has (what its upstreams list, what imports
+	// brought); it is called only when the answer depends on it (a closure with no
+	// platforms), and may be nil where nothing is known.
+	Inputs(subdir string, available func() []string) []string
 	// Prepare returns the decisions for subdir. all visits every record of every
 	// subdir Inputs named (each subdir's records once, first upstream wins); it
 	// need not be called when the rules look at one record at a time.
@@ -42,9 +45,9 @@ type Decider interface {
 // PassAll serves every subdir and every record.
 type PassAll struct{}
 
-func (PassAll) Fingerprint() string      { return "pass-all" }
-func (PassAll) ServesSubdir(string) bool { return true }
-func (PassAll) Inputs(string) []string   { return nil }
+func (PassAll) Fingerprint() string                     { return "pass-all" }
+func (PassAll) ServesSubdir(string) bool                { return true }
+func (PassAll) Inputs(string, func() []string) []string { return nil }
 func (PassAll) Prepare(string, func(func(string, *repodata.Record)) error) (Decider, error) {
 	return passAll{}, nil
 }

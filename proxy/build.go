@@ -70,7 +70,17 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	// panic fails this build only (guard), keeping the last good answer.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	ch := sd.ch
-	inputs := ch.policy.Inputs(sd.name)
+	// With no platforms the closure runs over the subdirs the channel has: the
+	// list is read (revalidated when stale) only when the policy asks for it.
+	var subdirsErr error
+	inputs := ch.policy.Inputs(sd.name, func() []string {
+		var subs []string
+		subs, subdirsErr = s.channelSubdirs(ctx, ch, true)
+		return subs
+	})
+	if subdirsErr != nil {
+		return nil, fmt.Errorf("the subdirs of channel %s (the dependency closure runs over them): %w", ch.cfg.Name, subdirsErr)
+	}
 	if len(inputs) == 0 {
 		inputs = []string{sd.name}
 	}
@@ -86,6 +96,9 @@ func (s *Server) build(ctx context.Context, sd *subdir, refresh bool) (*served, 
 	// import` brought (a channel of an air-gapped site may have no upstream).
 	nsrc := len(ch.sources) + 1
 	for _, sub := range inputs {
+		// The subdir itself is in the key: a subdir added to (or gone from) the
+		// closure's inputs rebuilds the answer even before it has any state.
+		inputsKey += "|" + sub + ":"
 		states[sub] = make([]*upState, nsrc)
 		for i := 0; i < nsrc; i++ {
 			var st *upState

@@ -91,7 +91,14 @@ func (s *Server) serveMutable(w http.ResponseWriter, r *http.Request, ch *channe
 // mutableSHA returns the sha256 of rel's cached copy, fetching it and waiting when
 // none is cached; a stale copy is returned at once and revalidated behind.
 func (s *Server) mutableSHA(ctx context.Context, ch *channel, rel string) (string, error) {
-	key := stateKey("f", ch.cfg.Name, rel)
+	return s.mutableSHAFrom(ctx, ch, rel, -1, false)
+}
+
+// mutableSHAFrom is mutableSHA of the copy from source up (-1: the first upstream
+// that has rel). With wait, a stale copy is revalidated before it is returned
+// (an upstream failure returns the cached copy still).
+func (s *Server) mutableSHAFrom(ctx context.Context, ch *channel, rel string, up int, wait bool) (string, error) {
+	key := mutableKey(ch, rel, up)
 	var e fileEntry
 	found, err := s.store.Meta.Get(key, &e)
 	if err != nil {
@@ -109,16 +116,20 @@ func (s *Server) mutableSHA(ctx context.Context, ch *channel, rel string) (strin
 	if found && !e.NotFound && s.store.Has(e.SHA256) {
 		if age >= s.cfg.Cache.MetadataTTL.D() {
 			prev := e
+			if wait {
+				sha, err := s.refreshMutable(ctx, ch, rel, up, &prev)
+				if errors.Is(err, upstream.ErrNotFound) {
+					return "", errNotFound
+				}
+				return sha, err
+			}
 			s.fills.Start(ctx, key, func(ctx context.Context, f *fill.Fill) (string, error) {
-				return s.fetchMutable(ctx, f, ch, rel, key, &prev)
+				return s.fetchMutableFrom(ctx, f, ch, rel, key, &prev, up)
 			})
 		}
 		return e.SHA256, nil
 	}
-	f := s.fills.Start(ctx, key, func(ctx context.Context, f *fill.Fill) (string, error) {
-		return s.fetchMutable(ctx, f, ch, rel, key, nil)
-	})
-	sha, err := f.Wait(ctx)
+	sha, err := s.refreshMutable(ctx, ch, rel, up, nil)
 	if errors.Is(err, upstream.ErrNotFound) {
 		return "", errNotFound
 	}
@@ -160,9 +171,17 @@ func (s *Server) mutableHeaders(rel string, e fileEntry) func(h http.Header) {
 // fetchMutable asks the upstreams in order for rel (conditionally when prev is
 // known) and records the outcome. It returns the sha256 of the blob now current.
 func (s *Server) fetchMutable(ctx context.Context, f *fill.Fill, ch *channel, rel, key string, prev *fileEntry) (string, error) {
+	return s.fetchMutableFrom(ctx, f, ch, rel, key, prev, -1)
+}
+
+// fetchMutableFrom is fetchMutable asking upstream only alone (-1: each in order).
+func (s *Server) fetchMutableFrom(ctx context.Context, f *fill.Fill, ch *channel, rel, key string, prev *fileEntry, only int) (string, error) {
 	log := s.logger(ctx)
 	var firstErr error
 	for i, src := range ch.sources {
+		if only >= 0 && i != only {
+			continue
+		}
 		var cond upstream.Conditional
 		if prev != nil && prev.Upstream == i && s.store.Has(prev.SHA256) {
 			cond = upstream.Conditional{ETag: prev.ETag, LastModified: prev.LastModified}

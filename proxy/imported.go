@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"github.com/condaproxy/condaproxy/config"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -359,7 +361,9 @@ func (s *Server) resetAnswers(c *channel, subs map[string]bool) {
 	var reset []*subdir
 	c.mu.Lock()
 	for name, sd := range c.subdirs {
-		inputs := c.policy.Inputs(name)
+		// With no platforms a closure runs over every subdir the channel has,
+		// which now includes subs.
+		inputs := c.policy.Inputs(name, func() []string { return slices.Collect(maps.Keys(subs)) })
 		if len(inputs) == 0 {
 			inputs = []string{name}
 		}

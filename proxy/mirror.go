@@ -25,46 +25,19 @@ type ServedFile struct {
 }
 
 // commonSubdirs are tried for a channel with no platforms whose upstream has no
-// channeldata.json to list its subdirs.
+// channeldata.json to list its subdirs (and is not a file:// tree to look in).
 var commonSubdirs = []string{"noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "linux-s390x",
 	"osx-64", "osx-arm64", "win-64", "win-32", "win-arm64"}
 
 // SyncSubdirs returns the subdirs a pre-warm of channel covers: its platforms and
-// noarch; with no platforms, the subdirs upstream's channeldata.json lists, else the
-// common ones.
+// noarch; with no platforms, those its upstreams list and imports brought
+// (channelSubdirs).
 func (s *Server) SyncSubdirs(ctx context.Context, channel string) ([]string, error) {
 	ch, err := s.condaChannel(channel)
 	if err != nil {
 		return nil, err
 	}
-	if len(ch.cfg.Platforms) > 0 {
-		out := []string{"noarch"}
-		for _, p := range ch.cfg.Platforms {
-			if p != "noarch" {
-				out = append(out, p)
-			}
-		}
-		return out, nil
-	}
-	if len(ch.sources) > 0 {
-		if sha, err := s.mutableSHA(ctx, ch, "channeldata.json"); err == nil {
-			if b, err := s.store.OpenBlob(sha); err == nil {
-				var cd struct{ Subdirs []string }
-				err := json.NewDecoder(b).Decode(&cd)
-				b.Close()
-				if err == nil && len(cd.Subdirs) > 0 {
-					out := []string{"noarch"}
-					for _, sd := range cd.Subdirs {
-						if sd != "noarch" && config.SubdirPattern.MatchString(sd) {
-							out = append(out, sd)
-						}
-					}
-					return out, nil
-				}
-			}
-		}
-	}
-	return commonSubdirs, nil
+	return s.channelSubdirs(ctx, ch, false)
 }
 
 func (s *Server) condaChannel(name string) (*channel, error) {

@@ -108,6 +108,8 @@ type Server struct {
 	bgMu    sync.Mutex // orders bg.Add against Shutdown's Wait
 	closing bool
 	bg      sync.WaitGroup
+
+	subdirsCache // channeldata.json subdirs by sha (subdirs.go)
 }
 
 // channel is one configured channel with its parsed upstreams and policy.
@@ -118,6 +120,10 @@ type channel struct {
 
 	mu      sync.Mutex
 	subdirs map[string]*subdir
+
+	// cd is the filtered channeldata.json last cut (channeldata.go).
+	cdMu sync.Mutex
+	cd   *channelDataAnswer
 }
 
 // New builds a Server.
@@ -506,6 +512,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 				return s.serveRunExports(w, r, rt) // checks the subdir itself
 			}
 			return s.serveMutable(w, r, rt.channel, rt.subdir+"/"+rt.file)
+		}
+		if rt.file == "channeldata.json" {
+			return s.serveChannelData(w, r, rt.channel)
 		}
 		return s.serveMutable(w, r, rt.channel, rt.file)
 	case kindFile:

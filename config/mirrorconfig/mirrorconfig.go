@@ -57,9 +57,9 @@
 //     is reported in a warning "FILE:LINE: KEY: why" and ignored.
 //
 // Parse checks every produced channel by condaproxy's own rules (config.Parse) and
-// reports a problem at the line of the mirror file that caused it, with one
-// exception: condaproxy's include_dependencies needs platforms, a rule the Anaconda
-// tools do not have. Parse warns about it; Apply refuses it.
+// reports a problem at the line of the mirror file that caused it.
+// include_dependencies without platforms is valid as it is: the closure runs over
+// the subdirs upstream lists (SPEC "The filter, exactly", step 2).
 package mirrorconfig
 
 import (
@@ -400,10 +400,6 @@ func (p *parser) build() ([]config.Channel, error) {
 		}
 	}
 
-	if p.includeDependencies && len(p.pkgList) > 0 && len(p.platforms) == 0 {
-		p.warn("include_dependencies", "condaproxy needs platforms with it (the dependency closure runs over the served subdirs): list them, or Apply refuses this file")
-	}
-
 	chs := make([]config.Channel, len(groups))
 	for i, g := range groups {
 		ch := config.Channel{
@@ -424,16 +420,10 @@ func (p *parser) build() ([]config.Channel, error) {
 		chs[i] = ch
 	}
 
-	// Check by condaproxy's rules, and report at the mirror file's line. The
-	// include_dependencies rule is left to Apply (see the package comment).
-	trial := make([]config.Channel, len(chs))
-	copy(trial, chs)
-	for i := range trial {
-		trial[i].IncludeDependencies = false
-	}
+	// Check by condaproxy's rules, and report at the mirror file's line.
 	doc, err := yaml.Marshal(struct {
 		Channels []config.Channel `yaml:"channels"`
-	}{trial})
+	}{chs})
 	if err != nil {
 		return nil, p.errAt("", 0, "%v", err)
 	}

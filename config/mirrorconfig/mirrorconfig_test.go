@@ -190,11 +190,10 @@ func TestParse(t *testing.T) {
 			warnings: []string{`t.yaml:2: channels[0]: short channel name "conda-forge" read as https://conda.anaconda.org/conda-forge`},
 		},
 		{
-			name: "include_dependencies without platforms warns",
+			name: "include_dependencies without platforms is taken as it is",
 			yaml: "channels: [/srv/mirror/pkgs/main]\ndest_channel: pkgs/main\npkg_list: [numpy]\ninclude_dependencies: yes\n",
 			want: []config.Channel{{Name: "pkgs/main", Kind: "conda", Upstreams: up("file:///srv/mirror/pkgs/main"),
 				PkgList: []string{"numpy"}, IncludeDependencies: true}},
-			warnings: []string{"t.yaml:4: include_dependencies: condaproxy needs platforms"},
 		},
 	}
 	for _, tt := range tests {
@@ -341,9 +340,10 @@ func TestApply(t *testing.T) {
 			data: "/var/lib/condaproxy", checkKey: "pkgs/r",
 		},
 		{
-			name:   "include_dependencies without platforms is refused",
+			name:   "include_dependencies without platforms is accepted",
 			mirror: "channels: [/srv/mirror/private]\ndest_channel: private\npkg_list: [numpy]\ninclude_dependencies: true\n",
-			err:    `embedded default + mirror config: channels[5].include_dependencies: channel "private" (from the mirror config): needs platforms`,
+			names:  []string{"conda-forge", "bioconda", "pkgs/main", "pkgs/r", "pkgs/msys2", "private"},
+			data:   config.DefaultData, checkKey: "private",
 		},
 		{
 			name:   "a mirror channel nesting in a base channel",

@@ -1,0 +1,454 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/condaproxy/condaproxy/config"
+	"github.com/condaproxy/condaproxy/policy"
+	"github.com/condaproxy/condaproxy/policy/matchspec"
+)
+
+// channeldata.json lists packages, so it is cut by the filter like repodata
+// (SPEC "HTTP": passed through, filtered where it lists packages): `packages`
+// keeps only names with a served record, each kept name's `subdirs` only the
+// subdirs where it has one, its `version` and `run_exports` only served
+// versions, its `reference_package` only a served file; the top-level `subdirs`
+// only served subdirs. A channel whose filter hides nothing passes upstream's
+// copy through as it is.
+
+// cutChannelData is a channel's filtered channeldata.json, kept in memory for the
+// key it was cut for.
+type channelDataAnswer struct {
+	key          string // upstream's copy, the policy, and each served subdir's generation
+	body         []byte
+	etag         string
+	lastModified time.Time
+}
+
+// hidesNothing reports whether p serves every record of every subdir: only then
+// is upstream's channeldata.json right as it is.
+func hidesNothing(p policy.Policy) bool {
+	switch p := p.(type) {
+	case policy.PassAll:
+		return true
+	case interface{ HidesNothing() bool }:
+		return p.HidesNothing()
+	}
+	return false
+}
+
+// errChannelData answers a malformed upstream channeldata.json with no good
+// cut of an earlier copy to serve.
+var errChannelData = &httpError{http.StatusBadGateway, "upstream channeldata.json is malformed and no good copy is cached"}
+
+func (s *Server) serveChannelData(w http.ResponseWriter, r *http.Request, ch *channel) error {
+	if hidesNothing(ch.policy) {
+		return s.serveMutable(w, r, ch, "channeldata.json")
+	}
+	cd, err := s.channelDataCut(r.Context(), ch)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	untrustedContent(h, "application/json")
+	h["Cache-Control"] = s.metadataCacheControl
+	h.Set("ETag", cd.etag)
+	http.ServeContent(w, r, "", cd.lastModified, bytes.NewReader(cd.body))
+	return nil
+}
+
+// servedName is what the served records of one channel say about one name.
+type servedName struct {
+	subdirs  map[string]bool
+	versions map[string]bool
+}
+
+// channelDataCut returns ch's filtered channeldata.json, cut again only when
+// upstream's copy, the filter or a served subdir's answer changed.
+func (s *Server) channelDataCut(ctx context.Context, ch *channel) (*channelDataAnswer, error) {
+	sha, err := s.mutableSHA(ctx, ch, "channeldata.json")
+	if err != nil {
+		return nil, err
+	}
+	subs, err := s.channelSubdirs(ctx, ch, false)
+	if err != nil {
+		return nil, err
+	}
+	views := map[string]*served{}
+	for _, sub := range subs {
+		sv, done, err := s.use(ctx, ch.subdir(sub))
+		if err != nil {
+			return nil, fmt.Errorf("channeldata.json: subdir %s: %w", sub, err)
+		}
+		defer done()
+		if !sv.notFound {
+			views[sub] = sv
+		}
+	}
+	keyParts := []string{sha, ch.policy.Fingerprint()}
+	lastModified := time.Time{}
+	var e fileEntry
+	if ok, _ := s.store.Meta.Get(mutableKey(ch, "channeldata.json", -1), &e); ok {
+		if t, err := http.ParseTime(e.LastModified); err == nil {
+			lastModified = t
+		}
+	}
+	for _, sub := range subs {
+		if sv := views[sub]; sv != nil {
+			keyParts = append(keyParts, sub+":"+sv.json.SHA)
+			if sv.lastModified.After(lastModified) {
+				lastModified = sv.lastModified
+			}
+		}
+	}
+	key := strings.Join(keyParts, "|")
+	ch.cdMu.Lock()
+	prev := ch.cd
+	ch.cdMu.Unlock()
+	if prev != nil && prev.key == key {
+		return prev, nil
+	}
+	v, err, _ := s.loads.Do("channeldata|"+ch.cfg.Name+"|"+key, func() (any, error) {
+		raw, err := s.readMetadataBlob(sha)
+		if err != nil {
+			return nil, err
+		}
+		body, err := cutChannelDataJSON(raw, views)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(body)
+		cd := &channelDataAnswer{key: key, body: body, etag: `"` + hex.EncodeToString(sum[:16]) + `"`,
+			lastModified: lastModified.UTC().Truncate(time.Second)}
+		ch.cdMu.Lock()
+		ch.cd = cd
+		ch.cdMu.Unlock()
+		return cd, nil
+	})
+	if err != nil {
+		if prev != nil {
+			// Upstream's new copy cannot be cut: the last good one stays served.
+			s.logger(ctx).Warn("channeldata.json cannot be cut; serving the last good copy", "channel", ch.cfg.Name, "err", err)
+			return prev, nil
+		}
+		s.logger(ctx).Warn("channeldata.json cannot be cut", "channel", ch.cfg.Name, "err", err)
+		var he *httpError
+		if errors.As(err, &he) || errors.Is(err, errBadChannelData) {
+			return nil, errChannelData
+		}
+		return nil, err
+	}
+	return v.(*channelDataAnswer), nil
+}
+
+// errBadChannelData marks a channeldata.json that is not what it should be.
+var errBadChannelData = errors.New("malformed channeldata.json")
+
+// cutChannelDataJSON cuts upstream's channeldata raw to what views (subdir ->
+// served answer) serve.
+func cutChannelDataJSON(raw []byte, views map[string]*served) ([]byte, error) {
+	names := map[string]*servedName{}
+	for sub, sv := range views {
+		sv.packages.each(func(fn string, _ pkgRef) bool {
+			name, version, ok := splitFilename(fn)
+			if !ok {
+				return true
+			}
+			n := names[name]
+			if n == nil {
+				n = &servedName{subdirs: map[string]bool{}, versions: map[string]bool{}}
+				names[name] = n
+			}
+			n.subdirs[sub] = true
+			n.versions[version] = true
+			return true
+		})
+	}
+	served := func(ref string) bool {
+		sub, fn, ok := strings.Cut(ref, "/")
+		sv := views[sub]
+		return ok && sv != nil && sv.packages.has(fn)
+	}
+	subdirs := make(map[string]bool, len(views))
+	for sub := range views {
+		subdirs[sub] = true
+	}
+	return cutChannelDataDoc(raw, names, subdirs, served)
+}
+
+// splitFilename splits a package filename name-version-build.ext.
+func splitFilename(fn string) (name, version string, ok bool) {
+	base, found := strings.CutSuffix(fn, ".conda")
+	if !found {
+		if base, found = strings.CutSuffix(fn, ".tar.bz2"); !found {
+			return "", "", false
+		}
+	}
+	i := strings.LastIndexByte(base, '-')
+	if i <= 0 {
+		return "", "", false
+	}
+	j := strings.LastIndexByte(base[:i], '-')
+	if j <= 0 {
+		return "", "", false
+	}
+	return base[:j], base[j+1 : i], true
+}
+
+// cutChannelDataDoc cuts a channeldata.json to what is served: names maps each
+// name with a served record to its subdirs and versions, subdirs are the served
+// subdirs, and servedFile reports whether "<subdir>/<filename>" is served (nil:
+// none is known, reference_package is dropped). A raw that is not a JSON object,
+// or whose packages is not an object, is an error; an entry of packages that is
+// not an object, or a subdirs entry that is not a valid subdir name, is dropped.
+// The output is deterministic: keys sorted.
+func cutChannelDataDoc(raw []byte, names map[string]*servedName, subdirs map[string]bool, servedFile func(string) bool) ([]byte, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadChannelData, err)
+	}
+	if top == nil {
+		return nil, fmt.Errorf("%w: not an object", errBadChannelData)
+	}
+	out := map[string]json.RawMessage{}
+	for k, v := range top {
+		switch k {
+		case "packages", "subdirs":
+		default:
+			out[k] = v
+		}
+	}
+	var pkgs map[string]json.RawMessage
+	if p, ok := top["packages"]; ok && !bytes.Equal(bytes.TrimSpace(p), []byte("null")) {
+		if err := json.Unmarshal(p, &pkgs); err != nil {
+			return nil, fmt.Errorf("%w: packages is not an object", errBadChannelData)
+		}
+	}
+	cut := map[string]json.RawMessage{}
+	for name, v := range pkgs {
+		n := names[name]
+		if n == nil {
+			continue
+		}
+		var entry map[string]json.RawMessage
+		if json.Unmarshal(v, &entry) != nil || entry == nil {
+			continue
+		}
+		entry["subdirs"] = mustJSON(cutSubdirs(entry["subdirs"], n.subdirs))
+		// version, and what describes that one build (its timestamp, source, own
+		// run_exports), are upstream's newest: when the filter hides it, the
+		// newest served version replaces it and the rest goes.
+		versionHidden := false
+		if ver, ok := entry["version"]; ok {
+			var s string
+			if json.Unmarshal(ver, &s) != nil || !n.versions[s] {
+				versionHidden = true
+				if best := newestVersion(n.versions); best != "" {
+					entry["version"] = mustJSON(best)
+				} else {
+					delete(entry, "version")
+				}
+				delete(entry, "timestamp")
+				delete(entry, "source_url")
+			}
+		}
+		if re, ok := entry["run_exports"]; ok {
+			// Keyed by version ({"1.2": {"weak": [...]}}): cut to served
+			// versions. The newest's own ({"weak": [...]}): kept with it.
+			var byVersion map[string]json.RawMessage
+			if json.Unmarshal(re, &byVersion) == nil && allObjects(byVersion) {
+				for ver := range byVersion {
+					if !n.versions[ver] {
+						delete(byVersion, ver)
+					}
+				}
+				entry["run_exports"] = mustJSON(byVersion)
+			} else if versionHidden {
+				delete(entry, "run_exports")
+			}
+		}
+		if ref, ok := entry["reference_package"]; ok {
+			var s string
+			if servedFile == nil || json.Unmarshal(ref, &s) != nil || !servedFile(s) {
+				delete(entry, "reference_package")
+			}
+		}
+		b, err := marshal(entry, false)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", errBadChannelData, name, err)
+		}
+		cut[name] = b
+	}
+	out["packages"] = mustJSON(cut)
+	out["subdirs"] = mustJSON(cutSubdirs(top["subdirs"], subdirs))
+	return marshal(out, true)
+}
+
+// cutSubdirs is a subdirs list kept to valid names in keep, sorted; a list that
+// does not parse gives keep itself.
+func cutSubdirs(raw json.RawMessage, keep map[string]bool) []string {
+	var list []string
+	out := []string{}
+	seen := map[string]bool{}
+	if raw == nil || json.Unmarshal(raw, &list) != nil {
+		for sd := range keep {
+			list = append(list, sd)
+		}
+	}
+	for _, sd := range list {
+		if keep[sd] && config.ValidSubdir(sd) && !seen[sd] {
+			seen[sd] = true
+			out = append(out, sd)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// newestVersion is the highest of versions in conda's order ("" if none parses).
+func newestVersion(versions map[string]bool) string {
+	var best matchspec.Version
+	found := ""
+	for s := range versions {
+		v, err := matchspec.ParseVersion(s)
+		if err != nil {
+			continue
+		}
+		if found == "" || v.Compare(best) > 0 || (v.Compare(best) == 0 && s > found) {
+			best, found = v, s
+		}
+	}
+	return found
+}
+
+// allObjects reports whether every value of m is a JSON object.
+func allObjects(m map[string]json.RawMessage) bool {
+	for _, v := range m {
+		if v = bytes.TrimSpace(v); len(v) == 0 || v[0] != '{' {
+			return false
+		}
+	}
+	return true
+}
+
+func mustJSON(v any) json.RawMessage {
+	b, _ := marshal(v, false)
+	return b
+}
+
+// marshal is json.Marshal (or MarshalIndent) without HTML escaping: upstream's
+// "zlib >=1.2" stays as it was written.
+func marshal(v any, indent bool) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if indent {
+		enc.SetIndent("", " ")
+	}
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// readMetadataBlob reads a stored metadata file whole, bounded by
+// limits.max_metadata (a copy fetched under a larger limit, or imported, is
+// refused rather than read).
+func (s *Server) readMetadataBlob(sha string) ([]byte, error) {
+	b, err := s.store.OpenBlob(sha)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	limit := int64(s.cfg.Limits.MaxMetadata)
+	if limit > 0 && b.Size > limit {
+		return nil, fmt.Errorf("%w: %d bytes, past limits.max_metadata (%d)", errBadChannelData, b.Size, limit)
+	}
+	return io.ReadAll(b)
+}
+
+// ExportChannelData returns the channeldata.json of an export of channel that
+// holds exactly files (subdir -> filenames): its names with their exported
+// subdirs and versions, upstream's metadata of each name where upstream has a
+// channeldata.json (the stored copy; upstream is asked only when none is; without
+// one, the names and versions alone), and subdirs the
+// exported ones.
+func (s *Server) ExportChannelData(ctx context.Context, channel string, files map[string][]string) ([]byte, error) {
+	ch, err := s.condaChannel(channel)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]*servedName{}
+	subdirs := map[string]bool{}
+	exported := map[string]bool{}
+	for sub, fns := range files {
+		subdirs[sub] = true
+		for _, fn := range fns {
+			name, version, ok := splitFilename(fn)
+			if !ok {
+				continue
+			}
+			n := names[name]
+			if n == nil {
+				n = &servedName{subdirs: map[string]bool{}, versions: map[string]bool{}}
+				names[name] = n
+			}
+			n.subdirs[sub] = true
+			n.versions[version] = true
+			exported[sub+"/"+fn] = true
+		}
+	}
+	raw := []byte(`{"channeldata_version": 1}`)
+	if sha, err := s.mutableSHA(ctx, ch, "channeldata.json"); err == nil {
+		if b, err := s.readMetadataBlob(sha); err == nil {
+			raw = b
+		}
+	}
+	out, err := cutChannelDataDoc(raw, names, subdirs, func(ref string) bool { return exported[ref] })
+	if errors.Is(err, errBadChannelData) {
+		// Upstream's copy is unusable: the names and subdirs alone.
+		out, err = cutChannelDataDoc([]byte(`{"channeldata_version": 1}`), names, subdirs, nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Names upstream's copy did not list still have a record in the export.
+	return addMissingNames(out, names)
+}
+
+// addMissingNames adds to a cut channeldata.json an entry for each name it
+// lacks: {subdirs, version}.
+func addMissingNames(doc []byte, names map[string]*servedName) ([]byte, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(doc, &top); err != nil {
+		return nil, err
+	}
+	var pkgs map[string]json.RawMessage
+	if err := json.Unmarshal(top["packages"], &pkgs); err != nil || pkgs == nil {
+		pkgs = map[string]json.RawMessage{}
+	}
+	for name, n := range names {
+		if _, ok := pkgs[name]; ok {
+			continue
+		}
+		entry := map[string]any{"subdirs": cutSubdirs(nil, n.subdirs)}
+		if v := newestVersion(n.versions); v != "" {
+			entry["version"] = v
+		}
+		pkgs[name] = mustJSON(entry)
+	}
+	top["packages"] = mustJSON(pkgs)
+	return marshal(top, true)
+}

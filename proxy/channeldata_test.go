@@ -1,0 +1,220 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+type cdDoc struct {
+	Packages map[string]map[string]any `json:"packages"`
+	Subdirs  []string                  `json:"subdirs"`
+}
+
+func readCD(t *testing.T, body []byte) cdDoc {
+	t.Helper()
+	var d cdDoc
+	if err := json.Unmarshal(body, &d); err != nil {
+		t.Fatalf("channeldata.json does not parse: %v\n%s", err, body)
+	}
+	return d
+}
+
+func cdNames(d cdDoc) string {
+	var out []string
+	for n := range d.Packages {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+func cdSubdirs(v any) string {
+	l, _ := v.([]any)
+	var out []string
+	for _, s := range l {
+		out = append(out, s.(string))
+	}
+	return strings.Join(out, ",")
+}
+
+// The real Anaconda mini-channel's channeldata.json, cut by platforms and a
+// blacklist: vc (hidden) is listed nowhere, not its name, version or
+// description; zlib keeps only win-64, where its one served version (1.2.8) is,
+// and names no hidden reference package; the top-level subdirs are the served
+// ones. A conditional request gets 304.
+func TestChannelDataFiltered(t *testing.T) {
+	up := newUpstream(t, formatRepo(t))
+	h := newHarness(t, fltYAML(up.URL, "platforms: [linux-64, win-64]\nblacklist: [vc, \"zlib 1.2.11\"]"))
+	r := h.get("/fmt/channeldata.json")
+	if r.StatusCode != 200 {
+		t.Fatalf("%d %s", r.StatusCode, r.body)
+	}
+	for _, leak := range []string{`"vc"`, "This metapackage is used to enforce", `"14.1"`, "vc-14.1-h0510ff6_4", "win-32", "osx-64", "zlib-1.2.11"} {
+		if bytes.Contains(r.body, []byte(leak)) {
+			t.Errorf("channeldata.json names %s, which the filter hides:\n%s", leak, r.body)
+		}
+	}
+	d := readCD(t, r.body)
+	if got := cdNames(d); got != "libgcc-ng,vs2015_runtime,zlib" {
+		t.Errorf("packages = %s, want libgcc-ng,vs2015_runtime,zlib", got)
+	}
+	if got := strings.Join(d.Subdirs, ","); got != "linux-64,noarch,win-64" {
+		t.Errorf("subdirs = %s, want linux-64,noarch,win-64", got)
+	}
+	z := d.Packages["zlib"]
+	if got := cdSubdirs(z["subdirs"]); got != "win-64" {
+		t.Errorf("zlib subdirs = %s, want win-64 (1.2.11 is hidden everywhere)", got)
+	}
+	if z["version"] != "1.2.8" {
+		t.Errorf("zlib version = %v, want 1.2.8, its newest served", z["version"])
+	}
+	if _, ok := z["reference_package"]; ok {
+		t.Errorf("zlib reference_package %v is a hidden file", z["reference_package"])
+	}
+	if !strings.Contains(z["description"].(string), "zlib is designed") || z["home"] != "http://zlib.net/" {
+		t.Errorf("zlib lost upstream's metadata: %v", z)
+	}
+	// What describes upstream's newest build, hidden: its own run_exports,
+	// source and timestamp.
+	for _, k := range []string{"run_exports", "source_url", "timestamp"} {
+		if _, ok := z[k]; ok {
+			t.Errorf("zlib keeps %s of the hidden 1.2.11: %v", k, z[k])
+		}
+	}
+	if got := d.Packages["libgcc-ng"]["reference_package"]; got != "linux-64/libgcc-ng-8.2.0-hdf63c60_1.tar.bz2" {
+		t.Errorf("libgcc-ng reference_package = %v", got)
+	}
+	etag := r.Header.Get("ETag")
+	if etag == "" || r.Header.Get("Last-Modified") == "" || r.Header.Get("Cache-Control") == "" {
+		t.Fatalf("headers: %v", r.Header)
+	}
+	if r2 := h.get("/fmt/channeldata.json", "If-None-Match: "+etag); r2.StatusCode != 304 {
+		t.Errorf("conditional request: %d, want 304", r2.StatusCode)
+	}
+	if r2 := h.do("HEAD", "/fmt/channeldata.json"); r2.StatusCode != 200 || r2.Header.Get("ETag") != etag {
+		t.Errorf("HEAD: %d %q", r2.StatusCode, r2.Header.Get("ETag"))
+	}
+
+	// A changed filter cuts again: vc is back, zlib 1.2.11 too.
+	h.yaml = fltYAML(up.URL, "platforms: [linux-64, win-64]")
+	h.restart()
+	r = h.get("/fmt/channeldata.json")
+	d = readCD(t, r.body)
+	if got := cdNames(d); got != "libgcc-ng,vc,vs2015_runtime,zlib" || r.Header.Get("ETag") == etag {
+		t.Errorf("after the filter changed: packages = %s, ETag %s (was %s)", got, r.Header.Get("ETag"), etag)
+	}
+	if got := cdSubdirs(d.Packages["zlib"]["subdirs"]); got != "linux-64,win-64" {
+		t.Errorf("zlib subdirs = %s, want linux-64,win-64", got)
+	}
+	if re := d.Packages["zlib"]["run_exports"]; !bytes.Contains(r.body, []byte(`"zlib >=1.2.11,<1.3.0a0"`)) {
+		t.Errorf("zlib run_exports = %v, want upstream's, unescaped", re)
+	}
+}
+
+// A channel whose filter hides nothing passes upstream's copy through as it is.
+func TestChannelDataUnfiltered(t *testing.T) {
+	dir := formatRepo(t)
+	up := newUpstream(t, dir)
+	h := newHarness(t, fltYAML(up.URL, "whitelist: [zlib]"))
+	want, _ := os.ReadFile(filepath.Join(dir, "channeldata.json"))
+	if r := h.get("/fmt/channeldata.json"); r.StatusCode != 200 || !bytes.Equal(r.body, want) {
+		t.Errorf("%d: not upstream's bytes:\n%s", r.StatusCode, r.body)
+	}
+	// A replica or a new start with a filter cuts it.
+	h.yaml = fltYAML(up.URL, "pkg_list: [zlib]")
+	h.restart()
+	if got := cdNames(readCD(t, h.get("/fmt/channeldata.json").body)); got != "zlib" {
+		t.Errorf("with pkg_list [zlib]: packages = %s", got)
+	}
+}
+
+// A hostile channeldata.json: a clear 502 or a safe answer, never a crash, and
+// nothing outside the served subdirs.
+func TestChannelDataHostile(t *testing.T) {
+	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000) // under max_metadata, past encoding/json's depth
+	for _, tt := range []struct {
+		name, body string
+		status     int
+		check      func(t *testing.T, d cdDoc)
+	}{
+		{"packages not an object", `{"packages": [1,2], "subdirs": ["noarch"]}`, 502, nil},
+		{"not an object", `[]`, 502, nil},
+		{"deep nesting", `{"packages": {"zlib": {"x": ` + deep + `}}}`, 502, nil},
+		{"huge", `{"packages": {}, "pad": "` + strings.Repeat("x", 200<<10) + `"}`, 502, nil},
+		{"path-like subdirs", `{"packages": {"zlib": {"subdirs": ["../x", "win-64/../../etc", "linux-64", "/etc"], "version": "1.2.11"},
+			"vc": "not an object", "evil": {"subdirs": ["linux-64"]}}, "subdirs": ["../../etc", "linux-64", "LINUX-64", "noarch", "win-64"]}`, 200,
+			func(t *testing.T, d cdDoc) {
+				if got := strings.Join(d.Subdirs, ","); got != "linux-64,noarch" {
+					t.Errorf("subdirs = %s, want linux-64,noarch", got)
+				}
+				if got := cdNames(d); got != "zlib" {
+					t.Errorf("packages = %s, want zlib", got)
+				}
+				if got := cdSubdirs(d.Packages["zlib"]["subdirs"]); got != "linux-64" {
+					t.Errorf("zlib subdirs = %s", got)
+				}
+			}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, formatRepo(t))
+			body := tt.body
+			up.setCorrupt(func(p string, b []byte) []byte {
+				if p == "/channeldata.json" {
+					return []byte(body)
+				}
+				return b
+			})
+			h := newHarness(t, "limits: {max_metadata: 128KiB}\n"+fltYAML(up.URL, "platforms: [linux-64]"))
+			r := h.get("/fmt/channeldata.json")
+			if r.StatusCode != tt.status {
+				t.Fatalf("%d %s, want %d", r.StatusCode, r.body, tt.status)
+			}
+			if tt.check != nil {
+				tt.check(t, readCD(t, r.body))
+			}
+			if h.get("/fmt/linux-64/repodata.json").StatusCode != 200 {
+				t.Errorf("the channel no longer serves its repodata")
+			}
+		})
+	}
+}
+
+// The cut follows the served answers: when upstream's repodata drops a name,
+// the next revalidation cuts channeldata.json again (its key holds each served
+// subdir's generation), and the ETag changes.
+func TestChannelDataFollowsRepodata(t *testing.T) {
+	dir := fltCopyDir(t, formatRepo(t))
+	up := newUpstream(t, dir)
+	h := newHarness(t, fltYAML(up.URL, "platforms: [linux-64]"))
+	r := h.get("/fmt/channeldata.json")
+	if got := cdNames(readCD(t, r.body)); got != "libgcc-ng,zlib" {
+		t.Fatalf("packages = %s, want libgcc-ng,zlib", got)
+	}
+	etag := r.Header.Get("ETag")
+	p := filepath.Join(dir, "linux-64", "repodata.json")
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	json.Unmarshal(raw, &doc)
+	delete(doc["packages"].(map[string]any), "libgcc-ng-8.2.0-hdf63c60_1.tar.bz2")
+	raw, _ = json.Marshal(doc)
+	os.WriteFile(p, raw, 0o644)
+	at := time.Now().Add(time.Hour) // a Last-Modified of its own
+	os.Chtimes(p, at, at)
+	h.clock.advance(11 * time.Minute)
+	waitFor(t, "channeldata.json cut again without libgcc-ng", func() bool {
+		r = h.get("/fmt/channeldata.json")
+		return cdNames(readCD(t, r.body)) == "zlib"
+	})
+	if r.Header.Get("ETag") == etag {
+		t.Errorf("the ETag did not change")
+	}
+}

@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// closureTree writes a small channel: noarch app (a pkg_list root) needs dep1,
+// which only linux-64 has; linux-armv7l (not one of the common subdirs) has
+// tool, another root, which needs helper, a noarch package; and junk nobody
+// needs. channeldata lists subdirs (none when nil).
+func closureTree(t *testing.T, subdirs []string) string {
+	t.Helper()
+	dir := t.TempDir()
+	rec := func(sub, name string, deps ...string) (string, map[string]any) {
+		fn := name + "-1.0-0.tar.bz2"
+		return fn, map[string]any{"name": name, "version": "1.0", "build": "0", "build_number": 0,
+			"depends": append([]string{}, deps...), "subdir": sub, "size": 10,
+			"sha256": sha256hex([]byte(sub + fn)), "timestamp": 1700000000000}
+	}
+	write := func(sub string, recs ...[]string) {
+		pk := map[string]any{}
+		for _, r := range recs {
+			fn, v := rec(sub, r[0], r[1:]...)
+			pk[fn] = v
+		}
+		b, _ := json.Marshal(map[string]any{"info": map[string]any{"subdir": sub}, "repodata_version": 1,
+			"packages": pk, "packages.conda": map[string]any{}})
+		os.MkdirAll(filepath.Join(dir, sub), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, sub, "repodata.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("noarch", []string{"app", "dep1 >=1"}, []string{"helper"}, []string{"junk"})
+	write("linux-64", []string{"dep1"}, []string{"junk"})
+	write("linux-armv7l", []string{"tool", "helper"}, []string{"junk"})
+	if subdirs != nil {
+		writeChannelData(t, dir, subdirs)
+	}
+	return dir
+}
+
+func writeChannelData(t *testing.T, dir string, subdirs []string) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"channeldata_version": 1, "packages": map[string]any{}, "subdirs": subdirs})
+	p := filepath.Join(dir, "channeldata.json")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A new modification time, so a conditional request sees the change.
+	at := time.Now().Add(time.Duration(len(b)) * time.Second)
+	os.Chtimes(p, at, at)
+}
+
+func servedNames(t *testing.T, h *harness, sub string) string {
+	t.Helper()
+	r := h.get("/fmt/" + sub + "/repodata.json")
+	if r.StatusCode != 200 {
+		t.Fatalf("%s: %d %s", sub, r.StatusCode, r.body)
+	}
+	var names []string
+	for _, rec := range fltRecords(t, r.body) {
+		names = append(names, rec.Name)
+	}
+	return strings.Join(sortedCopy(names), ",")
+}
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j] < out[j-1]; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+const closureKeys = "pkg_list: [app, tool]\ninclude_dependencies: true"
+
+// A mirror tool's config (pkg_list, include_dependencies, no platforms): the
+// closure runs over the subdirs upstream's channeldata.json lists, together:
+// noarch app pulls in linux-64 dep1; tool, a root in linux-armv7l (listed, but
+// not a common subdir), pulls in noarch helper once upstream lists it, at the
+// next revalidation.
+func TestClosureOverUpstreamSubdirs(t *testing.T) {
+	dir := closureTree(t, []string{"noarch", "linux-64"})
+	up := newUpstream(t, dir)
+	h := newHarness(t, fltYAML(up.URL, closureKeys))
+	if got := servedNames(t, h, "noarch"); got != "app" {
+		t.Errorf("noarch serves %s, want app", got)
+	}
+	if got := servedNames(t, h, "linux-64"); got != "dep1" {
+		t.Errorf("linux-64 serves %q, want dep1 (needed by the noarch root app)", got)
+	}
+	if n := up.count("/linux-armv7l/repodata.json"); n != 0 {
+		t.Errorf("linux-armv7l, which upstream does not list, was fetched %d times", n)
+	}
+	// SyncSubdirs answers the same list.
+	subs, err := h.srv.SyncSubdirs(t.Context(), "fmt")
+	if err != nil || strings.Join(subs, ",") != "noarch,linux-64" {
+		t.Errorf("SyncSubdirs = %v, %v", subs, err)
+	}
+
+	// Upstream adds linux-armv7l: its root tool now needs noarch helper.
+	writeChannelData(t, dir, []string{"noarch", "linux-64", "linux-armv7l"})
+	h.clock.advance(11 * time.Minute)
+	h.get("/fmt/noarch/repodata.json") // stale: revalidated behind
+	waitFor(t, "noarch rebuilt with linux-armv7l's roots", func() bool {
+		return servedNames(t, h, "noarch") == "app,helper"
+	})
+	if got := servedNames(t, h, "linux-armv7l"); got != "tool" {
+		t.Errorf("linux-armv7l serves %q, want tool", got)
+	}
+	subs, _ = h.srv.SyncSubdirs(t.Context(), "fmt")
+	if strings.Join(subs, ",") != "noarch,linux-64,linux-armv7l" {
+		t.Errorf("SyncSubdirs after the change = %v", subs)
+	}
+}
+
+// No channeldata.json upstream: an http upstream is taken to have the common
+// subdirs (linux-armv7l is not one of them, so tool is no root anyone sees
+// from noarch); a file:// tree is looked at: its directories with a
+// repodata.json.
+func TestClosureWithoutChannelData(t *testing.T) {
+	dir := closureTree(t, nil)
+	up := newUpstream(t, dir)
+	h := newHarness(t, fltYAML(up.URL, closureKeys))
+	if got := servedNames(t, h, "noarch"); got != "app" {
+		t.Errorf("http upstream without channeldata: noarch serves %s, want app", got)
+	}
+	if got := servedNames(t, h, "linux-64"); got != "dep1" {
+		t.Errorf("http upstream without channeldata: linux-64 serves %q, want dep1", got)
+	}
+	if n := up.count("/osx-arm64/repodata.json"); n != 1 {
+		t.Errorf("osx-arm64 (a common subdir) asked %d times, want 1", n)
+	}
+
+	fileURL := (&url.URL{Scheme: "file", Path: filepath.ToSlash(dir)}).String()
+	h2 := newHarness(t, fltYAML(fileURL, closureKeys))
+	if got := servedNames(t, h2, "noarch"); got != "app,helper" {
+		t.Errorf("file:// tree: noarch serves %q, want app,helper (tool in its linux-armv7l is a root)", got)
+	}
+	subs, err := h2.srv.SyncSubdirs(t.Context(), "fmt")
+	if got := fmt.Sprint(subs); err != nil || got != "[noarch linux-64 linux-armv7l]" {
+		t.Errorf("SyncSubdirs of the file:// tree = %s, %v", got, err)
+	}
+}
