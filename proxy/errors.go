@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/condaproxy/condaproxy/cache"
 	"github.com/condaproxy/condaproxy/config"
@@ -60,8 +59,8 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, red *c
 		// URL redacted (token path, user:password) and its error scrubbed of the
 		// source's secrets; red masks any configured secret left (a token in a
 		// query string, say).
-		if d := upstreamDetail(err); d != "" {
-			msg += ": " + red.String(d)
+		if d := upstreamDetail(err, red); d != "" {
+			msg += ": " + d
 		}
 	}
 	// The path may hold a client token (/t/<token>/...), valid or guessed.
@@ -98,24 +97,15 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, red *c
 }
 
 // upstreamDetail is what the upstream failure in err's chain says
-// ("upstream https://host/ch/noarch/repodata.json: HTTP 503"), one line, or "".
-func upstreamDetail(err error) string {
+// ("upstream https://host/ch/noarch/repodata.json: HTTP 503"), redacted by red,
+// on one line of at most maxDetail bytes (upstream.Line), or "". Redacted before
+// it is cut: a cut through a secret would leave its prefix unmasked.
+func upstreamDetail(err error, red *config.Redactor) string {
 	var ue *upstream.Error
 	if !errors.As(err, &ue) {
 		return ""
 	}
-	d := ue.Error()
-	// An upstream's error text ends up in a plain-text body: one line, bounded.
-	d = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, d)
-	if len(d) > maxDetail {
-		d = d[:maxDetail] + "…"
-	}
-	return d
+	return upstream.Line(red.String(ue.Error()), maxDetail)
 }
 
 // maxDetail bounds the upstream failure quoted in an error body.

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
+	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/upstream"
 )
 
@@ -62,19 +64,35 @@ func TestBadGatewayNamesUpstream(t *testing.T) {
 	}
 }
 
-// What an upstream error quotes is cut to one bounded line: an upstream (or a
-// resolver) cannot write a page of text, or a second line, into a client's error.
+// What an upstream error quotes is cut to one bounded line, redacted before it
+// is cut: an upstream (or a resolver) cannot write a page of text, a second line
+// or a right-to-left override into a client's error, and a secret that straddles
+// the cut is masked whole, not left as a prefix.
 func TestUpstreamDetailBounded(t *testing.T) {
 	long := strings.Repeat("x", 4000)
-	err := fmt.Errorf("load: %w", &upstream.Error{URL: "http://up.test/ch", Err: errors.New("line one\nline two\r" + long)})
-	d := upstreamDetail(err)
-	if strings.ContainsAny(d, "\r\n") {
-		t.Errorf("detail holds a line break: %q", d[:80])
+	err := fmt.Errorf("load: %w", &upstream.Error{URL: "http://up.test/ch",
+		Err: errors.New("line one\nline two\r\u2028three\u0085four\u202efive\xff" + long)})
+	red := config.NewRedactor(nil)
+	d := upstreamDetail(err, red)
+	if strings.ContainsAny(d, "\r\n\u2028\u0085\u202e\xff") || !utf8.ValidString(d) {
+		t.Errorf("detail holds a line break, an override or an invalid byte: %q", d[:90])
 	}
 	if len(d) > maxDetail+len("…") {
 		t.Errorf("detail is %d bytes, want at most %d", len(d), maxDetail)
 	}
-	if upstreamDetail(errNotFound) != "" {
+	// A multi-byte rune at the cut is not split.
+	err = &upstream.Error{URL: "http://up.test/ch", Err: errors.New(strings.Repeat("é", 2000))}
+	if d := upstreamDetail(err, red); !utf8.ValidString(d) {
+		t.Errorf("a cut split a rune: %q", d[len(d)-8:])
+	}
+	// A configured secret across byte maxDetail: masked, no prefix of it left.
+	secret := "SECRET-QUERY-TOKEN-0123456789"
+	pad := strings.Repeat("p", maxDetail-len("upstream http://up.test/ch: ")-10)
+	err = &upstream.Error{URL: "http://up.test/ch", Err: errors.New(pad + secret + " tail")}
+	if d := upstreamDetail(err, config.NewRedactor([]string{secret})); strings.Contains(d, "SECRET-QUERY") {
+		t.Errorf("a secret at the cut left its prefix: %q", d[len(d)-40:])
+	}
+	if upstreamDetail(errNotFound, red) != "" {
 		t.Error("a non-upstream error got a detail")
 	}
 }

@@ -30,6 +30,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/condaproxy/condaproxy/config"
 )
@@ -65,12 +67,40 @@ func (e *Error) Error() string {
 		}
 	}
 	if e.Err != nil {
-		b.WriteString(e.Err.Error())
+		// The cause is partly the upstream's own text (a status line, a header,
+		// a redirect's Location, a certificate's names): one bounded line, in
+		// every log and error answer that quotes it.
+		b.WriteString(Line(e.Err.Error(), maxCause))
 	}
 	return b.String()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// maxCause bounds the cause an Error quotes.
+const maxCause = 512
+
+// Line returns s as one line of at most max bytes (plus "…" when cut, on a rune
+// boundary): every control, format and line or paragraph separator character,
+// and every invalid byte, becomes a space, so text from a remote party can
+// neither start a line of its own in a log or a terminal nor turn the text
+// around (U+202E).
+func Line(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp) {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return s
+}
 
 // roundUp gives whole seconds, up: "retry after 0s" would read as "now".
 func roundUp(d time.Duration) time.Duration {

@@ -68,7 +68,9 @@ func printBanner(w io.Writer, cfg *config.Config, addr net.Addr) {
 // that: another machine needs this host's name instead).
 func clientBase(cfg *config.Config, addr net.Addr) (base string, local bool) {
 	if cfg.PublicURL != "" {
-		return strings.TrimRight(cfg.PublicURL, "/"), false
+		// Redacted: the banner lands in terminals and service logs, and a URL's
+		// user:password@ would be a secret there (clients need none from it).
+		return strings.TrimRight(config.RedactURL(cfg.PublicURL), "/"), false
 	}
 	scheme := "http"
 	if cfg.TLS.Cert != "" {

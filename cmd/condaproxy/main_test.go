@@ -539,15 +539,15 @@ func TestBannerAddresses(t *testing.T) {
 	if !strings.Contains(b.String(), "channel_alias: http://localhost:8080\n") || !strings.Contains(b.String(), "in place of localhost") {
 		t.Errorf("wildcard address:\n%s", b.String())
 	}
-	cfg.PublicURL = "https://conda.example.com/"
+	cfg.PublicURL = "https://ops:PUBLIC-PASS-2@conda.example.com/"
 	cfg.Auth.Tokens = []config.Token{{Token: "SECRET-TOKEN-1"}}
 	b.Reset()
 	printBanner(&b, cfg, addr)
-	if !strings.Contains(b.String(), "channel_alias: https://conda.example.com/t/<token>\n") ||
-		!strings.Contains(b.String(), "  - https://conda.example.com/t/<token>/pkgs/main\n") {
+	if !strings.Contains(b.String(), "channel_alias: https://ops:***@conda.example.com/t/<token>\n") ||
+		!strings.Contains(b.String(), "  - https://ops:***@conda.example.com/t/<token>/pkgs/main\n") {
 		t.Errorf("public_url with tokens:\n%s", b.String())
 	}
-	if strings.Contains(b.String(), "SECRET-TOKEN-1") || strings.Contains(b.String(), "in place of localhost") {
+	if strings.Contains(b.String(), "SECRET-TOKEN-1") || strings.Contains(b.String(), "PUBLIC-PASS-2") || strings.Contains(b.String(), "in place of localhost") {
 		t.Errorf("the banner shows a token or a localhost hint it should not:\n%s", b.String())
 	}
 }
