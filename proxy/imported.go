@@ -166,6 +166,10 @@ var importMu sync.Mutex
 func (s *Server) CommitImport(c ImportCommit) (err error) {
 	importMu.Lock()
 	defer importMu.Unlock()
+	// Its blobs are placed and its index entries written under refs: a clean of
+	// another channel does not purge a blob this import places between the two.
+	s.refs.RLock()
+	defer s.refs.RUnlock()
 	fault := c.Fault
 	if fault == nil {
 		fault = func(string) error { return nil }

@@ -239,6 +239,10 @@ func (s *Server) UncacheFiles(channel string, files []CachedFile) error {
 	if len(dropped) == 0 {
 		return nil
 	}
+	// From the look for other holders to the purge, no index entry is written
+	// (refs.go): one written in between would name a purged blob.
+	s.refs.Lock()
+	defer s.refs.Unlock()
 	err = s.store.Meta.Scan("p/", func(_ string, val []byte) error {
 		var other pkgEntry
 		if json.Unmarshal(val, &other) == nil {
@@ -249,6 +253,7 @@ func (s *Server) UncacheFiles(channel string, files []CachedFile) error {
 	if err != nil {
 		return err
 	}
+	s.purged.add(dropped, s.now())
 	for sha := range dropped {
 		// Everywhere: the shared object store too, or a replica would pull it
 		// back.

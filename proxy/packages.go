@@ -218,7 +218,7 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 	index := func(sha string) error {
 		e := pkgEntry{SHA256: sha, MD5: refMD5, Size: ref.size, Upstream: int(ref.upstream),
 			Record: recordJSON, CachedAt: s.now()}
-		return s.store.Meta.Put(stateKey("p", ch.cfg.Name, subdir, fn), e)
+		return s.putIndex(stateKey("p", ch.cfg.Name, subdir, fn), e)
 	}
 	lockKey := refSHA
 	if lockKey == "" {
@@ -324,7 +324,7 @@ func (s *Server) indexHit(rt route, sv *served, ref pkgRef, sha string) {
 	if ok, err := s.store.Meta.Get(key, &e); err == nil && (!ok || e.SHA256 != sha) {
 		e = pkgEntry{SHA256: sha, MD5: ref.md5Hex(), Size: ref.size, Upstream: int(ref.upstream),
 			Record: s.recordBytes(sv, ref), CachedAt: s.now()}
-		if err := s.store.Meta.Put(key, e); err != nil {
+		if err := s.putIndex(key, e); err != nil {
 			return
 		}
 	}

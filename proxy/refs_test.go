@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"testing"
+)
+
+// A purge of a blob for one channel, while another channel's fill of the same
+// bytes has committed but not yet written its index entry: the late entry must
+// not stay naming a purged blob (it would count as cached, be served by nobody
+// and skipped by every sync). It is taken back, and the next request fetches the
+// package again.
+func TestIndexEntryAfterPurgeTakenBack(t *testing.T) {
+	up := newUpstream(t, formatRepo(t))
+	yaml := "cache:\n  metadata_ttl: 10m\n  memory: 16MiB\nchannels:\n" +
+		"  - name: a\n    upstreams:\n      - url: " + up.URL + "\n" +
+		"  - name: b\n    upstreams:\n      - url: " + up.URL + "\n"
+	h := newHarness(t, yaml)
+	r := h.get("/a/osx-64/" + p2Shared)
+	if r.StatusCode != 200 {
+		t.Fatalf("fill in a: %d", r.StatusCode)
+	}
+	sha := sha256hex(r.body)
+	keyB := stateKey("p", "b", "osx-64", p2Shared)
+
+	// clean of a: no other entry holds the blob, so it is purged.
+	if err := h.srv.UncacheFiles("a", []CachedFile{{Subdir: "osx-64", Filename: p2Shared}}); err != nil {
+		t.Fatal(err)
+	}
+	if h.store.Has(sha) {
+		t.Fatal("the blob was not purged")
+	}
+	// b's fill, committed before the purge, now writes its entry.
+	if err := h.srv.putIndex(keyB, pkgEntry{SHA256: sha, Size: int64(len(r.body))}); err == nil {
+		t.Error("an index entry for a purged blob was accepted")
+	}
+	if ok, _ := h.store.Meta.Get(keyB, new(pkgEntry)); ok {
+		t.Fatal("the index names a purged blob")
+	}
+	// b's next request fetches the package again and indexes it.
+	if r := h.get("/b/osx-64/" + p2Shared); r.StatusCode != 200 || sha256hex(r.body) != sha {
+		t.Fatalf("b after the purge: %d", r.StatusCode)
+	}
+	if ok, _ := h.store.Meta.Get(keyB, new(pkgEntry)); !ok || !h.store.Has(sha) {
+		t.Error("b's refetch was not indexed")
+	}
+	// Once the blob is back, an entry for it is kept, purge remembered or not.
+	if err := h.srv.putIndex(stateKey("p", "a", "osx-64", p2Shared), pkgEntry{SHA256: sha}); err != nil {
+		t.Errorf("an entry for a blob that is back: %v", err)
+	}
+}
