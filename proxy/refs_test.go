@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"testing"
+	"time"
 )
 
 // A purge of a blob for one channel, while another channel's fill of the same
@@ -40,8 +41,15 @@ func TestIndexEntryAfterPurgeTakenBack(t *testing.T) {
 	if r := h.get("/b/osx-64/" + p2Shared); r.StatusCode != 200 || sha256hex(r.body) != sha {
 		t.Fatalf("b after the purge: %d", r.StatusCode)
 	}
-	if ok, _ := h.store.Meta.Get(keyB, new(pkgEntry)); !ok || !h.store.Has(sha) {
-		t.Error("b's refetch was not indexed")
+	// The entry is written once the fill ends, which may be just after the
+	// answer.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if ok, _ := h.store.Meta.Get(keyB, new(pkgEntry)); ok && h.store.Has(sha) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b's refetch was not indexed")
+		}
 	}
 	// Once the blob is back, an entry for it is kept, purge remembered or not.
 	if err := h.srv.putIndex(stateKey("p", "a", "osx-64", p2Shared), pkgEntry{SHA256: sha}); err != nil {
