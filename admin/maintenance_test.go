@@ -34,6 +34,9 @@ func (f *fakeMaintainer) Export(ctx context.Context, id string, channels []strin
 }
 
 func (f *fakeMaintainer) CommitExport(id string) error {
+	if id == "old" {
+		return errors.Join(ErrGone, errors.New("export old expired"))
+	}
 	f.committed = append(f.committed, id)
 	return nil
 }
@@ -95,6 +98,10 @@ func TestExportAnswerSaysWhole(t *testing.T) {
 	resp, err = http.Post(srv.URL+"/api/v1/export/commit", "application/json", strings.NewReader(`{"id": "e1"}`))
 	if err != nil || resp.StatusCode != 200 || len(f.committed) != 1 || f.committed[0] != "e1" {
 		t.Errorf("commit: %v %v %v", err, resp, f.committed)
+	}
+	resp, err = http.Post(srv.URL+"/api/v1/export/commit", "application/json", strings.NewReader(`{"id": "old"}`))
+	if err != nil || resp.StatusCode != http.StatusGone {
+		t.Errorf("commit of an expired export: %v %v, want 410", err, resp)
 	}
 	resp, err = http.Post(srv.URL+"/api/v1/clean", "application/json", strings.NewReader(`{"dry_run": true}`))
 	var j Job
