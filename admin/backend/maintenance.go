@@ -330,8 +330,29 @@ func (b *Backend) CommitExport(id string) error {
 	return nil
 }
 
+// An import keeps a reserve of the data directory's file system free: it is
+// refused when its Content-Length passes the free space less the reserve, and
+// fails as soon as it reads past that (no Content-Length, or a lying one).
+// The reserve is the larger of importReserveMin and importReservePct percent
+// of the file system. Vars for tests.
+var (
+	importReserveMin int64 = 1 << 30
+	importReservePct int64 = 5
+	diskSpace              = cache.DiskSpace
+)
+
 // errUploadSize is an upload past the free space of the data directory.
-var errUploadSize = fmt.Errorf("%w: the tar is larger than the free space of the data directory", admin.ErrTooLarge)
+var errUploadSize = fmt.Errorf("%w: the tar is larger than the free space of the data directory less its reserve (the larger of 1 GiB and 5%% of the file system)", admin.ErrTooLarge)
+
+// importRoom is what an import may write to dir: its free space less the
+// reserve; -1 when unknown.
+func importRoom(dir string) int64 {
+	free, total, err := diskSpace(dir)
+	if err != nil {
+		return -1
+	}
+	return max(free-max(importReserveMin, total/100*importReservePct), 0)
+}
 
 // importReader counts what an import read, for its job, and bounds it.
 type importReader struct {
@@ -343,6 +364,11 @@ type importReader struct {
 
 func (r *importReader) Read(p []byte) (int, error) {
 	if r.left == 0 {
+		// A tar that fills the room exactly ends here; one byte more is past it.
+		var one [1]byte
+		if n, err := r.r.Read(one[:]); n == 0 && err != nil {
+			return 0, err
+		}
 		return 0, errUploadSize
 	}
 	if r.left > 0 && int64(len(p)) > r.left {
@@ -372,12 +398,9 @@ func (b *Backend) Import(ctx context.Context, r io.Reader, size int64) (admin.Jo
 		return admin.Job{}, fmt.Errorf("%w: an import is running", admin.ErrBusy)
 	}
 	defer b.importMu.Unlock()
-	left := int64(-1)
-	if free, err := cache.FreeBytes(b.cfg.Data); err == nil {
-		if size > free {
-			return admin.Job{}, errUploadSize
-		}
-		left = free
+	left := importRoom(b.cfg.Data)
+	if left >= 0 && size > left {
+		return admin.Job{}, errUploadSize
 	}
 	var workErr, claimErr error
 	j, err := b.jobs.RunWork(ctx, jobs.KindImport, nil, func(ctx context.Context, t *jobs.Task) error {

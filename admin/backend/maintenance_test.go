@@ -1,13 +1,16 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/condaproxy/condaproxy/admin"
+	"github.com/condaproxy/condaproxy/jobs"
 )
 
 func marksOf(n int) []markGroup {
@@ -79,5 +82,44 @@ func TestDeferredLedgerGroups(t *testing.T) {
 	}
 	if len(d.marks) != 3 || len(d.marks[0].files) != 2 || d.marks[2].channel != "d" {
 		t.Errorf("marks %+v", d.marks)
+	}
+}
+
+// An import keeps a reserve free on the data directory's file system: the
+// larger of importReserveMin and importReservePct of it.
+func TestImportRoomKeepsReserve(t *testing.T) {
+	defer func(f func(string) (int64, int64, error)) { diskSpace = f }(diskSpace)
+	for _, tc := range []struct{ free, total, want int64 }{
+		{free: 3 << 30, total: 10 << 30, want: 2 << 30},    // 1 GiB reserve
+		{free: 30 << 30, total: 100 << 30, want: 25 << 30}, // 5 %
+		{free: 512 << 20, total: 10 << 30, want: 0},        // inside the reserve already
+	} {
+		diskSpace = func(string) (int64, int64, error) { return tc.free, tc.total, nil }
+		if got := importRoom("x"); got != tc.want {
+			t.Errorf("free %d of %d: room %d, want %d", tc.free, tc.total, got, tc.want)
+		}
+	}
+	diskSpace = func(string) (int64, int64, error) { return 0, 0, errors.New("no statfs") }
+	if got := importRoom("x"); got != -1 {
+		t.Errorf("unknown free space: room %d, want -1", got)
+	}
+}
+
+// Without a Content-Length (or with a lying one), the upload stops on the
+// same bound mid-stream; a tar that fits the room exactly goes in.
+func TestImportReaderStopsAtRoom(t *testing.T) {
+	m := jobs.New(nil, jobs.Options{})
+	defer m.Close()
+	var task *jobs.Task
+	m.RunWork(context.Background(), jobs.KindImport, nil, func(_ context.Context, tk *jobs.Task) error { task = tk; return nil })
+	for _, tc := range []struct {
+		size, room int
+		err        error
+	}{{100, 99, errUploadSize}, {100, 100, nil}, {100, 1000, nil}, {1, 0, errUploadSize}, {0, 0, nil}} {
+		r := &importReader{r: strings.NewReader(strings.Repeat("x", tc.size)), left: int64(tc.room), t: task}
+		n, err := io.Copy(io.Discard, r)
+		if !errors.Is(err, tc.err) || n > int64(tc.room) {
+			t.Errorf("%d bytes into room for %d: read %d, %v; want %v", tc.size, tc.room, n, err, tc.err)
+		}
 	}
 }
