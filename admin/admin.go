@@ -90,6 +90,10 @@ var ErrRefused = errors.New("import refused")
 // ErrTooLarge marks an upload past what the server takes (413).
 var ErrTooLarge = errors.New("too large")
 
+// ErrGone marks what the server had but let go of (410): an export that waited
+// too long for its commit.
+var ErrGone = errors.New("gone")
+
 // New returns the handler for the non-channel paths.
 func New(o Options) http.Handler {
 	gin.SetMode(gin.ReleaseMode)

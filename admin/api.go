@@ -331,7 +331,7 @@ func jsonBody(c *gin.Context) bool {
 }
 
 // backendError answers a Backend error with its status: 400 (ErrInvalid), 404
-// (ErrNotFound), 409 (ErrBusy), 504 (the call took too long), else 502: what the
+// (ErrNotFound), 409 (ErrBusy), 410 (ErrGone), 504 (the call took too long), else 502: what the
 // Backend cannot do is upstream's failure to answer.
 func backendError(c *gin.Context, err error) {
 	status := http.StatusBadGateway
@@ -342,6 +342,8 @@ func backendError(c *gin.Context, err error) {
 		status = http.StatusNotFound
 	case errors.Is(err, ErrBusy):
 		status = http.StatusConflict
+	case errors.Is(err, ErrGone):
+		status = http.StatusGone
 	case errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusGatewayTimeout
 	}

@@ -20,7 +20,9 @@ import (
 //	POST /api/v1/clean {"channels", "dry_run"}  202, a job (GET /api/v1/jobs/<id>)
 //	POST /api/v1/export {"channels", "delta"}   200, the tar, streamed
 //	POST /api/v1/export/commit {"id"}           the client has the whole tar: it counts as exported
-//	POST /api/v1/import (application/x-tar)     200, the ended import job; 422 refused
+//	POST /api/v1/import (application/x-tar)     200, the ended import job; 422 refused;
+//	                                            413 past the free space less a reserve;
+//	                                            400 broke off or stalled; 408 too slow
 //
 // An export's answer says it is whole in its trailer, ExportStatusTrailer "ok",
 // sent after the tar; an export that fails midway breaks the connection
@@ -109,12 +111,15 @@ func mountMaintenance(api *gin.RouterGroup, o Options) {
 			idle = 30 * time.Second
 		}
 		rc := http.NewResponseController(c.Writer)
-		body := &idleReader{r: c.Request.Body, rc: rc, idle: idle}
+		body := &idleReader{r: c.Request.Body, rc: rc, idle: idle, now: uploadNow, minRate: UploadMinRate, window: UploadRateWindow}
 		job, err := m.Import(c.Request.Context(), body, c.Request.ContentLength)
 		rc.SetReadDeadline(time.Time{})
 		if err != nil {
 			status := 0
 			switch {
+			case errors.Is(body.err, errUploadSlow):
+				status = http.StatusRequestTimeout
+				err = fmt.Errorf("%v; nothing was imported", body.err)
 			case body.err != nil:
 				// The client stopped sending, or stalled: what it sent is gone.
 				status = http.StatusBadRequest
@@ -185,19 +190,55 @@ func (w *lazyTar) Write(p []byte) (int, error) {
 	return w.c.Writer.Write(p)
 }
 
+// An upload (POST /api/v1/import) must keep coming: besides the idle bound,
+// over each UploadRateWindow the server spends waiting on its client it must
+// bring at least UploadMinRate bytes a second, else it fails with 408. Only
+// the time spent waiting on the client counts (not the server's own work
+// between reads), so a slow disk never fails a client; a client trickling a
+// byte now and then to stay under the idle bound fails after one window. So
+// an upload of n bytes holds the import (and its channels) at most about
+// n/UploadMinRate + UploadRateWindow of waiting on it. Vars for tests.
+var (
+	UploadMinRate    int64 = 32 << 10 // bytes a second; 0: no minimum
+	UploadRateWindow       = time.Minute
+	uploadNow              = time.Now
+)
+
+// errUploadSlow is an upload below UploadMinRate.
+var errUploadSlow = errors.New("the upload was too slow")
+
 // idleReader reads an upload, failing it when the client sends nothing for
-// idle (a read deadline on the connection, moved on at each read). err is the
-// first read error that was not the end of the body.
+// idle (a read deadline on the connection, moved on at each read) or less
+// than minRate over a window of waiting. err is the first read error that was
+// not the end of the body.
 type idleReader struct {
-	r    io.Reader
-	rc   *http.ResponseController
-	idle time.Duration
-	err  error
+	r       io.Reader
+	rc      *http.ResponseController
+	idle    time.Duration
+	now     func() time.Time
+	minRate int64 // bytes a second; 0: no minimum
+	window  time.Duration
+	waited  time.Duration // waiting on the client in this window
+	got     int64         // bytes read in this window
+	err     error
 }
 
 func (r *idleReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
 	r.rc.SetReadDeadline(time.Now().Add(r.idle))
+	start := r.now()
 	n, err := r.r.Read(p)
+	r.waited += r.now().Sub(start)
+	r.got += int64(n)
+	if err == nil && r.minRate > 0 && r.window > 0 && r.waited >= r.window {
+		if float64(r.got) < float64(r.minRate)*r.waited.Seconds() {
+			err = fmt.Errorf("%w: it brought %d bytes in %v of waiting on it, below the minimum average of %d KiB/s over each %v (with the idle bound of %v)",
+				errUploadSlow, r.got, r.waited.Round(time.Second), r.minRate>>10, r.window, r.idle)
+		}
+		r.waited, r.got = 0, 0
+	}
 	if err != nil && err != io.EOF && r.err == nil {
 		r.err = err
 	}

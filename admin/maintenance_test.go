@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -34,6 +35,9 @@ func (f *fakeMaintainer) Export(ctx context.Context, id string, channels []strin
 }
 
 func (f *fakeMaintainer) CommitExport(id string) error {
+	if id == "old" {
+		return errors.Join(ErrGone, errors.New("export old expired"))
+	}
 	f.committed = append(f.committed, id)
 	return nil
 }
@@ -96,6 +100,10 @@ func TestExportAnswerSaysWhole(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 || len(f.committed) != 1 || f.committed[0] != "e1" {
 		t.Errorf("commit: %v %v %v", err, resp, f.committed)
 	}
+	resp, err = http.Post(srv.URL+"/api/v1/export/commit", "application/json", strings.NewReader(`{"id": "old"}`))
+	if err != nil || resp.StatusCode != http.StatusGone {
+		t.Errorf("commit of an expired export: %v %v, want 410", err, resp)
+	}
 	resp, err = http.Post(srv.URL+"/api/v1/clean", "application/json", strings.NewReader(`{"dry_run": true}`))
 	var j Job
 	if err == nil {
@@ -115,5 +123,70 @@ func TestExportAnswerSaysWhole(t *testing.T) {
 	}
 	if resp, err := http.Get(srv.URL + "/api/v1/import"); err != nil || resp.StatusCode != 405 {
 		t.Errorf("GET /api/v1/import: %v %v, want 405", err, resp)
+	}
+}
+
+// trickle plays a client sending a byte a read, each read waiting step on a
+// fake clock: below any idle bound, yet slow.
+type trickle struct {
+	left  int
+	clock *time.Time
+	step  time.Duration
+}
+
+func (r *trickle) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	*r.clock = r.clock.Add(r.step)
+	r.left--
+	p[0] = 'x'
+	return 1, nil
+}
+
+// An upload that trickles in under the idle bound still fails once a window
+// of waiting on it brought less than the minimum rate; one at the rate passes.
+func TestUploadMinRate(t *testing.T) {
+	clock := time.Unix(1e9, 0)
+	read := func(step time.Duration, n int) (int64, error) {
+		r := &idleReader{r: &trickle{left: n, clock: &clock, step: step}, rc: http.NewResponseController(httptest.NewRecorder()),
+			idle: 30 * time.Second, now: func() time.Time { return clock }, minRate: 1024, window: time.Minute}
+		got, err := io.Copy(io.Discard, r)
+		if err != r.err {
+			t.Errorf("the reader's first error %v, returned %v", r.err, err)
+		}
+		return got, err
+	}
+	// A byte every 29 s, for an hour: fails after the first minute of it.
+	if got, err := read(29*time.Second, 125); !errors.Is(err, errUploadSlow) || got > 3 ||
+		!strings.Contains(err.Error(), "below the minimum average of 1 KiB/s") {
+		t.Errorf("a trickle: %d bytes, %v; want errUploadSlow after a minute", got, err)
+	}
+	// 2 KiB/s (a byte every 500 µs) for more than a window: fine.
+	if got, err := read(500*time.Microsecond, 300_000); err != nil || got != 300_000 {
+		t.Errorf("an upload at twice the minimum: %d bytes, %v", got, err)
+	}
+}
+
+// Through the API, a too slow upload answers 408 naming the rule.
+func TestImportTooSlowAnswers408(t *testing.T) {
+	defer func(r int64, w time.Duration, now func() time.Time) {
+		UploadMinRate, UploadRateWindow, uploadNow = r, w, now
+	}(UploadMinRate, UploadRateWindow, uploadNow)
+	clock := time.Unix(1e9, 0)
+	UploadMinRate, UploadRateWindow = 1<<30, time.Second
+	uploadNow = func() time.Time { clock = clock.Add(10 * time.Second); return clock } // each read waits 10 s
+	f := &fakeMaintainer{fakeBackend: &fakeBackend{}}
+	srv := httptest.NewServer(New(Options{Gatherer: prometheus.NewRegistry(), Backend: f}))
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/api/v1/import", TarType, bytes.NewReader(make([]byte, 1<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "below the minimum average of 1048576 KiB/s") ||
+		!strings.Contains(string(b), "nothing was imported") {
+		t.Errorf("a too slow upload: %d %s, want 408 naming the rule", resp.StatusCode, b)
 	}
 }

@@ -38,24 +38,127 @@ type Blobs interface {
 var _ admin.Maintainer = (*Backend)(nil)
 
 // Pending exports: what an export through the API wrote counts as exported
-// (for the next delta) once its client says it has the whole tar.
+// (for the next delta) once its client says it has the whole tar. Until then
+// its marks (one filename per package written, grouped by channel and subdir)
+// are held in memory, full exports' too: the ledger records every export, so
+// a delta after a full one holds only what came since.
+//
+// The held marks are bounded: at most maxPendingExports exports, each for
+// pendingExportTTL, and maxHeldMarks marks across them all (about 70 MB at
+// ~70 B a mark). An export that would pass the bound drops the oldest pending
+// ones first; one larger than the bound alone is held alone. A dropped or
+// expired export's commit answers 410 (admin.ErrGone): its client runs the
+// delta again.
 const (
 	maxPendingExports = 16
 	pendingExportTTL  = time.Hour
+	maxGoneExports    = 64 // dropped or expired exports remembered, for a clear 410
 )
 
-type exportMark struct{ channel, subdir, filename string }
+// maxHeldMarks bounds the marks held across pending exports (a var for tests).
+var maxHeldMarks = 1 << 20
+
+// markGroup is the marks of an export in one channel/subdir.
+type markGroup struct {
+	channel, subdir string
+	files           []string
+}
 
 type pendingExport struct {
-	marks []exportMark
+	marks []markGroup
+	n     int // marks in all groups
 	at    time.Time
+}
+
+// pendingExports is the exports waiting for their commit, within the bounds.
+type pendingExports struct {
+	mu        sync.Mutex
+	now       func() time.Time // nil: time.Now
+	pending   map[string]*pendingExport
+	held      int               // marks across pending
+	gone      map[string]string // id -> why it is no longer pending
+	goneOrder []string
+}
+
+func (p *pendingExports) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
+}
+
+// dropLocked forgets the pending export id, remembering why.
+func (p *pendingExports) dropLocked(id, why string) {
+	p.held -= p.pending[id].n
+	delete(p.pending, id)
+	if p.gone == nil {
+		p.gone = map[string]string{}
+	}
+	p.gone[id] = why
+	p.goneOrder = append(p.goneOrder, id)
+	for len(p.goneOrder) > maxGoneExports {
+		delete(p.gone, p.goneOrder[0])
+		p.goneOrder = p.goneOrder[1:]
+	}
+}
+
+// hold keeps the marks of export id until its commit, dropping the oldest
+// pending exports for room.
+func (p *pendingExports) hold(id string, marks []markGroup) {
+	n := 0
+	for _, g := range marks {
+		n += len(g.files)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending == nil {
+		p.pending = map[string]*pendingExport{}
+	}
+	now := p.clock()
+	for k, e := range p.pending {
+		if now.Sub(e.at) > pendingExportTTL {
+			p.dropLocked(k, fmt.Sprintf("older than %v", pendingExportTTL))
+		}
+	}
+	for len(p.pending) > 0 && (len(p.pending) >= maxPendingExports || p.held+n > maxHeldMarks) {
+		oldest := ""
+		for k, e := range p.pending {
+			if oldest == "" || e.at.Before(p.pending[oldest].at) {
+				oldest = k
+			}
+		}
+		p.dropLocked(oldest, fmt.Sprintf("dropped to keep the exports waiting for their commit within %d exports and %d packages", maxPendingExports, maxHeldMarks))
+	}
+	p.pending[id] = &pendingExport{marks: marks, n: n, at: now}
+	p.held += n
+}
+
+// take removes export id and returns its marks: ErrGone for one dropped or
+// expired, ErrNotFound for one unknown or committed already.
+func (p *pendingExports) take(id string) ([]markGroup, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.pending[id]
+	if ok && p.clock().Sub(e.at) > pendingExportTTL {
+		p.dropLocked(id, fmt.Sprintf("older than %v", pendingExportTTL))
+		ok = false
+	}
+	if !ok {
+		if why, gone := p.gone[id]; gone {
+			// id is quoted: the server issued it, it is no guess of a secret.
+			return nil, fmt.Errorf("%w: export %s expired (%s); its delta state was not advanced, run the delta export again", admin.ErrGone, id, why)
+		}
+		return nil, fmt.Errorf("%w: no such export waiting for its commit (committed already, or unknown)", admin.ErrNotFound)
+	}
+	p.held -= e.n
+	delete(p.pending, id)
+	return e.marks, nil
 }
 
 // maintenance is the Backend's state for clean, export and import.
 type maintenance struct {
-	importMu  sync.Mutex // one import at a time: each may take the disk's free space
-	pendingMu sync.Mutex
-	pending   map[string]pendingExport
+	importMu sync.Mutex // one import at a time: each may take the disk's free space
+	exports  pendingExports
 }
 
 func (b *Backend) maintainer() (Maintainer, Blobs, error) {
@@ -169,11 +272,15 @@ func (b *Backend) clean(ctx context.Context, m Maintainer, t *jobs.Task, names [
 // aside: the marks are the proxy's only once the client has the whole tar.
 type deferredLedger struct {
 	mirror.ExportSource
-	marks []exportMark
+	marks []markGroup
 }
 
 func (d *deferredLedger) MarkExported(channel, subdir, filename string) error {
-	d.marks = append(d.marks, exportMark{channel, subdir, filename})
+	if n := len(d.marks); n == 0 || d.marks[n-1].channel != channel || d.marks[n-1].subdir != subdir {
+		d.marks = append(d.marks, markGroup{channel: channel, subdir: subdir})
+	}
+	g := &d.marks[len(d.marks)-1]
+	g.files = append(g.files, filename)
 	return nil
 }
 
@@ -199,26 +306,7 @@ func (b *Backend) Export(ctx context.Context, id string, channels []string, delt
 	if err != nil {
 		return admin.ExportResult{}, err
 	}
-	b.pendingMu.Lock()
-	defer b.pendingMu.Unlock()
-	if b.pending == nil {
-		b.pending = map[string]pendingExport{}
-	}
-	for k, p := range b.pending {
-		if time.Since(p.at) > pendingExportTTL {
-			delete(b.pending, k)
-		}
-	}
-	for len(b.pending) >= maxPendingExports {
-		oldest := ""
-		for k, p := range b.pending {
-			if oldest == "" || p.at.Before(b.pending[oldest].at) {
-				oldest = k
-			}
-		}
-		delete(b.pending, oldest)
-	}
-	b.pending[id] = pendingExport{marks: src.marks, at: time.Now()}
+	b.exports.hold(id, src.marks)
 	return admin.ExportResult{Packages: rep.Packages, Bytes: rep.Bytes}, nil
 }
 
@@ -228,23 +316,43 @@ func (b *Backend) CommitExport(id string) error {
 	if err != nil {
 		return err
 	}
-	b.pendingMu.Lock()
-	p, ok := b.pending[id]
-	delete(b.pending, id)
-	b.pendingMu.Unlock()
-	if !ok || time.Since(p.at) > pendingExportTTL {
-		return fmt.Errorf("%w: no such export waiting for its commit (committed already, or older than %v)", admin.ErrNotFound, pendingExportTTL)
+	marks, err := b.exports.take(id)
+	if err != nil {
+		return err
 	}
-	for _, mk := range p.marks {
-		if err := m.MarkExported(mk.channel, mk.subdir, mk.filename); err != nil {
-			return err
+	for _, g := range marks {
+		for _, fn := range g.files {
+			if err := m.MarkExported(g.channel, g.subdir, fn); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
+// An import keeps a reserve of the data directory's file system free: it is
+// refused when its Content-Length passes the free space less the reserve, and
+// fails as soon as it reads past that (no Content-Length, or a lying one).
+// The reserve is the larger of importReserveMin and importReservePct percent
+// of the file system. Vars for tests.
+var (
+	importReserveMin int64 = 1 << 30
+	importReservePct int64 = 5
+	diskSpace              = cache.DiskSpace
+)
+
 // errUploadSize is an upload past the free space of the data directory.
-var errUploadSize = fmt.Errorf("%w: the tar is larger than the free space of the data directory", admin.ErrTooLarge)
+var errUploadSize = fmt.Errorf("%w: the tar is larger than the free space of the data directory less its reserve (the larger of 1 GiB and 5%% of the file system)", admin.ErrTooLarge)
+
+// importRoom is what an import may write to dir: its free space less the
+// reserve; -1 when unknown.
+func importRoom(dir string) int64 {
+	free, total, err := diskSpace(dir)
+	if err != nil {
+		return -1
+	}
+	return max(free-max(importReserveMin, total/100*importReservePct), 0)
+}
 
 // importReader counts what an import read, for its job, and bounds it.
 type importReader struct {
@@ -256,6 +364,11 @@ type importReader struct {
 
 func (r *importReader) Read(p []byte) (int, error) {
 	if r.left == 0 {
+		// A tar that fills the room exactly ends here; one byte more is past it.
+		var one [1]byte
+		if n, err := r.r.Read(one[:]); n == 0 && err != nil {
+			return 0, err
+		}
 		return 0, errUploadSize
 	}
 	if r.left > 0 && int64(len(p)) > r.left {
@@ -285,12 +398,9 @@ func (b *Backend) Import(ctx context.Context, r io.Reader, size int64) (admin.Jo
 		return admin.Job{}, fmt.Errorf("%w: an import is running", admin.ErrBusy)
 	}
 	defer b.importMu.Unlock()
-	left := int64(-1)
-	if free, err := cache.FreeBytes(b.cfg.Data); err == nil {
-		if size > free {
-			return admin.Job{}, errUploadSize
-		}
-		left = free
+	left := importRoom(b.cfg.Data)
+	if left >= 0 && size > left {
+		return admin.Job{}, errUploadSize
 	}
 	var workErr, claimErr error
 	j, err := b.jobs.RunWork(ctx, jobs.KindImport, nil, func(ctx context.Context, t *jobs.Task) error {
