@@ -128,7 +128,7 @@ func mountAPI(r *gin.Engine, o Options) {
 			limit = defaultLimit
 		}
 		limit = min(limit, maxLimit)
-		page, err := b.Packages(c.Request.Context(), ch, sub, c.Query("q"), offset, limit)
+		page, err := b.Packages(c.Request.Context(), ch, sub, c.Query("q"), false, offset, limit)
 		if err != nil {
 			backendError(c, err)
 			return

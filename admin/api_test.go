@@ -27,7 +27,11 @@ func (f *fakeBackend) Channels(context.Context) []ChannelInfo {
 	return []ChannelInfo{{Name: "fmt", Kind: "conda", Upstreams: []string{"https://x/t/***/fmt"}, Platforms: []string{}}}
 }
 
-func (f *fakeBackend) Packages(_ context.Context, ch, sub, q string, offset, limit int) (PackagePage, error) {
+func (f *fakeBackend) Subdirs(context.Context, string) ([]string, error) {
+	return []string{"noarch"}, nil
+}
+
+func (f *fakeBackend) Packages(_ context.Context, ch, sub, q string, _ bool, offset, limit int) (PackagePage, error) {
 	f.mu.Lock()
 	f.pkgArgs = fmt.Sprintf("%s %s %q %d %d", ch, sub, q, offset, limit)
 	f.mu.Unlock()

@@ -17,7 +17,13 @@ type Backend interface {
 	Channels(ctx context.Context) []ChannelInfo
 	// Packages searches channel/subdir: records whose filename contains q (all
 	// when q is ""), sorted by filename, the page [offset, offset+limit).
-	Packages(ctx context.Context, channel, subdir, q string, offset, limit int) (PackagePage, error)
+	// servedOnly leaves the hidden records out, of the page and of the total.
+	Packages(ctx context.Context, channel, subdir, q string, servedOnly bool, offset, limit int) (PackagePage, error)
+	// Subdirs lists the subdirs of a conda channel, noarch first, as the proxy
+	// has them: its platforms and noarch, else those its upstreams list (it may
+	// ask upstream, bounded by ctx). On an error it still answers the best guess
+	// to show (the platforms and noarch, or the common subdirs) with the error.
+	Subdirs(ctx context.Context, channel string) ([]string, error)
 	Explain(ctx context.Context, channel, subdir, pkg string) ([]Explanation, error)
 	Stats(ctx context.Context) Stats
 	// StartSync starts a pre-warm job of the channels (all conda channels when

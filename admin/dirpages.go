@@ -11,24 +11,40 @@ package admin
 // snippet, which quotes the URL the browser opened, token included, as the
 // address bar does. Nothing else of the request is quoted but the visitor's own
 // search text, in its field.
+//
+// Who sees what. A request that may read the admin view (no client tokens are
+// set, or its token opens every channel, or it carries the admin token: what
+// the admin API and /ui ask) gets it all: hidden records with their rule, the
+// cache's state, the upstreams. Any other (a token scoped to some channels,
+// which opens this channel's files and nothing more) gets what a conda client
+// of the channel gets: the served records, without their cached state, and no
+// upstream. Hidden means hidden everywhere.
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxDirQuery bounds the filename filter of a subdir page.
 const maxDirQuery = 200
 
+// subdirsWait bounds how long a channel's page waits for its subdir list: with
+// no platforms, the list is upstream's channeldata.json, fetched when no copy
+// is kept.
+var subdirsWait = 10 * time.Second
+
 // ChannelPages returns the renderer of the channel directory pages, for
 // proxy.Options.Pages (its type is proxy.PagesFunc): channel's page when subdir
 // is "", else subdir's file listing; prefix is the path before /<channel>/ as
-// the client wrote it ("" or "/t/<token>"). Nil when o has no Backend.
-func ChannelPages(o Options) func(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string) {
+// the client wrote it ("" or "/t/<token>"); readAll says whether the request may
+// read the admin view (see the top of this file). Nil when o has no Backend.
+func ChannelPages(o Options) func(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string, readAll bool) {
 	if o.Backend == nil {
 		return nil
 	}
@@ -45,6 +61,7 @@ type dirPage struct {
 	Channel ChannelInfo
 	URL     string   // the channel's URL as the browser reached it
 	Subdirs []string // those served, each a link "<subdir>/"
+	Guessed string   // why Subdirs is a guess; "" when it is the channel's list
 	Condarc string
 	AliasRC string // the channel_alias form; "" where it does not fit
 	TokenRC string // the /t/<token>/ form, when tokens are set and none was used
@@ -57,6 +74,7 @@ type subdirPage struct {
 	URL      string // the channel's URL as the browser reached it
 	Q        string
 	Results  *PackagePage
+	Admin    bool // the admin view: hidden records, their rule, the cached state
 	Explain  bool // the "why?" links reach /ui/explain (no client tokens)
 	Page     int
 	Pages    []pageLink
@@ -71,7 +89,7 @@ type subdirPage struct {
 var repodataFiles = []string{"repodata.json", "repodata.json.zst", "repodata.json.bz2", "current_repodata.json", "repodata_shards.msgpack.zst"}
 
 // dirPage is ChannelPages' renderer.
-func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, prefix string) {
+func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, prefix string, readAll bool) {
 	pageHeaders(rw.Header())
 	// The page may be below /t/<token>/: no other site hears of its URL.
 	rw.Header().Set("Referrer-Policy", "no-referrer")
@@ -87,9 +105,13 @@ func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, 
 		w.dirFail(rw, r, http.StatusNotFound, "404 not found", "This proxy has no channel here.")
 		return
 	}
+	readAll = readAll || w.o.hasAdminToken(r)
+	if !readAll {
+		info.Upstreams = nil // upstream topology is the admin view's
+	}
 	chURL := w.origin(r) + prefix + "/" + escapeSegments(info.Name)
 	if subdir == "" {
-		w.channelDir(rw, r, info, chURL, prefix)
+		w.channelDir(rw, r, info, chURL, prefix, readAll)
 		return
 	}
 	if info.Kind == "files" {
@@ -97,7 +119,7 @@ func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, 
 		return
 	}
 	p := subdirPage{base: base{Title: info.Name + "/" + subdir + " · condaproxy"}, Channel: *info, Subdir: subdir,
-		URL: chURL, Repodata: repodataFiles, Explain: !w.o.ClientTokens}
+		URL: chURL, Repodata: repodataFiles, Admin: readAll, Explain: readAll && !w.o.ClientTokens}
 	p.Q = strings.TrimSpace(r.URL.Query().Get("q"))
 	if len(p.Q) > maxDirQuery {
 		w.dirFail(rw, r, http.StatusBadRequest, "400 bad request",
@@ -108,15 +130,20 @@ func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, 
 	if n, err := strconv.Atoi(r.URL.Query().Get("page")); err == nil && n > 1 {
 		p.Page = min(n, 1_000_000)
 	}
-	res, err := w.o.Backend.Packages(ctx, info.Name, subdir, p.Q, (p.Page-1)*pageSize, pageSize)
+	res, err := w.o.Backend.Packages(ctx, info.Name, subdir, p.Q, !readAll, (p.Page-1)*pageSize, pageSize)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
 			// The answer a conda client gets here, as a page.
 			w.dirFail(rw, r, http.StatusNotFound, "404 not found", "This channel does not serve that subdir: "+err.Error()+".")
 			return
 		}
-		w.dirFail(rw, r, http.StatusBadGateway, "502 upstream failed",
-			"Reading the repodata of "+info.Name+"/"+subdir+" from upstream failed, and no cached copy is available: "+err.Error())
+		text := "Reading the repodata of " + info.Name + "/" + subdir + " from upstream failed, and no cached copy is available"
+		if readAll {
+			text += ": " + err.Error() // it names the upstream
+		} else {
+			text += "."
+		}
+		w.dirFail(rw, r, http.StatusBadGateway, "502 upstream failed", text)
 		return
 	}
 	p.Results = &res
@@ -142,10 +169,10 @@ func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, 
 	w.renderHTTP(rw, r, http.StatusOK, "subdir", p)
 }
 
-func (w *web) channelDir(rw http.ResponseWriter, r *http.Request, info *ChannelInfo, chURL, prefix string) {
+func (w *web) channelDir(rw http.ResponseWriter, r *http.Request, info *ChannelInfo, chURL, prefix string, readAll bool) {
 	p := dirPage{base: base{Title: info.Name + " · condaproxy"}, Channel: *info, URL: chURL}
 	if info.Kind != "files" {
-		p.Subdirs = servedSubdirs(info.Platforms)
+		p.Subdirs, p.Guessed = w.channelSubdirs(r.Context(), info, readAll)
 		p.Condarc = "channels:\n  - " + chURL + "\n"
 		if !strings.Contains(info.Name, "/") {
 			// conda resolves a bare name against channel_alias; not a name with
@@ -174,17 +201,32 @@ func (w *web) origin(r *http.Request) string {
 	return scheme(r) + "://" + r.Host
 }
 
-// servedSubdirs are a channel's subdirs as its page lists them: its platforms
-// and noarch, or the common ones when it lists none.
-func servedSubdirs(platforms []string) []string {
-	if len(platforms) == 0 {
-		return slices.Clone(defaultSubdirs)
+// channelSubdirs are a conda channel's subdirs as its pages list them: the
+// Backend's list (the proxy's one answer: the platforms, else what upstream's
+// channeldata.json lists...), waited for subdirsWait at most. When that fails,
+// the Backend's guess (or the platforms and noarch) and why, to show: the
+// error itself only to a request that may read the admin view (it may name
+// the upstream).
+func (w *web) channelSubdirs(ctx context.Context, info *ChannelInfo, readAll bool) (subs []string, guessed string) {
+	ctx, cancel := context.WithTimeout(ctx, subdirsWait)
+	defer cancel()
+	subs, err := w.o.Backend.Subdirs(ctx, info.Name)
+	if err == nil {
+		return subs, ""
 	}
-	out := slices.Clone(platforms)
-	if !slices.Contains(out, "noarch") {
-		out = append(out, "noarch")
+	if len(subs) == 0 {
+		subs = []string{"noarch"}
+		for _, p := range info.Platforms {
+			if p != "noarch" {
+				subs = append(subs, p)
+			}
+		}
 	}
-	return out
+	guessed = "Upstream did not say which subdirs this channel has"
+	if readAll {
+		guessed += " (" + err.Error() + ")"
+	}
+	return subs, guessed + ": those listed are a guess, and some may answer 404."
 }
 
 // escapeSegments escapes each '/'-separated segment of a channel name on its own.

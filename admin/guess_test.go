@@ -27,7 +27,9 @@ func (echoBackend) Channels(context.Context) []ChannelInfo {
 		Upstreams: []string{"https://mirror:***@conda.example.org/fmt"}}}
 }
 
-func (echoBackend) Packages(_ context.Context, ch, sub, q string, _, _ int) (PackagePage, error) {
+func (echoBackend) Subdirs(context.Context, string) ([]string, error) { return []string{"noarch"}, nil }
+
+func (echoBackend) Packages(_ context.Context, ch, sub, q string, _ bool, _, _ int) (PackagePage, error) {
 	switch {
 	case ch != "fmt":
 		return PackagePage{}, fmt.Errorf("%w: no conda channel %q", ErrNotFound, ch)

@@ -163,9 +163,14 @@ func (x redacting) Channels(ctx context.Context) []ChannelInfo {
 	return out
 }
 
-func (x redacting) Packages(ctx context.Context, channel, subdir, q string, offset, limit int) (PackagePage, error) {
-	p, err := x.b.Packages(ctx, channel, subdir, q, offset, limit)
+func (x redacting) Packages(ctx context.Context, channel, subdir, q string, servedOnly bool, offset, limit int) (PackagePage, error) {
+	p, err := x.b.Packages(ctx, channel, subdir, q, servedOnly, offset, limit)
 	return p, x.errAsked(ctx, err, channel, subdir, q)
+}
+
+func (x redacting) Subdirs(ctx context.Context, channel string) ([]string, error) {
+	l, err := x.b.Subdirs(ctx, channel)
+	return l, x.errAsked(ctx, err, channel)
 }
 
 func (x redacting) Explain(ctx context.Context, channel, subdir, pkg string) ([]Explanation, error) {

@@ -36,7 +36,11 @@ func (leakyBackend) Channels(context.Context) []ChannelInfo {
 		Upstreams: []string{leakyURL, leakyBadURL, "https://conda.example.org/t/" + adminTok + "/x", "file:///mnt/usb/private"}}}
 }
 
-func (leakyBackend) Packages(_ context.Context, ch, sub, q string, offset, limit int) (PackagePage, error) {
+func (leakyBackend) Subdirs(_ context.Context, ch string) ([]string, error) {
+	return []string{"noarch"}, fmt.Errorf("upstream %s/channeldata.json: HTTP 503", leakyURL)
+}
+
+func (leakyBackend) Packages(_ context.Context, ch, sub, q string, _ bool, offset, limit int) (PackagePage, error) {
 	if ch == "down" {
 		return PackagePage{}, fmt.Errorf("upstream %s/%s/repodata.json: HTTP 503", leakyURL, sub)
 	}

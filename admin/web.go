@@ -90,9 +90,6 @@ const pageSize = 50
 // maxJobsShown bounds the overview's job list (newest first).
 const maxJobsShown = 20
 
-// defaultSubdirs are offered when a channel does not list its platforms.
-var defaultSubdirs = []string{"noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64", "win-64"}
-
 // asset is one embedded static file.
 type asset struct {
 	body  []byte
@@ -367,6 +364,7 @@ type channelPage struct {
 	base
 	Channel  ChannelInfo
 	Subdirs  []string
+	Guessed  string // why Subdirs is a guess; "" when it is the channel's list
 	Subdir   string // the one searched; "" before one is chosen
 	Q        string
 	Results  *PackagePage
@@ -405,7 +403,9 @@ func (w *web) channel(c *gin.Context) {
 		return
 	}
 	p := channelPage{base: base{Title: info.Name + " · condaproxy", Nav: true}, Channel: *info}
-	p.Subdirs = servedSubdirs(info.Platforms)
+	if info.Kind != "files" {
+		p.Subdirs, p.Guessed = w.channelSubdirs(ctx, info, true)
+	}
 	base := scheme(c.Request) + "://" + c.Request.Host
 	p.Condarc = "channels:\n  - " + base + "/" + info.Name + "\n"
 	if w.o.ClientTokens {
@@ -423,7 +423,7 @@ func (w *web) channel(c *gin.Context) {
 	if n, err := strconv.Atoi(c.Query("page")); err == nil && n > 1 {
 		p.Page = min(n, 1_000_000)
 	}
-	res, err := w.o.Backend.Packages(ctx, info.Name, p.Subdir, p.Q, (p.Page-1)*pageSize, pageSize)
+	res, err := w.o.Backend.Packages(ctx, info.Name, p.Subdir, p.Q, false, (p.Page-1)*pageSize, pageSize)
 	status := http.StatusOK
 	if err != nil {
 		status = http.StatusBadGateway

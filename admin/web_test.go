@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,6 +28,12 @@ type webBackend struct {
 	calls   []string // Packages calls: "channel subdir q offset limit"
 	started [][]string
 	busy    bool
+	// subdirs and subdirsErr are what Subdirs answers; nil: noarch and the
+	// channel's platforms.
+	subdirs    []string
+	subdirsErr error
+	// subdirsBlock: Subdirs waits for its context's end, as a silent upstream.
+	subdirsBlock bool
 }
 
 func newWebBackend() *webBackend {
@@ -57,16 +64,39 @@ func (b *webBackend) Channels(context.Context) []ChannelInfo {
 	}
 }
 
-func (b *webBackend) Packages(_ context.Context, channel, subdir, q string, offset, limit int) (PackagePage, error) {
+func (b *webBackend) Subdirs(ctx context.Context, channel string) ([]string, error) {
+	b.mu.Lock()
+	block := b.subdirsBlock
+	b.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return []string{"noarch", "linux-64", "osx-arm64"}, ctx.Err()
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.calls = append(b.calls, fmt.Sprintf("%s %s %s %d %d", channel, subdir, q, offset, limit))
+	if b.subdirs != nil || b.subdirsErr != nil {
+		return slices.Clone(b.subdirs), b.subdirsErr
+	}
+	if channel != "main" {
+		return nil, fmt.Errorf("%w: no conda channel", ErrNotFound)
+	}
+	return []string{"noarch", "linux-64"}, nil
+}
+
+func (b *webBackend) Packages(_ context.Context, channel, subdir, q string, servedOnly bool, offset, limit int) (PackagePage, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	call := fmt.Sprintf("%s %s %s %d %d", channel, subdir, q, offset, limit)
+	if servedOnly {
+		call += " served"
+	}
+	b.calls = append(b.calls, call)
 	if channel != "main" || subdir != "linux-64" {
 		return PackagePage{}, fmt.Errorf("%w: %s/%s", ErrNotFound, channel, subdir)
 	}
 	var match []Package
 	for _, r := range b.records {
-		if strings.Contains(r.Filename, q) {
+		if strings.Contains(r.Filename, q) && (r.Served || !servedOnly) {
 			match = append(match, r)
 		}
 	}
@@ -513,4 +543,19 @@ func TestWebStatic(t *testing.T) {
 	if res, _ := e.do(t, http.MethodGet, "/static/nope.js", "", nil, ""); res.StatusCode != 404 {
 		t.Errorf("missing static file: %d", res.StatusCode)
 	}
+}
+
+// TestWebChannelSubdirs: /ui's channel page offers the Backend's subdirs (the
+// proxy's list), or its guess said to be one.
+func TestWebChannelSubdirs(t *testing.T) {
+	e := newWebEnv(t, Options{})
+	e.be.subdirs = []string{"noarch", "linux-armv7l"}
+	body := e.get(t, "/ui/channels/main")
+	webWant(t, "channel page", body, `href="/ui/channels/main?subdir=linux-armv7l"`, `<option value="linux-armv7l">`)
+	if strings.Contains(body, `id="guessed"`) {
+		t.Errorf("the channel's own list said to be a guess")
+	}
+	e.be.subdirsErr = errors.New("upstream 503")
+	body = e.get(t, "/ui/channels/main")
+	webWant(t, "guessed", body, `href="/ui/channels/main?subdir=linux-armv7l"`, `id="guessed"`, "a guess")
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/condaproxy/condaproxy/config"
@@ -28,6 +29,10 @@ type ServedFile struct {
 // channeldata.json to list its subdirs (and is not a file:// tree to look in).
 var commonSubdirs = []string{"noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "linux-s390x",
 	"osx-64", "osx-arm64", "win-64", "win-32", "win-arm64"}
+
+// CommonSubdirs returns (a copy of) commonSubdirs: the guess to show when a
+// channel's own list (SyncSubdirs) cannot be had.
+func CommonSubdirs() []string { return slices.Clone(commonSubdirs) }
 
 // SyncSubdirs returns the subdirs a pre-warm of channel covers: its platforms and
 // noarch; with no platforms, those its upstreams list and imports brought

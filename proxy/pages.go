@@ -23,7 +23,12 @@ import (
 // the client wrote it: "" or "/t/<token>". The proxy has set Vary, and for a
 // token path Cache-Control: no-store and Referrer-Policy: no-referrer, before it
 // is called; a HEAD must get the headers only.
-type PagesFunc func(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string)
+//
+// readAll says whether the request may read what the admin API shows (hidden
+// records and their rules, the cache's state, the upstreams): no client tokens
+// are set, or its token opens every channel, as CanRead asks. A token scoped to
+// some channels opens this channel's files, not that view.
+type PagesFunc func(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string, readAll bool)
 
 // wantsHTML reports whether the Accept header prefers text/html: it names
 // text/html itself (not text/* or */*) with a quality above 0 and at least that
@@ -94,5 +99,8 @@ func (s *Server) servePage(w http.ResponseWriter, r *http.Request, rt route) {
 	if rt.dir == dirSubdir {
 		sub = rt.subdir
 	}
-	s.pages(w, r, rt.channel.cfg.Name, sub, prefix)
+	// The same token that opened the channel (the path's, else the bearer's),
+	// asked to open every channel: CanRead's question.
+	readAll := s.authorize(r, rt.token, nil) == nil
+	s.pages(w, r, rt.channel.cfg.Name, sub, prefix, readAll)
 }

@@ -13,12 +13,16 @@ const browserAccept = "Accept: text/html,application/xhtml+xml,application/xml;q
 // pageCalls records the calls of a fake Options.Pages.
 type pageCalls struct {
 	mu    sync.Mutex
-	calls []string // "channel|subdir|prefix"
+	calls []string // "channel|subdir|prefix", then "|limited" when not readAll
 }
 
-func (p *pageCalls) render(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string) {
+func (p *pageCalls) render(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string, readAll bool) {
 	p.mu.Lock()
-	p.calls = append(p.calls, channel+"|"+subdir+"|"+prefix)
+	c := channel + "|" + subdir + "|" + prefix
+	if !readAll {
+		c += "|limited"
+	}
+	p.calls = append(p.calls, c)
 	p.mu.Unlock()
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(http.StatusOK)
@@ -170,6 +174,32 @@ func TestPagesUnderToken(t *testing.T) {
 	}
 	if got := pc.take(); len(got) != 0 {
 		t.Errorf("pages called %q", got)
+	}
+}
+
+// TestPagesScopedToken: a token scoped to the channel opens its page, told that
+// the request may not read the admin view; one that opens every channel may.
+func TestPagesScopedToken(t *testing.T) {
+	h, pc := pagesHarness(t, "auth:\n  tokens: [tok-all, {token: tok-fmt, channels: [fmt]}]\n")
+	for _, tc := range []struct{ path, hdr, call string }{
+		{"/t/tok-fmt/fmt/", "", "fmt||/t/tok-fmt|limited"},
+		{"/t/tok-fmt/fmt/linux-64/", "", "fmt|linux-64|/t/tok-fmt|limited"},
+		{"/fmt/linux-64/", "Authorization: Bearer tok-fmt", "fmt|linux-64||limited"},
+		{"/t/tok-all/fmt/linux-64/", "", "fmt|linux-64|/t/tok-all"},
+		{"/fmt/", "Authorization: Bearer tok-all", "fmt||"},
+	} {
+		hdrs := []string{browserAccept}
+		if tc.hdr != "" {
+			hdrs = append(hdrs, tc.hdr)
+		}
+		r := h.get(tc.path, hdrs...)
+		if got := pc.take(); r.StatusCode != 200 || len(got) != 1 || got[0] != tc.call {
+			t.Errorf("%s %s: %d, pages called %q, want %q", tc.path, tc.hdr, r.StatusCode, got, tc.call)
+		}
+	}
+	// Not its channel: 401, no page.
+	if r := h.get("/t/tok-fmt/pkgs/main/", browserAccept); r.StatusCode != 401 || len(pc.take()) != 0 {
+		t.Errorf("another channel with the scoped token: %d", r.StatusCode)
 	}
 }
 

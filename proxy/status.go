@@ -213,8 +213,9 @@ func (s *Server) adminView(ctx context.Context, ch *channel, sub string) (*subdi
 // filename contains q (every record when q is ""), in filename order, and returns
 // the page [offset, offset+limit) with the count of all matches. A linear scan of
 // the sorted names: a few milliseconds for 300,000 records. Only the page's records
-// are looked up in the cache.
-func (s *Server) SearchPackages(ctx context.Context, channel, subdir, q string, offset, limit int) (PackageSearch, error) {
+// are looked up in the cache. servedOnly leaves the hidden records out, of the
+// page and of the count.
+func (s *Server) SearchPackages(ctx context.Context, channel, subdir, q string, servedOnly bool, offset, limit int) (PackageSearch, error) {
 	ch, err := s.condaChannel(channel)
 	if err != nil {
 		return PackageSearch{}, err
@@ -227,7 +228,18 @@ func (s *Server) SearchPackages(ctx context.Context, channel, subdir, q string, 
 	offset, limit = max(offset, 0), max(limit, 0)
 	var page []string
 	total := 0
-	if q == "" {
+	if servedOnly {
+		lq := strings.ToLower(q)
+		for _, fn := range names {
+			if !sv.packages.has(fn) || (q != "" && !strings.Contains(fn, q) && (lq == q || !strings.Contains(fn, lq))) {
+				continue
+			}
+			if total >= offset && total < offset+limit {
+				page = append(page, fn)
+			}
+			total++
+		}
+	} else if q == "" {
 		total = len(names)
 		if offset < total {
 			page = names[offset:min(offset+limit, total)]

@@ -35,7 +35,7 @@ type Proxy interface {
 	ChannelNames() []string
 	ChannelStatus(name string) (proxy.ChannelStatus, error)
 	CachedUsage(channel string) (files int, bytes int64, err error)
-	SearchPackages(ctx context.Context, channel, subdir, q string, offset, limit int) (proxy.PackageSearch, error)
+	SearchPackages(ctx context.Context, channel, subdir, q string, servedOnly bool, offset, limit int) (proxy.PackageSearch, error)
 	Explain(ctx context.Context, channel, subdir, query string) ([]proxy.Explanation, error)
 	// Counts reads the request path's counters, the numbers /metrics shows.
 	Counts() proxy.Counts
@@ -195,14 +195,14 @@ func (b *Backend) forgetUsage(channel string) {
 	b.usageMu.Unlock()
 }
 
-func (b *Backend) Packages(ctx context.Context, channel, subdir, q string, offset, limit int) (admin.PackagePage, error) {
+func (b *Backend) Packages(ctx context.Context, channel, subdir, q string, servedOnly bool, offset, limit int) (admin.PackagePage, error) {
 	if err := b.condaChannel(channel); err != nil {
 		return admin.PackagePage{}, err
 	}
 	if err := b.checkSubdir(channel, subdir); err != nil {
 		return admin.PackagePage{}, err
 	}
-	res, err := b.proxy.SearchPackages(ctx, channel, subdir, q, offset, limit)
+	res, err := b.proxy.SearchPackages(ctx, channel, subdir, q, servedOnly, offset, limit)
 	if err != nil {
 		return admin.PackagePage{}, notFound(err)
 	}
@@ -212,6 +212,29 @@ func (b *Backend) Packages(ctx context.Context, channel, subdir, q string, offse
 			Build: r.Build, Size: r.Size, Served: r.Served, Cached: r.Cached, Reason: r.Reason})
 	}
 	return page, nil
+}
+
+// Subdirs is proxy.SyncSubdirs, the one answer to which subdirs a channel has.
+// On its error the guess is the platforms and noarch, or proxy.CommonSubdirs().
+func (b *Backend) Subdirs(ctx context.Context, channel string) ([]string, error) {
+	if err := b.condaChannel(channel); err != nil {
+		return nil, err
+	}
+	subs, err := b.proxy.SyncSubdirs(ctx, channel)
+	if err == nil {
+		return subs, nil
+	}
+	if ch := b.cfg.Channel(channel); ch != nil && len(ch.Platforms) > 0 {
+		subs = []string{"noarch"}
+		for _, p := range ch.Platforms {
+			if p != "noarch" {
+				subs = append(subs, p)
+			}
+		}
+	} else {
+		subs = proxy.CommonSubdirs()
+	}
+	return subs, notFound(err)
 }
 
 // Explain answers a subdir outside the channel's platforms 404, as Packages

@@ -219,3 +219,140 @@ func TestChannelPagesEscape(t *testing.T) {
 		t.Errorf("the version is not shown escaped:\n%s", r.body)
 	}
 }
+
+// startPagesApp runs the app with one full client token (cliTok), one scoped
+// to its channels (scopedTok) and the admin token, on two channels of
+// conda_format_repo (served below /t/<upTok>/): fmt, of linux-64 with GPL
+// hidden, and all, with no platforms.
+func startPagesApp(t *testing.T) string {
+	const channels = "  - name: fmt\n    platforms: [linux-64]\n    license_blacklist: [GPL]\n" +
+		"    upstreams:\n      - url: UPSTREAM\n" +
+		"  - name: all\n    upstreams:\n      - url: UPSTREAM\n"
+	t.Helper()
+	up := newCountingUpstream(t)
+	yaml := "data: " + filepath.Join(t.TempDir(), "data") + "\n" +
+		"auth:\n  tokens: [" + cliTok + ", {token: " + scopedTok + ", channels: [fmt, all]}]\n  admin_token: " + admTok + "\n" +
+		"channels:\n" + strings.ReplaceAll(channels, "UPSTREAM", up.URL+"/t/"+upTok)
+	cfg, err := config.Load(writeFile(t, "c.yaml", yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(cfg, slog.New(slog.NewTextHandler(&testdata.Buffer{}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.handler)
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a.proxy.Shutdown(ctx)
+		a.Close()
+	})
+	return srv.URL
+}
+
+// scopedTok opens fmt (and all) only.
+const scopedTok = "scoped-tok-5d07"
+
+// pageAs is page with a bearer token.
+func pageAs(t *testing.T, base, path, token string) pageResp {
+	t.Helper()
+	req, err := http.NewRequest("GET", base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", browserAccept)
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return pageResp{res.StatusCode, res.Header, string(b)}
+}
+
+// TestChannelPagesScopedToken: a token scoped to the channel gets what a conda
+// client of it gets, not what /api/v1 and /ui refuse it: no hidden record, no
+// rule, no cached state, no upstream. Hidden means hidden everywhere. A token
+// that opens every channel gets the full page.
+func TestChannelPagesScopedToken(t *testing.T) {
+	base := startPagesApp(t)
+	// What /api/v1 answers the scoped token: 401.
+	if r := pageAs(t, base, "/api/v1/channels", scopedTok); r.status != 401 {
+		t.Fatalf("the scoped token reads /api/v1: %d", r.status)
+	}
+	limited := []pageResp{
+		page(t, base, "GET", "/t/"+scopedTok+"/fmt/linux-64/", browserAccept),
+		pageAs(t, base, "/fmt/linux-64/", scopedTok),
+	}
+	for i, r := range limited {
+		if r.status != 200 || !strings.Contains(r.body, `<a href="./`+zlibConda+`">`) || !strings.Contains(r.body, "1–2 of 2 records") {
+			t.Errorf("scoped %d: %d\n%s", i, r.status, r.body)
+		}
+		for _, bad := range []string{libgcc, "hidden", "license_blacklist", "GPL", "cached", "<th>State</th>"} {
+			if strings.Contains(r.body, bad) {
+				t.Errorf("scoped %d: the subdir page shows %q:\n%s", i, bad, r.body)
+			}
+		}
+	}
+	// The filter counts served records only.
+	if r := page(t, base, "GET", "/t/"+scopedTok+"/fmt/linux-64/?q=libgcc", browserAccept); r.status != 200 ||
+		!strings.Contains(r.body, "No record matches") {
+		t.Errorf("scoped filter for a hidden record: %d\n%s", r.status, r.body)
+	}
+	for i, r := range []pageResp{
+		page(t, base, "GET", "/t/"+scopedTok+"/fmt/", browserAccept),
+		pageAs(t, base, "/fmt/", scopedTok),
+	} {
+		if r.status != 200 || !strings.Contains(r.body, `<a href="linux-64/">linux-64</a>`) {
+			t.Errorf("scoped channel page %d: %d\n%s", i, r.status, r.body)
+		}
+		if strings.Contains(r.body, `class="upstream"`) || strings.Contains(r.body, "/t/"+config.Mask) {
+			t.Errorf("scoped channel page %d names the upstream:\n%s", i, r.body)
+		}
+	}
+
+	// The full token: hidden rows with their rule, the cached state, the
+	// upstream (redacted).
+	r := page(t, base, "GET", "/t/"+cliTok+"/fmt/linux-64/", browserAccept)
+	for _, want := range []string{`<tr data-filename="` + libgcc + `" data-state="hidden">`, "license_blacklist: GPL", "<th>Cached</th>", "1–3 of 3 records"} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("full subdir page lacks %q:\n%s", want, r.body)
+		}
+	}
+	r = pageAs(t, base, "/fmt/", cliTok)
+	if !strings.Contains(r.body, `class="upstream"`) {
+		t.Errorf("full channel page names no upstream:\n%s", r.body)
+	}
+}
+
+// TestChannelPageSubdirsFromUpstream: a channel with no platforms lists the
+// subdirs its upstream's channeldata.json lists (conda_format_repo: win-32
+// among them, linux-aarch64 not), the proxy's one list, not a second guess.
+func TestChannelPageSubdirsFromUpstream(t *testing.T) {
+	base := startPagesApp(t)
+	r := page(t, base, "GET", "/t/"+cliTok+"/all/", browserAccept)
+	if r.status != 200 {
+		t.Fatalf("%d\n%s", r.status, r.body)
+	}
+	for _, sd := range []string{"noarch", "linux-64", "osx-64", "win-32", "win-64"} {
+		if !strings.Contains(r.body, `<a href="`+sd+`/">`+sd+`</a>`) {
+			t.Errorf("channel page lacks %s:\n%s", sd, r.body)
+		}
+	}
+	for _, sd := range []string{"linux-aarch64", "osx-arm64", "linux-ppc64le"} {
+		if strings.Contains(r.body, `href="`+sd+`/"`) {
+			t.Errorf("channel page lists %s, which upstream does not have:\n%s", sd, r.body)
+		}
+	}
+	if strings.Contains(r.body, `id="guessed"`) {
+		t.Errorf("the channel's own list is said to be a guess:\n%s", r.body)
+	}
+	// The same on /ui for the admin.
+	r = pageAs(t, base, "/ui/channels/all", admTok)
+	if r.status != 200 || !strings.Contains(r.body, `<option value="win-32">`) || strings.Contains(r.body, `<option value="linux-aarch64">`) {
+		t.Errorf("/ui channel page: %d\n%s", r.status, r.body)
+	}
+}

@@ -196,8 +196,8 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 			IdleTimeout: cfg.Limits.UpstreamIdleTimeout.D()}),
 		Metrics:  metrics,
 		Fallback: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminHandler.ServeHTTP(w, r) }),
-		Pages: func(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string) {
-			pages(w, r, channel, subdir, prefix)
+		Pages: func(w http.ResponseWriter, r *http.Request, channel, subdir, prefix string, readAll bool) {
+			pages(w, r, channel, subdir, prefix, readAll)
 		},
 		Logger: log,
 	})
