@@ -23,7 +23,8 @@ import (
 // (SPEC "HTTP": passed through, filtered where it lists packages): `packages`
 // keeps only names with a served record, each kept name's `subdirs` only the
 // subdirs where it has one, its `version` and `run_exports` only served
-// versions, its `reference_package` only a served file; the top-level `subdirs`
+// versions, its `reference_package` only a served file, and only the keys the
+// format holds (see nameKeys); the top-level `subdirs`
 // only served subdirs. A channel whose filter hides nothing passes upstream's
 // copy through as it is.
 
@@ -223,12 +224,8 @@ func cutChannelDataDoc(raw []byte, names map[string]*servedName, subdirs map[str
 		return nil, fmt.Errorf("%w: not an object", errBadChannelData)
 	}
 	out := map[string]json.RawMessage{}
-	for k, v := range top {
-		switch k {
-		case "packages", "subdirs":
-		default:
-			out[k] = v
-		}
+	if v, ok := top["channeldata_version"]; ok {
+		out["channeldata_version"] = v
 	}
 	var pkgs map[string]json.RawMessage
 	if p, ok := top["packages"]; ok && !bytes.Equal(bytes.TrimSpace(p), []byte("null")) {
@@ -246,36 +243,38 @@ func cutChannelDataDoc(raw []byte, names map[string]*servedName, subdirs map[str
 		if json.Unmarshal(v, &entry) != nil || entry == nil {
 			continue
 		}
-		entry["subdirs"] = mustJSON(cutSubdirs(entry["subdirs"], n.subdirs))
-		// version, and what describes that one build (its timestamp, source, own
-		// run_exports), are upstream's newest: when the filter hides it, the
-		// newest served version replaces it and the rest goes.
-		versionHidden := false
+		// version, and what describes that one build (its license, source,
+		// timestamp, prefixes, own run_exports), are upstream's newest: when the
+		// filter hides it, the newest served version replaces it and the rest
+		// goes. A key the format does not hold goes always.
+		newestServed := false
 		if ver, ok := entry["version"]; ok {
 			var s string
-			if json.Unmarshal(ver, &s) != nil || !n.versions[s] {
-				versionHidden = true
-				if best := newestVersion(n.versions); best != "" {
-					entry["version"] = mustJSON(best)
-				} else {
-					delete(entry, "version")
+			newestServed = json.Unmarshal(ver, &s) == nil && n.versions[s]
+		}
+		for k := range entry {
+			switch {
+			case nameKeys[k]:
+			case newestBuildKeys[k]:
+				if !newestServed {
+					delete(entry, k)
 				}
-				delete(entry, "timestamp")
-				delete(entry, "source_url")
+			default:
+				delete(entry, k)
+			}
+		}
+		entry["subdirs"] = mustJSON(cutSubdirs(entry["subdirs"], n.subdirs))
+		if !newestServed {
+			if best := newestVersion(n.versions); best != "" {
+				entry["version"] = mustJSON(best)
+			} else {
+				delete(entry, "version")
 			}
 		}
 		if re, ok := entry["run_exports"]; ok {
-			// Keyed by version ({"1.2": {"weak": [...]}}): cut to served
-			// versions. The newest's own ({"weak": [...]}): kept with it.
-			var byVersion map[string]json.RawMessage
-			if json.Unmarshal(re, &byVersion) == nil && allObjects(byVersion) {
-				for ver := range byVersion {
-					if !n.versions[ver] {
-						delete(byVersion, ver)
-					}
-				}
-				entry["run_exports"] = mustJSON(byVersion)
-			} else if versionHidden {
+			if cut := cutRunExports(re, n.versions, newestServed); cut != nil {
+				entry["run_exports"] = cut
+			} else {
 				delete(entry, "run_exports")
 			}
 		}
@@ -333,14 +332,61 @@ func newestVersion(versions map[string]bool) string {
 	return found
 }
 
-// allObjects reports whether every value of m is a JSON object.
-func allObjects(m map[string]json.RawMessage) bool {
-	for _, v := range m {
-		if v = bytes.TrimSpace(v); len(v) == 0 || v[0] != '{' {
-			return false
+// The keys of a channeldata.json package entry (conda-index's channeldata
+// fields, and license_family): nameKeys describe the name and are kept for a
+// served name; newestBuildKeys describe upstream's newest build and are kept
+// only when that build is served. version, subdirs, run_exports and
+// reference_package are cut on their own. Any other key is dropped: the cut
+// cannot know what it says about hidden records.
+var (
+	nameKeys = map[string]bool{
+		"summary": true, "description": true, "home": true, "dev_url": true, "doc_url": true,
+		"doc_source_url": true, "icon_url": true, "icon_hash": true, "tags": true, "keywords": true,
+		"identifiers": true, "version": true, "subdirs": true, "run_exports": true, "reference_package": true,
+	}
+	newestBuildKeys = map[string]bool{
+		"license": true, "license_family": true, "timestamp": true,
+		"source_url": true, "source_git_url": true, "source_git_tag": true, "source_git_rev": true,
+		"recipe_origin": true, "commits": true, "binary_prefix": true, "text_prefix": true,
+		"activate.d": true, "deactivate.d": true, "pre_link": true, "post_link": true, "pre_unlink": true,
+	}
+	// runExportKinds are the keys of one build's own run_exports.
+	runExportKinds = map[string]bool{
+		"weak": true, "strong": true, "noarch": true, "weak_constrains": true, "strong_constrains": true,
+	}
+)
+
+// cutRunExports cuts a run_exports entry to served versions: keyed by version
+// ({"1.2": {"weak": [...]}}), only the served versions' keys, whatever their
+// values; the newest build's own ({"weak": [...]}), whole when that build is
+// served. nil: nothing is left (or it is not an object).
+func cutRunExports(raw json.RawMessage, versions map[string]bool, newestServed bool) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || len(m) == 0 {
+		return nil
+	}
+	own := true
+	for k := range m {
+		if !runExportKinds[k] {
+			own = false
+			break
 		}
 	}
-	return true
+	if own {
+		if newestServed {
+			return raw
+		}
+		return nil
+	}
+	for k := range m {
+		if !versions[k] {
+			delete(m, k)
+		}
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return mustJSON(m)
 }
 
 func mustJSON(v any) json.RawMessage {
