@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,6 +36,7 @@ type channelDataAnswer struct {
 	body         []byte
 	etag         string
 	lastModified time.Time
+	cutAt        time.Time // when it was cut: a fallback to it is marked stale by its age
 }
 
 // hidesNothing reports whether p serves every record of every subdir: only then
@@ -57,7 +59,7 @@ func (s *Server) serveChannelData(w http.ResponseWriter, r *http.Request, ch *ch
 	if hidesNothing(ch.policy) {
 		return s.serveMutable(w, r, ch, "channeldata.json")
 	}
-	cd, err := s.channelDataCut(r.Context(), ch)
+	cd, stale, err := s.channelDataCut(r.Context(), ch)
 	if err != nil {
 		return err
 	}
@@ -65,6 +67,11 @@ func (s *Server) serveChannelData(w http.ResponseWriter, r *http.Request, ch *ch
 	h.Set("Content-Type", "application/json")
 	untrustedContent(h, "application/json")
 	h["Cache-Control"] = s.metadataCacheControl
+	if stale {
+		// The last good cut, as repodata's last good copy is marked.
+		h.Set("X-Condaproxy-Stale", strconv.Itoa(max(1, int(s.now().Sub(cd.cutAt).Seconds()))))
+		s.metrics.StaleAnswers.WithLabelValues(ch.cfg.Name).Inc()
+	}
 	h.Set("ETag", cd.etag)
 	http.ServeContent(w, r, "", cd.lastModified, bytes.NewReader(cd.body))
 	return nil
@@ -77,21 +84,38 @@ type servedName struct {
 }
 
 // channelDataCut returns ch's filtered channeldata.json, cut again only when
-// upstream's copy, the filter or a served subdir's answer changed.
-func (s *Server) channelDataCut(ctx context.Context, ch *channel) (*channelDataAnswer, error) {
+// upstream's copy, the filter or a served subdir's answer changed. When it
+// cannot be cut (upstream's copy, the subdir list or one served subdir fails),
+// the last good cut is returned, stale; with none, the error (a subdir's names
+// it).
+func (s *Server) channelDataCut(ctx context.Context, ch *channel) (cd *channelDataAnswer, stale bool, err error) {
+	ch.cdMu.Lock()
+	prev := ch.cd
+	ch.cdMu.Unlock()
+	fallback := func(err error) (*channelDataAnswer, bool, error) {
+		if prev != nil && !errors.Is(err, context.Canceled) {
+			s.logger(ctx).Warn("channeldata.json cannot be cut; serving the last good copy", "channel", ch.cfg.Name, "err", err)
+			return prev, true, nil
+		}
+		return nil, false, err
+	}
 	sha, err := s.mutableSHA(ctx, ch, "channeldata.json")
 	if err != nil {
-		return nil, err
+		return fallback(err)
 	}
 	subs, err := s.channelSubdirs(ctx, ch, false)
 	if err != nil {
-		return nil, err
+		return fallback(err)
 	}
 	views := map[string]*served{}
 	for _, sub := range subs {
 		sv, done, err := s.use(ctx, ch.subdir(sub))
 		if err != nil {
-			return nil, fmt.Errorf("channeldata.json: subdir %s: %w", sub, err)
+			if !errors.Is(err, context.Canceled) {
+				err = fmt.Errorf("%w: %w", &httpError{http.StatusBadGateway,
+					"channeldata.json: subdir " + sub + " cannot be built and no good cut is cached"}, err)
+			}
+			return fallback(err)
 		}
 		defer done()
 		if !sv.notFound {
@@ -115,11 +139,8 @@ func (s *Server) channelDataCut(ctx context.Context, ch *channel) (*channelDataA
 		}
 	}
 	key := strings.Join(keyParts, "|")
-	ch.cdMu.Lock()
-	prev := ch.cd
-	ch.cdMu.Unlock()
 	if prev != nil && prev.key == key {
-		return prev, nil
+		return prev, false, nil
 	}
 	v, err, _ := s.loads.Do("channeldata|"+ch.cfg.Name+"|"+key, func() (any, error) {
 		raw, err := s.readMetadataBlob(sha)
@@ -132,7 +153,7 @@ func (s *Server) channelDataCut(ctx context.Context, ch *channel) (*channelDataA
 		}
 		sum := sha256.Sum256(body)
 		cd := &channelDataAnswer{key: key, body: body, etag: `"` + hex.EncodeToString(sum[:16]) + `"`,
-			lastModified: lastModified.UTC().Truncate(time.Second)}
+			lastModified: lastModified.UTC().Truncate(time.Second), cutAt: s.now()}
 		ch.cdMu.Lock()
 		ch.cd = cd
 		ch.cdMu.Unlock()
@@ -141,17 +162,16 @@ func (s *Server) channelDataCut(ctx context.Context, ch *channel) (*channelDataA
 	if err != nil {
 		if prev != nil {
 			// Upstream's new copy cannot be cut: the last good one stays served.
-			s.logger(ctx).Warn("channeldata.json cannot be cut; serving the last good copy", "channel", ch.cfg.Name, "err", err)
-			return prev, nil
+			return fallback(err)
 		}
 		s.logger(ctx).Warn("channeldata.json cannot be cut", "channel", ch.cfg.Name, "err", err)
 		var he *httpError
 		if errors.As(err, &he) || errors.Is(err, errBadChannelData) {
-			return nil, errChannelData
+			return nil, false, errChannelData
 		}
-		return nil, err
+		return nil, false, err
 	}
-	return v.(*channelDataAnswer), nil
+	return v.(*channelDataAnswer), false, nil
 }
 
 // errBadChannelData marks a channeldata.json that is not what it should be.

@@ -274,3 +274,40 @@ func TestChannelDataCutAllowlist(t *testing.T) {
 		t.Errorf("bar (newest served) = %v, want its license, timestamp, run_exports, no unknown key", bar)
 	}
 }
+
+// One served subdir that cannot be built does not take channeldata.json down:
+// the last good cut is served, marked X-Condaproxy-Stale; with none, a 502
+// names the subdir.
+func TestChannelDataSubdirFails(t *testing.T) {
+	dir := closureTree(t, []string{"noarch", "linux-64"})
+	up := newUpstream(t, dir)
+	h := newHarness(t, fltYAML(up.URL, "blacklist: [junk]"))
+	r := h.get("/fmt/channeldata.json")
+	if r.StatusCode != 200 || r.Header.Get("X-Condaproxy-Stale") != "" {
+		t.Fatalf("%d %v %s", r.StatusCode, r.Header, r.body)
+	}
+	good := r.body
+	// Upstream lists linux-armv7l, whose repodata is broken.
+	up.setCorrupt(func(p string, b []byte) []byte {
+		if p == "/linux-armv7l/repodata.json" {
+			return []byte("not json")
+		}
+		return b
+	})
+	writeChannelData(t, dir, []string{"noarch", "linux-64", "linux-armv7l"})
+	h.clock.advance(11 * time.Minute)
+	waitFor(t, "channeldata.json read with linux-armv7l listed", func() bool {
+		r = h.get("/fmt/channeldata.json")
+		return r.StatusCode != 200 || r.Header.Get("X-Condaproxy-Stale") != ""
+	})
+	if r.StatusCode != 200 || r.Header.Get("X-Condaproxy-Stale") == "" || !bytes.Equal(r.body, good) {
+		t.Errorf("with linux-armv7l broken: %d stale=%q, want the last good cut, marked stale:\n%s",
+			r.StatusCode, r.Header.Get("X-Condaproxy-Stale"), r.body)
+	}
+	// No good cut in memory: 502 naming the subdir.
+	h.restart()
+	r = h.get("/fmt/channeldata.json")
+	if r.StatusCode != 502 || !bytes.Contains(r.body, []byte("linux-armv7l")) {
+		t.Errorf("without a good cut: %d %s, want 502 naming linux-armv7l", r.StatusCode, r.body)
+	}
+}
