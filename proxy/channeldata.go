@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,7 +24,8 @@ import (
 // (SPEC "HTTP": passed through, filtered where it lists packages): `packages`
 // keeps only names with a served record, each kept name's `subdirs` only the
 // subdirs where it has one, its `version` and `run_exports` only served
-// versions, its `reference_package` only a served file; the top-level `subdirs`
+// versions, its `reference_package` only a served file, and only the keys the
+// format holds (see nameKeys); the top-level `subdirs`
 // only served subdirs. A channel whose filter hides nothing passes upstream's
 // copy through as it is.
 
@@ -34,6 +36,7 @@ type channelDataAnswer struct {
 	body         []byte
 	etag         string
 	lastModified time.Time
+	cutAt        time.Time // when it was cut: a fallback to it is marked stale by its age
 }
 
 // hidesNothing reports whether p serves every record of every subdir: only then
@@ -56,7 +59,7 @@ func (s *Server) serveChannelData(w http.ResponseWriter, r *http.Request, ch *ch
 	if hidesNothing(ch.policy) {
 		return s.serveMutable(w, r, ch, "channeldata.json")
 	}
-	cd, err := s.channelDataCut(r.Context(), ch)
+	cd, stale, err := s.channelDataCut(r.Context(), ch)
 	if err != nil {
 		return err
 	}
@@ -64,6 +67,11 @@ func (s *Server) serveChannelData(w http.ResponseWriter, r *http.Request, ch *ch
 	h.Set("Content-Type", "application/json")
 	untrustedContent(h, "application/json")
 	h["Cache-Control"] = s.metadataCacheControl
+	if stale {
+		// The last good cut, as repodata's last good copy is marked.
+		h.Set("X-Condaproxy-Stale", strconv.Itoa(max(1, int(s.now().Sub(cd.cutAt).Seconds()))))
+		s.metrics.StaleAnswers.WithLabelValues(ch.cfg.Name).Inc()
+	}
 	h.Set("ETag", cd.etag)
 	http.ServeContent(w, r, "", cd.lastModified, bytes.NewReader(cd.body))
 	return nil
@@ -76,21 +84,38 @@ type servedName struct {
 }
 
 // channelDataCut returns ch's filtered channeldata.json, cut again only when
-// upstream's copy, the filter or a served subdir's answer changed.
-func (s *Server) channelDataCut(ctx context.Context, ch *channel) (*channelDataAnswer, error) {
+// upstream's copy, the filter or a served subdir's answer changed. When it
+// cannot be cut (upstream's copy, the subdir list or one served subdir fails),
+// the last good cut is returned, stale; with none, the error (a subdir's names
+// it).
+func (s *Server) channelDataCut(ctx context.Context, ch *channel) (cd *channelDataAnswer, stale bool, err error) {
+	ch.cdMu.Lock()
+	prev := ch.cd
+	ch.cdMu.Unlock()
+	fallback := func(err error) (*channelDataAnswer, bool, error) {
+		if prev != nil && !errors.Is(err, context.Canceled) {
+			s.logger(ctx).Warn("channeldata.json cannot be cut; serving the last good copy", "channel", ch.cfg.Name, "err", err)
+			return prev, true, nil
+		}
+		return nil, false, err
+	}
 	sha, err := s.mutableSHA(ctx, ch, "channeldata.json")
 	if err != nil {
-		return nil, err
+		return fallback(err)
 	}
 	subs, err := s.channelSubdirs(ctx, ch, false)
 	if err != nil {
-		return nil, err
+		return fallback(err)
 	}
 	views := map[string]*served{}
 	for _, sub := range subs {
 		sv, done, err := s.use(ctx, ch.subdir(sub))
 		if err != nil {
-			return nil, fmt.Errorf("channeldata.json: subdir %s: %w", sub, err)
+			if !errors.Is(err, context.Canceled) {
+				err = fmt.Errorf("%w: %w", &httpError{http.StatusBadGateway,
+					"channeldata.json: subdir " + sub + " cannot be built and no good cut is cached"}, err)
+			}
+			return fallback(err)
 		}
 		defer done()
 		if !sv.notFound {
@@ -114,11 +139,8 @@ func (s *Server) channelDataCut(ctx context.Context, ch *channel) (*channelDataA
 		}
 	}
 	key := strings.Join(keyParts, "|")
-	ch.cdMu.Lock()
-	prev := ch.cd
-	ch.cdMu.Unlock()
 	if prev != nil && prev.key == key {
-		return prev, nil
+		return prev, false, nil
 	}
 	v, err, _ := s.loads.Do("channeldata|"+ch.cfg.Name+"|"+key, func() (any, error) {
 		raw, err := s.readMetadataBlob(sha)
@@ -131,7 +153,7 @@ func (s *Server) channelDataCut(ctx context.Context, ch *channel) (*channelDataA
 		}
 		sum := sha256.Sum256(body)
 		cd := &channelDataAnswer{key: key, body: body, etag: `"` + hex.EncodeToString(sum[:16]) + `"`,
-			lastModified: lastModified.UTC().Truncate(time.Second)}
+			lastModified: lastModified.UTC().Truncate(time.Second), cutAt: s.now()}
 		ch.cdMu.Lock()
 		ch.cd = cd
 		ch.cdMu.Unlock()
@@ -140,17 +162,16 @@ func (s *Server) channelDataCut(ctx context.Context, ch *channel) (*channelDataA
 	if err != nil {
 		if prev != nil {
 			// Upstream's new copy cannot be cut: the last good one stays served.
-			s.logger(ctx).Warn("channeldata.json cannot be cut; serving the last good copy", "channel", ch.cfg.Name, "err", err)
-			return prev, nil
+			return fallback(err)
 		}
 		s.logger(ctx).Warn("channeldata.json cannot be cut", "channel", ch.cfg.Name, "err", err)
 		var he *httpError
 		if errors.As(err, &he) || errors.Is(err, errBadChannelData) {
-			return nil, errChannelData
+			return nil, false, errChannelData
 		}
-		return nil, err
+		return nil, false, err
 	}
-	return v.(*channelDataAnswer), nil
+	return v.(*channelDataAnswer), false, nil
 }
 
 // errBadChannelData marks a channeldata.json that is not what it should be.
@@ -223,12 +244,8 @@ func cutChannelDataDoc(raw []byte, names map[string]*servedName, subdirs map[str
 		return nil, fmt.Errorf("%w: not an object", errBadChannelData)
 	}
 	out := map[string]json.RawMessage{}
-	for k, v := range top {
-		switch k {
-		case "packages", "subdirs":
-		default:
-			out[k] = v
-		}
+	if v, ok := top["channeldata_version"]; ok {
+		out["channeldata_version"] = v
 	}
 	var pkgs map[string]json.RawMessage
 	if p, ok := top["packages"]; ok && !bytes.Equal(bytes.TrimSpace(p), []byte("null")) {
@@ -246,36 +263,38 @@ func cutChannelDataDoc(raw []byte, names map[string]*servedName, subdirs map[str
 		if json.Unmarshal(v, &entry) != nil || entry == nil {
 			continue
 		}
-		entry["subdirs"] = mustJSON(cutSubdirs(entry["subdirs"], n.subdirs))
-		// version, and what describes that one build (its timestamp, source, own
-		// run_exports), are upstream's newest: when the filter hides it, the
-		// newest served version replaces it and the rest goes.
-		versionHidden := false
+		// version, and what describes that one build (its license, source,
+		// timestamp, prefixes, own run_exports), are upstream's newest: when the
+		// filter hides it, the newest served version replaces it and the rest
+		// goes. A key the format does not hold goes always.
+		newestServed := false
 		if ver, ok := entry["version"]; ok {
 			var s string
-			if json.Unmarshal(ver, &s) != nil || !n.versions[s] {
-				versionHidden = true
-				if best := newestVersion(n.versions); best != "" {
-					entry["version"] = mustJSON(best)
-				} else {
-					delete(entry, "version")
+			newestServed = json.Unmarshal(ver, &s) == nil && n.versions[s]
+		}
+		for k := range entry {
+			switch {
+			case nameKeys[k]:
+			case newestBuildKeys[k]:
+				if !newestServed {
+					delete(entry, k)
 				}
-				delete(entry, "timestamp")
-				delete(entry, "source_url")
+			default:
+				delete(entry, k)
+			}
+		}
+		entry["subdirs"] = mustJSON(cutSubdirs(entry["subdirs"], n.subdirs))
+		if !newestServed {
+			if best := newestVersion(n.versions); best != "" {
+				entry["version"] = mustJSON(best)
+			} else {
+				delete(entry, "version")
 			}
 		}
 		if re, ok := entry["run_exports"]; ok {
-			// Keyed by version ({"1.2": {"weak": [...]}}): cut to served
-			// versions. The newest's own ({"weak": [...]}): kept with it.
-			var byVersion map[string]json.RawMessage
-			if json.Unmarshal(re, &byVersion) == nil && allObjects(byVersion) {
-				for ver := range byVersion {
-					if !n.versions[ver] {
-						delete(byVersion, ver)
-					}
-				}
-				entry["run_exports"] = mustJSON(byVersion)
-			} else if versionHidden {
+			if cut := cutRunExports(re, n.versions, newestServed); cut != nil {
+				entry["run_exports"] = cut
+			} else {
 				delete(entry, "run_exports")
 			}
 		}
@@ -333,14 +352,61 @@ func newestVersion(versions map[string]bool) string {
 	return found
 }
 
-// allObjects reports whether every value of m is a JSON object.
-func allObjects(m map[string]json.RawMessage) bool {
-	for _, v := range m {
-		if v = bytes.TrimSpace(v); len(v) == 0 || v[0] != '{' {
-			return false
+// The keys of a channeldata.json package entry (conda-index's channeldata
+// fields, and license_family): nameKeys describe the name and are kept for a
+// served name; newestBuildKeys describe upstream's newest build and are kept
+// only when that build is served. version, subdirs, run_exports and
+// reference_package are cut on their own. Any other key is dropped: the cut
+// cannot know what it says about hidden records.
+var (
+	nameKeys = map[string]bool{
+		"summary": true, "description": true, "home": true, "dev_url": true, "doc_url": true,
+		"doc_source_url": true, "icon_url": true, "icon_hash": true, "tags": true, "keywords": true,
+		"identifiers": true, "version": true, "subdirs": true, "run_exports": true, "reference_package": true,
+	}
+	newestBuildKeys = map[string]bool{
+		"license": true, "license_family": true, "timestamp": true,
+		"source_url": true, "source_git_url": true, "source_git_tag": true, "source_git_rev": true,
+		"recipe_origin": true, "commits": true, "binary_prefix": true, "text_prefix": true,
+		"activate.d": true, "deactivate.d": true, "pre_link": true, "post_link": true, "pre_unlink": true,
+	}
+	// runExportKinds are the keys of one build's own run_exports.
+	runExportKinds = map[string]bool{
+		"weak": true, "strong": true, "noarch": true, "weak_constrains": true, "strong_constrains": true,
+	}
+)
+
+// cutRunExports cuts a run_exports entry to served versions: keyed by version
+// ({"1.2": {"weak": [...]}}), only the served versions' keys, whatever their
+// values; the newest build's own ({"weak": [...]}), whole when that build is
+// served. nil: nothing is left (or it is not an object).
+func cutRunExports(raw json.RawMessage, versions map[string]bool, newestServed bool) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || len(m) == 0 {
+		return nil
+	}
+	own := true
+	for k := range m {
+		if !runExportKinds[k] {
+			own = false
+			break
 		}
 	}
-	return true
+	if own {
+		if newestServed {
+			return raw
+		}
+		return nil
+	}
+	for k := range m {
+		if !versions[k] {
+			delete(m, k)
+		}
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return mustJSON(m)
 }
 
 func mustJSON(v any) json.RawMessage {

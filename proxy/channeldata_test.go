@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -216,5 +217,97 @@ func TestChannelDataFollowsRepodata(t *testing.T) {
 	})
 	if r.Header.Get("ETag") == etag {
 		t.Errorf("the ETag did not change")
+	}
+}
+
+// The cut keeps, per name, only keys channeldata's format holds: what
+// describes the name stays; what describes upstream's newest build (license,
+// source, timestamp, prefixes, link scripts) goes when that build is hidden;
+// an unknown key goes always (it may list hidden versions); run_exports keeps
+// only served versions' keys whatever their values; top-level keys other than
+// channeldata_version, packages and subdirs go.
+func TestChannelDataCutAllowlist(t *testing.T) {
+	raw := []byte(`{"channeldata_version": 1, "x_top": "hidden 2.0", "subdirs": ["linux-64", "noarch"],
+	 "packages": {"foo": {"version": "2.0", "license": "GPL-3.0-only", "license_family": "GPL",
+	  "summary": "foo", "description": "Foo.", "home": "https://foo.example", "tags": ["t"],
+	  "x_all_versions": ["1.0", "2.0"], "timestamp": 1700000000, "source_url": "https://foo.example/2.0.tgz",
+	  "source_git_url": "g", "recipe_origin": "r", "binary_prefix": true, "text_prefix": true,
+	  "activate.d": true, "deactivate.d": false, "post_link": true, "pre_link": false, "pre_unlink": false,
+	  "commits": ["c"], "reference_package": "linux-64/foo-2.0-0.tar.bz2", "subdirs": ["linux-64"],
+	  "run_exports": {"1.0": {"weak": ["foo >=1.0"]}, "2.0": {"weak": ["foo >=2.0"]}, "2.1": []}},
+	 "bar": {"version": "3.0", "license": "MIT", "timestamp": 1700000000, "x_new": 1,
+	  "subdirs": ["linux-64"], "run_exports": {"weak": ["bar >=3"]}}}}`)
+	names := map[string]*servedName{
+		"foo": {subdirs: map[string]bool{"linux-64": true}, versions: map[string]bool{"1.0": true}},
+		"bar": {subdirs: map[string]bool{"linux-64": true}, versions: map[string]bool{"3.0": true}},
+	}
+	out, err := cutChannelDataDoc(raw, names, map[string]bool{"linux-64": true}, func(string) bool { return false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]map[string]any
+	var top map[string]json.RawMessage
+	json.Unmarshal(out, &top)
+	for k := range top {
+		if k != "channeldata_version" && k != "packages" && k != "subdirs" {
+			t.Errorf("top-level %s kept", k)
+		}
+	}
+	json.Unmarshal(top["packages"], &doc)
+	foo := doc["foo"]
+	var keys []string
+	for k := range foo {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if got := strings.Join(keys, ","); got != "description,home,run_exports,subdirs,summary,tags,version" {
+		t.Errorf("foo keeps %s", got)
+	}
+	if foo["version"] != "1.0" {
+		t.Errorf("foo version = %v", foo["version"])
+	}
+	if re := fmt.Sprint(foo["run_exports"]); re != "map[1.0:map[weak:[foo >=1.0]]]" {
+		t.Errorf("foo run_exports = %s", re)
+	}
+	bar := doc["bar"]
+	if bar["license"] != "MIT" || bar["timestamp"] == nil || bar["run_exports"] == nil || bar["x_new"] != nil {
+		t.Errorf("bar (newest served) = %v, want its license, timestamp, run_exports, no unknown key", bar)
+	}
+}
+
+// One served subdir that cannot be built does not take channeldata.json down:
+// the last good cut is served, marked X-Condaproxy-Stale; with none, a 502
+// names the subdir.
+func TestChannelDataSubdirFails(t *testing.T) {
+	dir := closureTree(t, []string{"noarch", "linux-64"})
+	up := newUpstream(t, dir)
+	h := newHarness(t, fltYAML(up.URL, "blacklist: [junk]"))
+	r := h.get("/fmt/channeldata.json")
+	if r.StatusCode != 200 || r.Header.Get("X-Condaproxy-Stale") != "" {
+		t.Fatalf("%d %v %s", r.StatusCode, r.Header, r.body)
+	}
+	good := r.body
+	// Upstream lists linux-armv7l, whose repodata is broken.
+	up.setCorrupt(func(p string, b []byte) []byte {
+		if p == "/linux-armv7l/repodata.json" {
+			return []byte("not json")
+		}
+		return b
+	})
+	writeChannelData(t, dir, []string{"noarch", "linux-64", "linux-armv7l"})
+	h.clock.advance(11 * time.Minute)
+	waitFor(t, "channeldata.json read with linux-armv7l listed", func() bool {
+		r = h.get("/fmt/channeldata.json")
+		return r.StatusCode != 200 || r.Header.Get("X-Condaproxy-Stale") != ""
+	})
+	if r.StatusCode != 200 || r.Header.Get("X-Condaproxy-Stale") == "" || !bytes.Equal(r.body, good) {
+		t.Errorf("with linux-armv7l broken: %d stale=%q, want the last good cut, marked stale:\n%s",
+			r.StatusCode, r.Header.Get("X-Condaproxy-Stale"), r.body)
+	}
+	// No good cut in memory: 502 naming the subdir.
+	h.restart()
+	r = h.get("/fmt/channeldata.json")
+	if r.StatusCode != 502 || !bytes.Contains(r.body, []byte("linux-armv7l")) {
+		t.Errorf("without a good cut: %d %s, want 502 naming linux-armv7l", r.StatusCode, r.body)
 	}
 }

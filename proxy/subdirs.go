@@ -23,8 +23,9 @@ import (
 // with platforms, noarch and the platforms. Without, the union of what each
 // source has: an upstream's channeldata.json `subdirs`; a file:// tree with
 // none, its directories that hold a repodata.json; an upstream with neither,
-// commonSubdirs (it said nothing, so the usual ones are asked); and the subdirs
-// imports brought. Only subdirs the channel serves are kept. With wait, a
+// commonSubdirs (it said nothing, so the usual ones are asked; so does a
+// channeldata.json with no subdirs); and the subdirs imports brought. An
+// upstream that fails with no copy is skipped while another answers. Only subdirs the channel serves are kept. With wait, a
 // stale channeldata.json is revalidated before it is read (builds run in the
 // background or for a client already waiting on a build); without, the stale
 // copy is read and revalidated behind.
@@ -36,14 +37,28 @@ func (s *Server) channelSubdirs(ctx context.Context, ch *channel, wait bool) ([]
 		}
 		return sortSubdirs(set), nil
 	}
+	// A failing upstream does not take the channel down: its list is skipped
+	// while another upstream gave one; only when none did is it an error.
+	failed := map[int]error{}
 	for i := range ch.sources {
 		subs, err := s.upstreamSubdirs(ctx, ch, i, wait)
 		if err != nil {
-			return nil, err
+			if errors.Is(err, context.Canceled) {
+				return nil, err
+			}
+			failed[i] = err
+			continue
 		}
 		for _, sd := range subs {
 			set[sd] = true
 		}
+	}
+	if len(failed) > 0 && len(failed) == len(ch.sources) {
+		return nil, failed[0]
+	}
+	for i, err := range failed {
+		s.logger(ctx).Warn("upstream's subdirs are unknown (its channeldata.json failed, none is cached); the other upstreams' are used",
+			"channel", ch.cfg.Name, "upstream", ch.sources[i].String(), "err", err)
 	}
 	prefix := "u/" + ch.cfg.Name + "|"
 	err := s.store.Meta.Scan(prefix, func(key string, _ []byte) error {
@@ -74,18 +89,26 @@ func sortSubdirs(set map[string]bool) []string {
 	return append([]string{"noarch"}, out...)
 }
 
-// upstreamSubdirs is what upstream i of ch says it has (see channelSubdirs).
-// An upstream error with no copy of its channeldata.json is an error: the
-// closure cannot be cut honestly without the list.
+// upstreamSubdirs is what upstream i of ch says it has (see channelSubdirs),
+// at most maxUpstreamSubdirs names: each a subdir conda knows, once. An
+// upstream error with no copy of its channeldata.json is an error: the closure
+// cannot be cut honestly without the list (channelSubdirs skips it when another
+// upstream answered). A channeldata.json with no or an empty subdirs (or none
+// conda knows) said nothing: the upstream is looked at as one without.
 func (s *Server) upstreamSubdirs(ctx context.Context, ch *channel, i int, wait bool) ([]string, error) {
 	sha, err := s.mutableSHAFrom(ctx, ch, "channeldata.json", s.channelDataSource(ch, i), wait)
 	if err == nil {
 		subs, perr := s.channelDataSubdirs(sha)
-		if perr == nil {
+		switch {
+		case perr == nil && len(subs) > 0:
 			return subs, nil
+		case perr == nil:
+			s.logger(ctx).Debug("upstream channeldata.json lists no subdirs; its subdirs are guessed",
+				"channel", ch.cfg.Name, "upstream", ch.sources[i].String())
+		default:
+			s.logger(ctx).Warn("upstream channeldata.json does not parse; its subdirs are guessed",
+				"channel", ch.cfg.Name, "upstream", ch.sources[i].String(), "err", perr)
 		}
-		s.logger(ctx).Warn("upstream channeldata.json does not parse; its subdirs are guessed",
-			"channel", ch.cfg.Name, "upstream", ch.sources[i].String(), "err", perr)
 	} else if !errors.Is(err, errNotFound) {
 		return nil, err
 	}
@@ -94,7 +117,7 @@ func (s *Server) upstreamSubdirs(ctx context.Context, ch *channel, i int, wait b
 		if err == nil {
 			var out []string
 			for _, e := range entries {
-				if !e.IsDir() || !config.ValidSubdir(e.Name()) {
+				if !e.IsDir() || !config.KnownSubdirs[e.Name()] {
 					continue
 				}
 				if fi, err := os.Stat(filepath.Join(filepath.FromSlash(src.Base.Path), e.Name(), "repodata.json")); err == nil && fi.Mode().IsRegular() {
@@ -145,12 +168,7 @@ func (s *Server) channelDataSubdirs(sha string) ([]string, error) {
 			return nil, errors.New("subdirs is not a list of names")
 		}
 	}
-	var out []string
-	for _, sd := range raw {
-		if config.ValidSubdir(sd) {
-			out = append(out, sd)
-		}
-	}
+	out := knownSubdirs(raw)
 	s.cdSubdirsMu.Lock()
 	if s.cdSubdirs == nil || len(s.cdSubdirs) >= 64 {
 		s.cdSubdirs = map[string][]string{}
@@ -158,6 +176,26 @@ func (s *Server) channelDataSubdirs(sha string) ([]string, error) {
 	s.cdSubdirs[sha] = out
 	s.cdSubdirsMu.Unlock()
 	return out, nil
+}
+
+// maxUpstreamSubdirs bounds the subdirs taken from one upstream: only names
+// conda knows (config.KnownSubdirs; a channel with no platforms serves no
+// other), each once. A channeldata.json listing thousands of names costs
+// neither memory in the memo nor requests.
+var maxUpstreamSubdirs = len(config.KnownSubdirs)
+
+// knownSubdirs is list kept to the subdirs conda knows, each once, in
+// upstream's order: at most maxUpstreamSubdirs.
+func knownSubdirs(list []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, sd := range list {
+		if config.KnownSubdirs[sd] && config.ValidSubdir(sd) && !seen[sd] && len(out) < maxUpstreamSubdirs {
+			seen[sd] = true
+			out = append(out, sd)
+		}
+	}
+	return out
 }
 
 // subdirsCache is the Server's memo of channelDataSubdirs.

@@ -151,3 +151,64 @@ func TestClosureWithoutChannelData(t *testing.T) {
 		t.Errorf("SyncSubdirs of the file:// tree = %s, %v", got, err)
 	}
 }
+
+// A failing upstream does not take the channel down: with two upstreams, one
+// answering 5xx with no copy of its channeldata.json, the other's list is used
+// (and the closure runs); only when no upstream gives a list is it an error.
+func TestSubdirsFailingUpstream(t *testing.T) {
+	dir := closureTree(t, []string{"noarch", "linux-64", "linux-armv7l"})
+	good := newUpstream(t, dir)
+	bad := newUpstream(t, t.TempDir())
+	bad.status.Store(503)
+	yaml := strings.Replace(fltYAML(good.URL, closureKeys), "      - url: "+good.URL+"\n",
+		"      - url: "+good.URL+"\n      - url: "+bad.URL+"\n", 1)
+	h := newHarness(t, yaml)
+	subs, err := h.srv.SyncSubdirs(t.Context(), "fmt")
+	if got := fmt.Sprint(subs); err != nil || got != "[noarch linux-64 linux-armv7l]" {
+		t.Errorf("SyncSubdirs with one upstream failing = %s, %v", got, err)
+	}
+	if got := servedNames(t, h, "noarch"); got != "app,helper" {
+		t.Errorf("noarch serves %q, want app,helper", got)
+	}
+
+	good.status.Store(503)
+	h2 := newHarness(t, yaml)
+	if subs, err := h2.srv.SyncSubdirs(t.Context(), "fmt"); err == nil {
+		t.Errorf("SyncSubdirs with every upstream failing = %v, want an error", subs)
+	}
+}
+
+// A channeldata.json with no (or an empty) subdirs says nothing: the upstream
+// is taken to have the common subdirs, as one without channeldata.json.
+func TestSubdirsEmptyChannelData(t *testing.T) {
+	for _, body := range []string{`{"channeldata_version": 1, "packages": {}, "subdirs": []}`, `{"channeldata_version": 1, "packages": {}}`} {
+		dir := closureTree(t, nil)
+		os.WriteFile(filepath.Join(dir, "channeldata.json"), []byte(body), 0o644)
+		up := newUpstream(t, dir)
+		h := newHarness(t, fltYAML(up.URL, closureKeys))
+		subs, err := h.srv.SyncSubdirs(t.Context(), "fmt")
+		if err != nil || !strings.Contains(fmt.Sprint(subs), "linux-64") || !strings.Contains(fmt.Sprint(subs), "osx-arm64") {
+			t.Errorf("%s: SyncSubdirs = %v, %v, want the common subdirs", body, subs, err)
+		}
+		if got := servedNames(t, h, "linux-64"); got != "dep1" {
+			t.Errorf("%s: linux-64 serves %q, want dep1", body, got)
+		}
+	}
+}
+
+// The subdirs taken from one upstream are bounded: only names conda knows
+// (config.KnownSubdirs), each once, whatever upstream lists.
+func TestSubdirsBounded(t *testing.T) {
+	list := []string{"linux-64", "linux-64", "noarch"}
+	for i := range 5000 {
+		list = append(list, fmt.Sprintf("linux-x%d", i))
+	}
+	dir := closureTree(t, list)
+	up := newUpstream(t, dir)
+	h := newHarness(t, fltYAML(up.URL, closureKeys))
+	ch, _ := h.srv.condaChannel("fmt")
+	got, err := h.srv.upstreamSubdirs(t.Context(), ch, 0, true)
+	if err != nil || fmt.Sprint(got) != "[linux-64 noarch]" {
+		t.Errorf("upstreamSubdirs = %d names (%.80v), %v, want [linux-64 noarch]", len(got), fmt.Sprint(got), err)
+	}
+}
