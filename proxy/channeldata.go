@@ -83,6 +83,26 @@ type servedName struct {
 	versions map[string]bool
 }
 
+// servedNames are a channel's served names, by name.
+type servedNames map[string]*servedName
+
+// add counts the package file fn of subdir sub; false when fn is no package
+// filename (then nothing is counted).
+func (n servedNames) add(sub, fn string) bool {
+	name, version, ok := splitFilename(fn)
+	if !ok {
+		return false
+	}
+	e := n[name]
+	if e == nil {
+		e = &servedName{subdirs: map[string]bool{}, versions: map[string]bool{}}
+		n[name] = e
+	}
+	e.subdirs[sub] = true
+	e.versions[version] = true
+	return true
+}
+
 // channelDataCut returns ch's filtered channeldata.json, cut again only when
 // upstream's copy, the filter or a served subdir's answer changed. When it
 // cannot be cut (upstream's copy, the subdir list or one served subdir fails),
@@ -180,20 +200,10 @@ var errBadChannelData = errors.New("malformed channeldata.json")
 // cutChannelDataJSON cuts upstream's channeldata raw to what views (subdir ->
 // served answer) serve.
 func cutChannelDataJSON(raw []byte, views map[string]*served) ([]byte, error) {
-	names := map[string]*servedName{}
+	names := servedNames{}
 	for sub, sv := range views {
 		sv.packages.each(func(fn string, _ pkgRef) bool {
-			name, version, ok := splitFilename(fn)
-			if !ok {
-				return true
-			}
-			n := names[name]
-			if n == nil {
-				n = &servedName{subdirs: map[string]bool{}, versions: map[string]bool{}}
-				names[name] = n
-			}
-			n.subdirs[sub] = true
-			n.versions[version] = true
+			names.add(sub, fn)
 			return true
 		})
 	}
@@ -235,7 +245,7 @@ func splitFilename(fn string) (name, version string, ok bool) {
 // or whose packages is not an object, is an error; an entry of packages that is
 // not an object, or a subdirs entry that is not a valid subdir name, is dropped.
 // The output is deterministic: keys sorted.
-func cutChannelDataDoc(raw []byte, names map[string]*servedName, subdirs map[string]bool, servedFile func(string) bool) ([]byte, error) {
+func cutChannelDataDoc(raw []byte, names servedNames, subdirs map[string]bool, servedFile func(string) bool) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadChannelData, err)
@@ -456,24 +466,15 @@ func (s *Server) ExportChannelData(ctx context.Context, channel string, files ma
 	if err != nil {
 		return nil, err
 	}
-	names := map[string]*servedName{}
+	names := servedNames{}
 	subdirs := map[string]bool{}
 	exported := map[string]bool{}
 	for sub, fns := range files {
 		subdirs[sub] = true
 		for _, fn := range fns {
-			name, version, ok := splitFilename(fn)
-			if !ok {
-				continue
+			if names.add(sub, fn) {
+				exported[sub+"/"+fn] = true
 			}
-			n := names[name]
-			if n == nil {
-				n = &servedName{subdirs: map[string]bool{}, versions: map[string]bool{}}
-				names[name] = n
-			}
-			n.subdirs[sub] = true
-			n.versions[version] = true
-			exported[sub+"/"+fn] = true
 		}
 	}
 	raw := []byte(`{"channeldata_version": 1}`)
@@ -496,7 +497,7 @@ func (s *Server) ExportChannelData(ctx context.Context, channel string, files ma
 
 // addMissingNames adds to a cut channeldata.json an entry for each name it
 // lacks: {subdirs, version}.
-func addMissingNames(doc []byte, names map[string]*servedName) ([]byte, error) {
+func addMissingNames(doc []byte, names servedNames) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(doc, &top); err != nil {
 		return nil, err

@@ -58,7 +58,7 @@ func writeChannelData(t *testing.T, dir string, subdirs []string) {
 	os.Chtimes(p, at, at)
 }
 
-func servedNames(t *testing.T, h *harness, sub string) string {
+func servedNamesOf(t *testing.T, h *harness, sub string) string {
 	t.Helper()
 	r := h.get("/fmt/" + sub + "/repodata.json")
 	if r.StatusCode != 200 {
@@ -92,10 +92,10 @@ func TestClosureOverUpstreamSubdirs(t *testing.T) {
 	dir := closureTree(t, []string{"noarch", "linux-64"})
 	up := newUpstream(t, dir)
 	h := newHarness(t, fltYAML(up.URL, closureKeys))
-	if got := servedNames(t, h, "noarch"); got != "app" {
+	if got := servedNamesOf(t, h, "noarch"); got != "app" {
 		t.Errorf("noarch serves %s, want app", got)
 	}
-	if got := servedNames(t, h, "linux-64"); got != "dep1" {
+	if got := servedNamesOf(t, h, "linux-64"); got != "dep1" {
 		t.Errorf("linux-64 serves %q, want dep1 (needed by the noarch root app)", got)
 	}
 	if n := up.count("/linux-armv7l/repodata.json"); n != 0 {
@@ -112,9 +112,9 @@ func TestClosureOverUpstreamSubdirs(t *testing.T) {
 	h.clock.advance(11 * time.Minute)
 	h.get("/fmt/noarch/repodata.json") // stale: revalidated behind
 	waitFor(t, "noarch rebuilt with linux-armv7l's roots", func() bool {
-		return servedNames(t, h, "noarch") == "app,helper"
+		return servedNamesOf(t, h, "noarch") == "app,helper"
 	})
-	if got := servedNames(t, h, "linux-armv7l"); got != "tool" {
+	if got := servedNamesOf(t, h, "linux-armv7l"); got != "tool" {
 		t.Errorf("linux-armv7l serves %q, want tool", got)
 	}
 	subs, _ = h.srv.SyncSubdirs(t.Context(), "fmt")
@@ -131,10 +131,10 @@ func TestClosureWithoutChannelData(t *testing.T) {
 	dir := closureTree(t, nil)
 	up := newUpstream(t, dir)
 	h := newHarness(t, fltYAML(up.URL, closureKeys))
-	if got := servedNames(t, h, "noarch"); got != "app" {
+	if got := servedNamesOf(t, h, "noarch"); got != "app" {
 		t.Errorf("http upstream without channeldata: noarch serves %s, want app", got)
 	}
-	if got := servedNames(t, h, "linux-64"); got != "dep1" {
+	if got := servedNamesOf(t, h, "linux-64"); got != "dep1" {
 		t.Errorf("http upstream without channeldata: linux-64 serves %q, want dep1", got)
 	}
 	if n := up.count("/osx-arm64/repodata.json"); n != 1 {
@@ -143,7 +143,7 @@ func TestClosureWithoutChannelData(t *testing.T) {
 
 	fileURL := (&url.URL{Scheme: "file", Path: filepath.ToSlash(dir)}).String()
 	h2 := newHarness(t, fltYAML(fileURL, closureKeys))
-	if got := servedNames(t, h2, "noarch"); got != "app,helper" {
+	if got := servedNamesOf(t, h2, "noarch"); got != "app,helper" {
 		t.Errorf("file:// tree: noarch serves %q, want app,helper (tool in its linux-armv7l is a root)", got)
 	}
 	subs, err := h2.srv.SyncSubdirs(t.Context(), "fmt")
@@ -167,7 +167,7 @@ func TestSubdirsFailingUpstream(t *testing.T) {
 	if got := fmt.Sprint(subs); err != nil || got != "[noarch linux-64 linux-armv7l]" {
 		t.Errorf("SyncSubdirs with one upstream failing = %s, %v", got, err)
 	}
-	if got := servedNames(t, h, "noarch"); got != "app,helper" {
+	if got := servedNamesOf(t, h, "noarch"); got != "app,helper" {
 		t.Errorf("noarch serves %q, want app,helper", got)
 	}
 
@@ -190,7 +190,7 @@ func TestSubdirsEmptyChannelData(t *testing.T) {
 		if err != nil || !strings.Contains(fmt.Sprint(subs), "linux-64") || !strings.Contains(fmt.Sprint(subs), "osx-arm64") {
 			t.Errorf("%s: SyncSubdirs = %v, %v, want the common subdirs", body, subs, err)
 		}
-		if got := servedNames(t, h, "linux-64"); got != "dep1" {
+		if got := servedNamesOf(t, h, "linux-64"); got != "dep1" {
 			t.Errorf("%s: linux-64 serves %q, want dep1", body, got)
 		}
 	}

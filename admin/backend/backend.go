@@ -330,24 +330,9 @@ func (b *Backend) syncChannel(ctx context.Context, name string, p mirror.Progres
 // StartSync starts a pre-warm of channels (every conda channel when empty). A
 // channel a running job syncs is refused (ErrBusy) rather than synced twice.
 func (b *Backend) StartSync(channels []string) (admin.Job, error) {
-	var names []string
-	if len(channels) == 0 {
-		for _, ch := range b.cfg.Channels {
-			if ch.Kind == config.KindConda {
-				names = append(names, ch.Name)
-			}
-		}
-		if len(names) == 0 {
-			return admin.Job{}, invalid("the configuration has no conda channel to sync")
-		}
-	}
-	for _, name := range channels {
-		if err := b.condaChannel(name); err != nil {
-			return admin.Job{}, err
-		}
-		if !slices.Contains(names, name) {
-			names = append(names, name)
-		}
+	names, err := b.condaNames(channels, "sync")
+	if err != nil {
+		return admin.Job{}, err
 	}
 	j, err := b.jobs.Start(names)
 	if busy := (*jobs.BusyError)(nil); errors.As(err, &busy) {
