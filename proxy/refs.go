@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -20,14 +21,38 @@ import (
 //     finds its blob in purged, looks for it, and takes itself back when it is
 //     gone: the next request fetches the package again.
 //
+// A clean holds refs for its whole look and purge (with an object store, one
+// remote delete a blob); an import holds it shared for its whole commit. Neither
+// may stall the request path: a fill or a hit that finds refs taken writes its
+// entry in the background, once refs is free, and answers at once (the entry is
+// bookkeeping for clean, sync and export, not what a client is served from).
+//
 // Across replicas a purge reaches the shared store too; a replica indexing the
 // same bytes at that moment is not ordered by this lock.
 
 // putIndex writes the index entry key for e.SHA256, unless a purge took that
-// blob since the fill that brought it committed.
+// blob since the fill that brought it committed. With refs taken by a purge (or
+// a purge waiting behind an import), the write is left to the background and
+// putIndex returns nil at once.
 func (s *Server) putIndex(key string, e pkgEntry) error {
-	s.refs.RLock()
-	defer s.refs.RUnlock()
+	if s.refs.TryRLock() {
+		defer s.refs.RUnlock()
+		return s.writeIndex(key, e)
+	}
+	if !s.background(func() {
+		s.refs.RLock()
+		defer s.refs.RUnlock()
+		if err := s.writeIndex(key, e); err != nil {
+			s.log.Warn("cannot index a cached package", "key", key, "err", err)
+		}
+	}) {
+		return errors.New("shutting down: the package was not indexed")
+	}
+	return nil
+}
+
+// writeIndex is putIndex's write, with refs held shared.
+func (s *Server) writeIndex(key string, e pkgEntry) error {
 	if err := s.store.Meta.Put(key, e); err != nil {
 		return err
 	}

@@ -56,3 +56,53 @@ func TestIndexEntryAfterPurgeTakenBack(t *testing.T) {
 		t.Errorf("an entry for a blob that is back: %v", err)
 	}
 }
+
+// A clean holding refs (its look for holders and its purges, one remote delete
+// a blob with an object store) does not stall the request path: a hit on bytes
+// another channel brought, which indexes its own path, answers at once, and its
+// index entry is written once refs is free.
+func TestHitDuringPurgeDoesNotWait(t *testing.T) {
+	up := newUpstream(t, formatRepo(t))
+	yaml := "cache:\n  metadata_ttl: 10m\n  memory: 16MiB\nchannels:\n" +
+		"  - name: a\n    upstreams:\n      - url: " + up.URL + "\n" +
+		"  - name: b\n    upstreams:\n      - url: " + up.URL + "\n"
+	h := newHarness(t, yaml)
+	if r := h.get("/a/osx-64/" + p2Shared); r.StatusCode != 200 {
+		t.Fatalf("fill in a: %d", r.StatusCode)
+	}
+	if r := h.get("/b/osx-64/repodata.json"); r.StatusCode != 200 {
+		t.Fatalf("repodata of b: %d", r.StatusCode)
+	}
+	h.srv.refs.Lock() // a clean in progress
+	locked := true
+	defer func() {
+		if locked {
+			h.srv.refs.Unlock()
+		}
+	}()
+	done := make(chan resp, 1)
+	go func() { done <- h.get("/b/osx-64/" + p2Shared) }()
+	var r resp
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a hit waited for a clean holding the package index")
+	}
+	if r.StatusCode != 200 {
+		t.Fatalf("hit during a clean: %d", r.StatusCode)
+	}
+	key := stateKey("p", "b", "osx-64", p2Shared)
+	if ok, _ := h.store.Meta.Get(key, new(pkgEntry)); ok {
+		t.Fatal("the entry was written while refs was held exclusively")
+	}
+	h.srv.refs.Unlock()
+	locked = false
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if ok, _ := h.store.Meta.Get(key, new(pkgEntry)); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the entry was never written once refs was free")
+		}
+	}
+}
