@@ -308,3 +308,29 @@ func TestIncludeDependenciesWithoutPlatforms(t *testing.T) {
 		t.Errorf("channel = %+v", ch)
 	}
 }
+
+// public_url is shown to every client (pages, snippets, the start banner): one
+// holding credentials is refused, and the refusal does not print them.
+func TestPublicURLHoldsNoSecret(t *testing.T) {
+	for _, bad := range []string{
+		"https://ops:PUBLIC-PASS-9@conda.example.com",
+		"https://PUBLIC-USER-9@conda.example.com",
+		"https://conda.example.com/t/PUBLIC-TOKEN-9",
+		"https://conda.example.com/t/PUBLIC-TOKEN-9/sub",
+		"https://conda.example.com/?token=PUBLIC-QUERY-9",
+	} {
+		_, err := Parse("c.yaml", []byte("public_url: "+bad+"\n"), func(string) (string, bool) { return "", false })
+		if err == nil || !strings.Contains(err.Error(), "public_url") {
+			t.Errorf("%s: %v, want an error naming public_url", bad, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "-9") {
+			t.Errorf("the error quotes the secret: %v", err)
+		}
+	}
+	for _, good := range []string{"https://conda.example.com", "http://10.0.0.5:8080/conda/"} {
+		if _, err := Parse("c.yaml", []byte("public_url: "+good+"\n"), func(string) (string, bool) { return "", false }); err != nil {
+			t.Errorf("%s: %v", good, err)
+		}
+	}
+}

@@ -65,8 +65,16 @@ func (l *loader) validate(c *Config) error {
 		return l.errKey("listen", "bad address %q: want host:port or :port", c.Listen)
 	}
 	if c.PublicURL != "" {
-		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return l.errKey("public_url", "bad URL %q: want http(s)://host[/path]", c.PublicURL)
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return l.errKey("public_url", "bad URL %q: want http(s)://host[/path]", RedactURL(c.PublicURL))
+		}
+		// public_url is printed on pages anyone who may read a channel sees, in
+		// .condarc snippets and at start: it must hold no secret. A client's
+		// credentials are its own (a /t/<token>/ path, a bearer token).
+		if u.User != nil || u.RawQuery != "" || u.Fragment != "" || tokenPath.MatchString(u.Path+"/") {
+			// Not quoted: the query may be a token.
+			return l.errKey("public_url", "holds credentials (user:password@, /t/<token>/), a query or a fragment: it is shown to every client; write the bare address clients use (http(s)://host[/path])")
 		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
