@@ -137,7 +137,8 @@ func New(o Options) (*Server, error) {
 		o.Logger = slog.Default()
 	}
 	if o.Upstream == nil {
-		o.Upstream = upstream.New(upstream.Options{Logger: o.Logger, IdleTimeout: o.Config.Limits.UpstreamIdleTimeout.D()})
+		o.Upstream = upstream.New(upstream.Options{Logger: o.Logger, IdleTimeout: o.Config.Limits.UpstreamIdleTimeout.D(),
+			Secrets: o.Config.Secrets()})
 	}
 	if o.FillTimeout == 0 {
 		o.FillTimeout = 30 * time.Minute

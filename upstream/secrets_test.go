@@ -161,3 +161,26 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// errTransport fails every request with its text.
+type errTransport struct{ msg string }
+
+func (e errTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, errors.New(e.msg) }
+
+// A configured secret in a cause (a redirect's Location, a header line quoted
+// back, another upstream's credential) is masked before the cause is cut to
+// one bounded line: a cut through it would leave its prefix in every log line
+// and error answer.
+func TestCauseRedactedBeforeCut(t *testing.T) {
+	const secret = "CONFIG-SECRET-0123456789"
+	pad := strings.Repeat("p", maxCause-10)
+	c := New(Options{Retries: -1, Transport: errTransport{pad + secret + " tail"}, Secrets: []string{secret},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	_, err := c.Get(context.Background(), source(t, "http://127.0.0.1:1/chan"), "noarch/repodata.json", Conditional{})
+	if err == nil {
+		t.Fatal("no error from a failing transport")
+	}
+	if msg := err.Error(); strings.Contains(msg, "CONFIG-SEC") || !strings.Contains(msg, "ppp") {
+		t.Errorf("a configured secret across the cut left its prefix: %q", msg[max(0, len(msg)-60):])
+	}
+}

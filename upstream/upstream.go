@@ -134,6 +134,7 @@ type Client struct {
 	idleTimeout   time.Duration
 	log           *slog.Logger
 	agent         string
+	redact        *config.Redactor // Options.Secrets
 	throttles     throttles
 	// Observe, if set, is called after every attempt, for metrics. err is the
 	// redacted *Error, or nil for any HTTP answer.
@@ -161,6 +162,10 @@ type Options struct {
 	Transport http.RoundTripper
 	Logger    *slog.Logger
 	UserAgent string
+	// Secrets are every secret of the configuration (config.Config.Secrets):
+	// masked in an error's cause, with the request's own, before the cause is
+	// cut to one bounded line (a cut through a secret would leave its prefix).
+	Secrets []string
 }
 
 // maxResponseHeaderBytes bounds an upstream's response headers: a hostile or broken
@@ -203,7 +208,7 @@ func New(o Options) *Client {
 	}
 	c := &Client{
 		retries: o.Retries, backoff: o.Backoff, log: o.Logger, agent: o.UserAgent,
-		headerTimeout: o.HeaderTimeout, idleTimeout: o.IdleTimeout,
+		headerTimeout: o.HeaderTimeout, idleTimeout: o.IdleTimeout, redact: config.NewRedactor(o.Secrets),
 	}
 	if t, ok := tr.(*http.Transport); ok && o.Transport == nil {
 		t.DialContext = guardedDial(defaultDialer())
@@ -344,7 +349,7 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, redacted s
 		case wd.fired.Load():
 			err = &Error{URL: redacted, Err: &IdleError{Idle: c.headerTimeout, Headers: true}}
 		default:
-			err = &Error{URL: redacted, Err: scrub(err, secrets)}
+			err = &Error{URL: redacted, Err: scrub(err, secrets, c.redact)}
 		}
 		c.observe(src, u, 0, time.Since(start), err)
 		return nil, err
@@ -353,7 +358,7 @@ func (c *Client) attempt(ctx context.Context, src Source, u *url.URL, redacted s
 	switch resp.StatusCode {
 	case http.StatusOK:
 		wd.disarm() // re-armed for each read of the body
-		body := &idleBody{body: resp.Body, w: wd, idle: c.idleTimeout, redacted: redacted, secrets: secrets}
+		body := &idleBody{body: resp.Body, w: wd, idle: c.idleTimeout, redacted: redacted, secrets: secrets, redact: c.redact}
 		return &Response{Status: 200, Body: body, Size: resp.ContentLength,
 			ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified")}, nil
 	case http.StatusNotModified:
@@ -402,8 +407,9 @@ func (c *Client) drain(body io.ReadCloser, wd *watchdog) {
 }
 
 // scrub keeps the cause of a transport error but not the URL net/http quotes in it,
-// nor any secret of the request that may still show.
-func scrub(err error, secrets []string) error {
+// nor any secret of the request that may still show, nor any configured secret
+// (red).
+func scrub(err error, secrets []string, red *config.Redactor) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
@@ -413,6 +419,7 @@ func scrub(err error, secrets []string) error {
 	for _, s := range secrets {
 		clean = strings.ReplaceAll(clean, s, config.Mask)
 	}
+	clean = red.String(clean)
 	if clean == msg {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync/atomic"
 	"time"
+
+	"github.com/condaproxy/condaproxy/config"
 )
 
 // A watchdog cancels one request when the upstream keeps it waiting too long: for
@@ -46,6 +48,7 @@ type idleBody struct {
 	idle     time.Duration
 	redacted string
 	secrets  []string
+	redact   *config.Redactor
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
@@ -66,7 +69,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		// The caller gave up: say so plainly, so that a deadline still reads as one.
 		return n, b.w.parent.Err()
 	}
-	return n, &Error{URL: b.redacted, Err: scrub(err, b.secrets)}
+	return n, &Error{URL: b.redacted, Err: scrub(err, b.secrets, b.redact)}
 }
 
 func (b *idleBody) idleError() error {

@@ -192,7 +192,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		Policies: policies,
 		Store:    store,
 		Coord:    a.coord,
-		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion(),
+		Upstream: upstream.New(upstream.Options{Logger: log, UserAgent: "condaproxy/" + buildVersion(), Secrets: cfg.Secrets(),
 			IdleTimeout: cfg.Limits.UpstreamIdleTimeout.D()}),
 		Metrics:  metrics,
 		Fallback: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { adminHandler.ServeHTTP(w, r) }),
