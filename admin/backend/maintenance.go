@@ -365,11 +365,19 @@ type importReader struct {
 func (r *importReader) Read(p []byte) (int, error) {
 	if r.left == 0 {
 		// A tar that fills the room exactly ends here; one byte more is past it.
+		// A Read may return (0, nil): look again (as io.ReadAtLeast does, a
+		// bounded number of times) until a byte or an error comes.
 		var one [1]byte
-		if n, err := r.r.Read(one[:]); n == 0 && err != nil {
-			return 0, err
+		for range 100 {
+			n, err := r.r.Read(one[:])
+			if n > 0 {
+				return 0, errUploadSize
+			}
+			if err != nil {
+				return 0, err
+			}
 		}
-		return 0, errUploadSize
+		return 0, io.ErrNoProgress
 	}
 	if r.left > 0 && int64(len(p)) > r.left {
 		p = p[:r.left]
