@@ -23,11 +23,13 @@ import (
 // channeldata.json lists packages, so it is cut by the filter like repodata
 // (SPEC "HTTP": passed through, filtered where it lists packages): `packages`
 // keeps only names with a served record, each kept name's `subdirs` only the
-// subdirs where it has one, its `version` and `run_exports` only served
-// versions, its `reference_package` only a served file, and only the keys the
-// format holds (see nameKeys); the top-level `subdirs`
-// only served subdirs. A channel whose filter hides nothing passes upstream's
-// copy through as it is.
+// subdirs where it has one, its `version` only a served version, its
+// `run_exports` only versions with no hidden record, its `reference_package`
+// only a served file, what describes upstream's newest build only when no
+// record of its version is hidden, and only the keys the format holds (see
+// nameKeys; name-level metadata is the name's, kept for any served name); the
+// top-level `subdirs` only served subdirs. A channel whose filter hides nothing
+// passes upstream's copy through as it is.
 
 // cutChannelData is a channel's filtered channeldata.json, kept in memory for the
 // key it was cut for.
@@ -77,10 +79,13 @@ func (s *Server) serveChannelData(w http.ResponseWriter, r *http.Request, ch *ch
 	return nil
 }
 
-// servedName is what the served records of one channel say about one name.
+// servedName is what the served records of one channel say about one name:
+// its subdirs and versions with a served record, and hidden, its versions with
+// a record not served (hidden by the filter; for an export, not exported).
 type servedName struct {
 	subdirs  map[string]bool
 	versions map[string]bool
+	hidden   map[string]bool
 }
 
 // servedNames are a channel's served names, by name.
@@ -101,6 +106,24 @@ func (n servedNames) add(sub, fn string) bool {
 	e.subdirs[sub] = true
 	e.versions[version] = true
 	return true
+}
+
+// hide counts the package file fn as not served: its version has a record
+// hidden. Only a name with a served record is counted (the others are not
+// listed at all).
+func (n servedNames) hide(fn string) {
+	name, version, ok := splitFilename(fn)
+	if e := n[name]; ok && e != nil {
+		if e.hidden == nil {
+			e.hidden = map[string]bool{}
+		}
+		e.hidden[version] = true
+	}
+}
+
+// whole reports whether every record of version is served.
+func (e *servedName) whole(version string) bool {
+	return e.versions[version] && !e.hidden[version]
 }
 
 // channelDataCut returns ch's filtered channeldata.json, cut again only when
@@ -207,6 +230,12 @@ func cutChannelDataJSON(raw []byte, views map[string]*served) ([]byte, error) {
 			return true
 		})
 	}
+	for _, sv := range views {
+		sv.hidden.each(func(fn string, _ string) bool {
+			names.hide(fn)
+			return true
+		})
+	}
 	served := func(ref string) bool {
 		sub, fn, ok := strings.Cut(ref, "/")
 		sv := views[sub]
@@ -275,12 +304,16 @@ func cutChannelDataDoc(raw []byte, names servedNames, subdirs map[string]bool, s
 		}
 		// version, and what describes that one build (its license, source,
 		// timestamp, prefixes, own run_exports), are upstream's newest: when the
-		// filter hides it, the newest served version replaces it and the rest
-		// goes. A key the format does not hold goes always.
-		newestServed := false
+		// filter hides that version, the newest served version replaces it; when
+		// it hides any record of it (the newest build may be a newer build of a
+		// served version), what describes the build goes. Name-level keys stay
+		// for any served name. A key the format does not hold goes always.
+		versionServed, newestServed := false, false
 		if ver, ok := entry["version"]; ok {
 			var s string
-			newestServed = json.Unmarshal(ver, &s) == nil && n.versions[s]
+			if json.Unmarshal(ver, &s) == nil {
+				versionServed, newestServed = n.versions[s], n.whole(s)
+			}
 		}
 		for k := range entry {
 			switch {
@@ -294,7 +327,7 @@ func cutChannelDataDoc(raw []byte, names servedNames, subdirs map[string]bool, s
 			}
 		}
 		entry["subdirs"] = mustJSON(cutSubdirs(entry["subdirs"], n.subdirs))
-		if !newestServed {
+		if !versionServed {
 			if best := newestVersion(n.versions); best != "" {
 				entry["version"] = mustJSON(best)
 			} else {
@@ -302,7 +335,7 @@ func cutChannelDataDoc(raw []byte, names servedNames, subdirs map[string]bool, s
 			}
 		}
 		if re, ok := entry["run_exports"]; ok {
-			if cut := cutRunExports(re, n.versions, newestServed); cut != nil {
+			if cut := cutRunExports(re, n, newestServed); cut != nil {
 				entry["run_exports"] = cut
 			} else {
 				delete(entry, "run_exports")
@@ -364,8 +397,10 @@ func newestVersion(versions map[string]bool) string {
 
 // The keys of a channeldata.json package entry (conda-index's channeldata
 // fields, and license_family): nameKeys describe the name and are kept for a
-// served name; newestBuildKeys describe upstream's newest build and are kept
-// only when that build is served. version, subdirs, run_exports and
+// served name (even when its newest version is hidden: they are the name's);
+// newestBuildKeys describe upstream's newest build and are kept only when no
+// record of its version is hidden (a hidden newer build of a served version
+// would be described, its timestamp alone telling it exists). version, subdirs, run_exports and
 // reference_package are cut on their own. Any other key is dropped: the cut
 // cannot know what it says about hidden records.
 var (
@@ -387,10 +422,11 @@ var (
 )
 
 // cutRunExports cuts a run_exports entry to served versions: keyed by version
-// ({"1.2": {"weak": [...]}}), only the served versions' keys, whatever their
+// ({"1.2": {"weak": [...]}}), only the keys of versions whose every record is
+// served (a value may describe any build of its version), whatever their
 // values; the newest build's own ({"weak": [...]}), whole when that build is
 // served. nil: nothing is left (or it is not an object).
-func cutRunExports(raw json.RawMessage, versions map[string]bool, newestServed bool) json.RawMessage {
+func cutRunExports(raw json.RawMessage, n *servedName, newestServed bool) json.RawMessage {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(raw, &m) != nil || len(m) == 0 {
 		return nil
@@ -409,7 +445,7 @@ func cutRunExports(raw json.RawMessage, versions map[string]bool, newestServed b
 		return nil
 	}
 	for k := range m {
-		if !versions[k] {
+		if !n.whole(k) {
 			delete(m, k)
 		}
 	}
@@ -460,7 +496,9 @@ func (s *Server) readMetadataBlob(sha string) ([]byte, error) {
 // subdirs and versions, upstream's metadata of each name where upstream has a
 // channeldata.json (the stored copy; upstream is asked only when none is; without
 // one, the names and versions alone), and subdirs the
-// exported ones.
+// exported ones. A record of an exported subdir that the export does not hold
+// counts as hidden: upstream's newest build is described, and a version's
+// run_exports kept, only when every record of that version is exported.
 func (s *Server) ExportChannelData(ctx context.Context, channel string, files map[string][]string) ([]byte, error) {
 	ch, err := s.condaChannel(channel)
 	if err != nil {
@@ -476,6 +514,28 @@ func (s *Server) ExportChannelData(ctx context.Context, channel string, files ma
 				exported[sub+"/"+fn] = true
 			}
 		}
+	}
+	// A record of an exported subdir that is not in the export (hidden, or
+	// left out) is hidden to the cut: what describes upstream's newest build,
+	// and a version's run_exports, stay only when every record of it is exported.
+	for sub := range files {
+		sv, done, err := s.use(ctx, ch.subdir(sub))
+		if err != nil {
+			return nil, err
+		}
+		if !sv.notFound {
+			sv.packages.each(func(fn string, _ pkgRef) bool {
+				if !exported[sub+"/"+fn] {
+					names.hide(fn)
+				}
+				return true
+			})
+			sv.hidden.each(func(fn string, _ string) bool {
+				names.hide(fn)
+				return true
+			})
+		}
+		done()
 	}
 	raw := []byte(`{"channeldata_version": 1}`)
 	if sha, err := s.mutableSHA(ctx, ch, "channeldata.json"); err == nil {

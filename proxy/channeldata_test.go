@@ -311,3 +311,84 @@ func TestChannelDataSubdirFails(t *testing.T) {
 		t.Errorf("without a good cut: %d %s, want 502 naming linux-armv7l", r.StatusCode, r.body)
 	}
 }
+
+// newBuildTree writes a channel where foo 1.0 has two builds, h0_0 and the
+// newer h0_1, and bar has run_exports keyed by version (1.0 with two builds,
+// 0.9 with one); channeldata.json describes foo's newest build (h0_1).
+func newBuildTree(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	pk := map[string]any{}
+	rec := func(name, version, build string, num int, ts int64) {
+		fn := name + "-" + version + "-" + build + ".tar.bz2"
+		pk[fn] = map[string]any{"name": name, "version": version, "build": build, "build_number": num,
+			"depends": []string{}, "subdir": "linux-64", "size": 10, "sha256": sha256hex([]byte(fn)),
+			"timestamp": ts}
+	}
+	rec("foo", "1.0", "h0_0", 0, 1600000000000)
+	rec("foo", "1.0", "h0_1", 1, 1700000000000)
+	rec("bar", "0.9", "h0_0", 0, 1500000000000)
+	rec("bar", "1.0", "h0_0", 0, 1600000000000)
+	rec("bar", "1.0", "h0_1", 1, 1700000000000)
+	b, _ := json.Marshal(map[string]any{"info": map[string]any{"subdir": "linux-64"}, "repodata_version": 1,
+		"packages": pk, "packages.conda": map[string]any{}})
+	os.MkdirAll(filepath.Join(dir, "linux-64"), 0o755)
+	if err := os.WriteFile(filepath.Join(dir, "linux-64", "repodata.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cd := `{"channeldata_version": 1, "subdirs": ["linux-64"], "packages": {
+	 "foo": {"version": "1.0", "subdirs": ["linux-64"], "summary": "Foo summary", "home": "https://foo.example",
+	  "timestamp": 1700000000, "license": "BUILD1-LICENSE", "source_url": "https://foo.example/build1.tgz",
+	  "binary_prefix": true, "post_link": true, "run_exports": {"weak": ["foo-build1-export"]}},
+	 "bar": {"version": "1.0", "subdirs": ["linux-64"], "summary": "Bar summary",
+	  "run_exports": {"0.9": {"weak": ["bar-0.9-export"]}, "1.0": {"weak": ["bar-1.0-export"]}}}}}`
+	if err := os.WriteFile(filepath.Join(dir, "channeldata.json"), []byte(cd), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// A hidden newer build of a served version (a build-keyed blacklist here) is
+// as hidden as a newer version: what describes upstream's newest build
+// (timestamp, license, source, prefix and link flags, its own run_exports) goes,
+// and a version key of run_exports goes when any record of that version is
+// hidden; the name's own metadata (summary, home) and its version stay. The
+// export's cut treats a record not exported as hidden.
+func TestChannelDataHiddenNewestBuild(t *testing.T) {
+	up := newUpstream(t, newBuildTree(t))
+	h := newHarness(t, fltYAML(up.URL, "platforms: [linux-64]\nblacklist: [\"foo 1.0 *_1\", \"bar 1.0 *_1\"]"))
+	r := h.get("/fmt/channeldata.json")
+	if r.StatusCode != 200 {
+		t.Fatalf("%d %s", r.StatusCode, r.body)
+	}
+	export, err := h.srv.ExportChannelData(t.Context(), "fmt", map[string][]string{
+		"linux-64": {"foo-1.0-h0_0.tar.bz2", "bar-0.9-h0_0.tar.bz2", "bar-1.0-h0_0.tar.bz2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, body := range map[string][]byte{"served": r.body, "export": export} {
+		for _, leak := range []string{"1700000000", "BUILD1-LICENSE", "build1.tgz", "foo-build1-export",
+			"binary_prefix", "post_link", "bar-1.0-export"} {
+			if bytes.Contains(body, []byte(leak)) {
+				t.Errorf("%s channeldata.json keeps %s, of a hidden newest build:\n%s", what, leak, body)
+			}
+		}
+		d := readCD(t, body)
+		foo, bar := d.Packages["foo"], d.Packages["bar"]
+		if foo["summary"] != "Foo summary" || foo["home"] != "https://foo.example" || foo["version"] != "1.0" {
+			t.Errorf("%s: foo lost its name-level metadata or version: %v", what, foo)
+		}
+		if re := fmt.Sprint(bar["run_exports"]); re != "map[0.9:map[weak:[bar-0.9-export]]]" || bar["version"] != "1.0" {
+			t.Errorf("%s: bar run_exports = %s, version %v; want 0.9's alone, version 1.0", what, re, bar["version"])
+		}
+	}
+
+	// Nothing of foo 1.0 hidden: its newest build's keys are back.
+	h.yaml = fltYAML(up.URL, "platforms: [linux-64]\nblacklist: [\"bar 1.0 *_1\"]")
+	h.restart()
+	r = h.get("/fmt/channeldata.json")
+	foo := readCD(t, r.body).Packages["foo"]
+	if foo["license"] != "BUILD1-LICENSE" || foo["timestamp"] == nil || foo["run_exports"] == nil {
+		t.Errorf("foo with every build served = %v, want its newest build's keys", foo)
+	}
+}

@@ -25,8 +25,10 @@ import (
 // none, its directories that hold a repodata.json; an upstream with neither,
 // commonSubdirs (it said nothing, so the usual ones are asked; so does a
 // channeldata.json with no subdirs); and the subdirs imports brought. An
-// upstream that fails with no copy is skipped while another answers. Only subdirs the channel serves are kept. With wait, a
-// stale channeldata.json is revalidated before it is read (builds run in the
+// upstream that fails with no copy is skipped while another answers; ctx
+// ending (canceled, or its deadline passed) is an error, never a partial
+// list. Only subdirs the channel serves are kept. With wait, a stale
+// channeldata.json is revalidated before it is read (builds run in the
 // background or for a client already waiting on a build); without, the stale
 // copy is read and revalidated behind.
 func (s *Server) channelSubdirs(ctx context.Context, ch *channel, wait bool) ([]string, error) {
@@ -43,7 +45,10 @@ func (s *Server) channelSubdirs(ctx context.Context, ch *channel, wait bool) ([]
 	for i := range ch.sources {
 		subs, err := s.upstreamSubdirs(ctx, ch, i, wait)
 		if err != nil {
-			if errors.Is(err, context.Canceled) {
+			// The caller gone or past its deadline (a page's cap, a sync
+			// job's) is no upstream failure: the list is not known, so no
+			// partial list is answered as the whole.
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil, err
 			}
 			failed[i] = err

@@ -1,12 +1,17 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -210,5 +215,75 @@ func TestSubdirsBounded(t *testing.T) {
 	got, err := h.srv.upstreamSubdirs(t.Context(), ch, 0, true)
 	if err != nil || fmt.Sprint(got) != "[linux-64 noarch]" {
 		t.Errorf("upstreamSubdirs = %d names (%.80v), %v, want [linux-64 noarch]", len(got), fmt.Sprint(got), err)
+	}
+}
+
+// expiringCtx is a context the test expires by hand: Err is
+// context.DeadlineExceeded once expire is called (no clock in the test).
+type expiringCtx struct {
+	context.Context
+	done chan struct{}
+	once sync.Once
+}
+
+func newExpiringCtx(parent context.Context) *expiringCtx {
+	return &expiringCtx{Context: parent, done: make(chan struct{})}
+}
+
+func (c *expiringCtx) expire()               { c.once.Do(func() { close(c.done) }) }
+func (c *expiringCtx) Done() <-chan struct{} { return c.done }
+func (c *expiringCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+// The caller's deadline (the page's cap, a sync job's) passing while an
+// upstream is asked is no upstream failure: the list is not known, so it is an
+// error, never the other upstreams' partial list answered as the whole.
+func TestSubdirsDeadlineIsFatal(t *testing.T) {
+	dir := closureTree(t, []string{"noarch", "linux-64"})
+	good := newUpstream(t, dir)
+	hit := make(chan struct{}, 1)
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case hit <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(slow.Close)
+	yaml := strings.Replace(fltYAML(good.URL, closureKeys), "      - url: "+good.URL+"\n",
+		"      - url: "+good.URL+"\n      - url: "+slow.URL+"\n", 1)
+	h := newHarness(t, yaml)
+	t.Cleanup(func() { close(release) }) // before the harness stops: its fill is still asking
+	ch, _ := h.srv.condaChannel("fmt")
+	ctx := newExpiringCtx(t.Context())
+	type result struct {
+		subs []string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		subs, err := h.srv.channelSubdirs(ctx, ch, true)
+		res <- result{subs, err}
+	}()
+	select {
+	case <-hit:
+	case r := <-res:
+		t.Fatalf("channelSubdirs returned %v, %v before the slow upstream was asked", r.subs, r.err)
+	}
+	ctx.expire()
+	r := <-res
+	if r.err == nil || !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Errorf("channelSubdirs past the caller's deadline = %v, %v; want context.DeadlineExceeded", r.subs, r.err)
 	}
 }
