@@ -392,3 +392,31 @@ func TestChannelDataHiddenNewestBuild(t *testing.T) {
 		t.Errorf("foo with every build served = %v, want its newest build's keys", foo)
 	}
 }
+
+// The channel files that list packages and have no cut of their own (the
+// channel-level run_exports.json, a subdir's patch_instructions.json) would name
+// what the filter hides: with a filter that hides something they answer 404;
+// with none they pass through.
+func TestUncutChannelFilesHidden(t *testing.T) {
+	dir := p2CopyChannel(t, formatRepo(t))
+	files := map[string]string{
+		"run_exports.json":                  `{"packages":{"zlib-1.2.11-h7b6447c_3.conda":{"run_exports":{"weak":["zlib"]}}}}`,
+		"linux-64/patch_instructions.json": `{"remove":["zlib-1.2.11-h7b6447c_3.tar.bz2"],"packages":{}}`,
+	}
+	for rel, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(rel)), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	up := newUpstream(t, dir)
+	filtered := newHarness(t, channelYAML("", up.URL)+"    blacklist: [zlib]\n")
+	open := newHarness(t, channelYAML("", up.URL))
+	for rel, body := range files {
+		if r := filtered.get("/fmt/" + rel); r.StatusCode != 404 || strings.Contains(string(r.body), "zlib") {
+			t.Errorf("%s with a filter: %d %.80s, want 404", rel, r.StatusCode, r.body)
+		}
+		if r := open.get("/fmt/" + rel); r.StatusCode != 200 || string(r.body) != body {
+			t.Errorf("%s with no filter: %d %.80s, want upstream's copy", rel, r.StatusCode, r.body)
+		}
+	}
+}

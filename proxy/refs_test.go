@@ -22,6 +22,7 @@ func TestIndexEntryAfterPurgeTakenBack(t *testing.T) {
 	}
 	sha := sha256hex(r.body)
 	keyB := stateKey("p", "b", "osx-64", p2Shared)
+	waitIndexed(t, h, stateKey("p", "a", "osx-64", p2Shared))
 
 	// clean of a: no other entry holds the blob, so it is purged.
 	if err := h.srv.UncacheFiles("a", []CachedFile{{Subdir: "osx-64", Filename: p2Shared}}); err != nil {
@@ -41,15 +42,9 @@ func TestIndexEntryAfterPurgeTakenBack(t *testing.T) {
 	if r := h.get("/b/osx-64/" + p2Shared); r.StatusCode != 200 || sha256hex(r.body) != sha {
 		t.Fatalf("b after the purge: %d", r.StatusCode)
 	}
-	// The entry is written once the fill ends, which may be just after the
-	// answer.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if ok, _ := h.store.Meta.Get(keyB, new(pkgEntry)); ok && h.store.Has(sha) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("b's refetch was not indexed")
-		}
+	waitIndexed(t, h, keyB)
+	if !h.store.Has(sha) {
+		t.Fatal("b's refetch is not in the store")
 	}
 	// Once the blob is back, an entry for it is kept, purge remembered or not.
 	if err := h.srv.putIndex(stateKey("p", "a", "osx-64", p2Shared), pkgEntry{SHA256: sha}); err != nil {
@@ -73,6 +68,7 @@ func TestHitDuringPurgeDoesNotWait(t *testing.T) {
 	if r := h.get("/b/osx-64/repodata.json"); r.StatusCode != 200 {
 		t.Fatalf("repodata of b: %d", r.StatusCode)
 	}
+	waitIndexed(t, h, stateKey("p", "a", "osx-64", p2Shared))
 	h.srv.refs.Lock() // a clean in progress
 	locked := true
 	defer func() {
@@ -97,12 +93,19 @@ func TestHitDuringPurgeDoesNotWait(t *testing.T) {
 	}
 	h.srv.refs.Unlock()
 	locked = false
+	waitIndexed(t, h, key)
+}
+
+// waitIndexed waits for the package index entry key: a fill writes it as it
+// ends, which may be just after its answer.
+func waitIndexed(t *testing.T, h *harness, key string) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		if ok, _ := h.store.Meta.Get(key, new(pkgEntry)); ok {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the entry was never written once refs was free")
+			t.Fatalf("%s was never written", key)
 		}
 	}
 }

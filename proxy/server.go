@@ -510,6 +510,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 	case kindPackage:
 		return s.servePackage(w, r, rt)
 	case kindChannelFile:
+		if unfilterable(rt) && !hidesNothing(rt.channel.policy) {
+			// It lists packages by filename, and no cut of it is made: passed
+			// through, it would name what the filter hides.
+			return errNotFound
+		}
 		if rt.subdir != "" {
 			if err := s.checkSubdir(rt); err != nil {
 				return err
@@ -527,6 +532,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route) error {
 		return s.serveMutable(w, r, rt.channel, rt.file)
 	}
 	return errNotFound
+}
+
+// unfilterable reports whether rt names a channel file that lists packages and
+// is not cut by the filter: <subdir>/patch_instructions.json (conda-index's
+// input, which names files to patch or remove) and the channel-level
+// run_exports.json (CEP-12 defines the subdir one, which is cut). Clients read
+// neither; a channel whose filter hides something answers them 404.
+func unfilterable(rt route) bool {
+	return rt.file == "patch_instructions.json" || (rt.subdir == "" && rt.file == "run_exports.json")
 }
 
 func (s *Server) checkSubdir(rt route) error {
