@@ -317,9 +317,10 @@ func TestPublicURLHoldsNoSecret(t *testing.T) {
 		"https://PUBLIC-USER-9@conda.example.com",
 		"https://conda.example.com/t/PUBLIC-TOKEN-9",
 		"https://conda.example.com/t/PUBLIC-TOKEN-9/sub",
+		"https://conda.example.com/mirror/PUBLIC-TOKEN-9",
 		"https://conda.example.com/?token=PUBLIC-QUERY-9",
 	} {
-		_, err := Parse("c.yaml", []byte("public_url: "+bad+"\n"), func(string) (string, bool) { return "", false })
+		_, err := Parse("c.yaml", []byte("public_url: "+bad+"\nauth:\n  tokens: [PUBLIC-TOKEN-9]\n"), func(string) (string, bool) { return "", false })
 		if err == nil || !strings.Contains(err.Error(), "public_url") {
 			t.Errorf("%s: %v, want an error naming public_url", bad, err)
 			continue
@@ -328,7 +329,8 @@ func TestPublicURLHoldsNoSecret(t *testing.T) {
 			t.Errorf("the error quotes the secret: %v", err)
 		}
 	}
-	for _, good := range []string{"https://conda.example.com", "http://10.0.0.5:8080/conda/"} {
+	// A path with a "t" segment is only a path (no configured token in it).
+	for _, good := range []string{"https://conda.example.com", "http://10.0.0.5:8080/conda/", "https://host/tools/t/conda", "https://host/t/mirror"} {
 		if _, err := Parse("c.yaml", []byte("public_url: "+good+"\n"), func(string) (string, bool) { return "", false }); err != nil {
 			t.Errorf("%s: %v", good, err)
 		}

@@ -72,9 +72,9 @@ func (l *loader) validate(c *Config) error {
 		// public_url is printed on pages anyone who may read a channel sees, in
 		// .condarc snippets and at start: it must hold no secret. A client's
 		// credentials are its own (a /t/<token>/ path, a bearer token).
-		if u.User != nil || u.RawQuery != "" || u.Fragment != "" || tokenPath.MatchString(u.Path+"/") {
+		if u.User != nil || u.RawQuery != "" || u.Fragment != "" || holdsSecret(c.PublicURL, c.Secrets()) {
 			// Not quoted: the query may be a token.
-			return l.errKey("public_url", "holds credentials (user:password@, /t/<token>/), a query or a fragment: it is shown to every client; write the bare address clients use (http(s)://host[/path])")
+			return l.errKey("public_url", "holds credentials (user:password@, a configured token), a query or a fragment: it is shown to every client; write the bare address clients use (http(s)://host[/path])")
 		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
@@ -284,4 +284,15 @@ func (l *loader) validateUpstream(key string, up Upstream) error {
 		return l.errKey(key+".password", "a password needs a username")
 	}
 	return nil
+}
+
+// holdsSecret reports whether s holds one of secrets (of 3 characters or more,
+// as NewRedactor counts them), as it is or escaped for a URL path.
+func holdsSecret(s string, secrets []string) bool {
+	for _, sec := range secrets {
+		if len(sec) >= 3 && (strings.Contains(s, sec) || strings.Contains(s, url.PathEscape(sec))) {
+			return true
+		}
+	}
+	return false
 }

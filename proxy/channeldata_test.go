@@ -400,7 +400,7 @@ func TestChannelDataHiddenNewestBuild(t *testing.T) {
 func TestUncutChannelFilesHidden(t *testing.T) {
 	dir := p2CopyChannel(t, formatRepo(t))
 	files := map[string]string{
-		"run_exports.json":                  `{"packages":{"zlib-1.2.11-h7b6447c_3.conda":{"run_exports":{"weak":["zlib"]}}}}`,
+		"run_exports.json":                 `{"packages":{"zlib-1.2.11-h7b6447c_3.conda":{"run_exports":{"weak":["zlib"]}}}}`,
 		"linux-64/patch_instructions.json": `{"remove":["zlib-1.2.11-h7b6447c_3.tar.bz2"],"packages":{}}`,
 	}
 	for rel, body := range files {

@@ -246,8 +246,8 @@ func (s *Server) UncacheFiles(channel string, files []CachedFile) error {
 	}
 	// From the look for other holders to the purge, no index entry is written
 	// (refs.go): one written in between would name a purged blob.
-	s.refs.Lock()
-	defer s.refs.Unlock()
+	s.lockRefs()
+	defer s.unlockRefs()
 	err = s.store.Meta.Scan("p/", func(_ string, val []byte) error {
 		var other pkgEntry
 		if json.Unmarshal(val, &other) == nil {
@@ -262,7 +262,9 @@ func (s *Server) UncacheFiles(channel string, files []CachedFile) error {
 	for sha := range dropped {
 		// Everywhere: the shared object store too, or a replica would pull it
 		// back.
-		if err := s.store.PurgeBlob(context.Background(), sha); err != nil {
+		// s.base ends at Shutdown: a purge of thousands of blobs from an
+		// object store does not hold a stopping server.
+		if err := s.store.PurgeBlob(s.base, sha); err != nil {
 			return err
 		}
 	}

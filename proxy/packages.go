@@ -218,7 +218,8 @@ func (s *Server) startPackageFill(ctx context.Context, ch *channel, subdir, fn s
 	index := func(sha string) error {
 		e := pkgEntry{SHA256: sha, MD5: refMD5, Size: ref.size, Upstream: int(ref.upstream),
 			Record: recordJSON, CachedAt: s.now()}
-		return s.putIndex(stateKey("p", ch.cfg.Name, subdir, fn), e)
+		_, err := s.putIndex(stateKey("p", ch.cfg.Name, subdir, fn), e)
+		return err
 	}
 	lockKey := refSHA
 	if lockKey == "" {
@@ -324,7 +325,9 @@ func (s *Server) indexHit(rt route, sv *served, ref pkgRef, sha string) {
 	if ok, err := s.store.Meta.Get(key, &e); err == nil && (!ok || e.SHA256 != sha) {
 		e = pkgEntry{SHA256: sha, MD5: ref.md5Hex(), Size: ref.size, Upstream: int(ref.upstream),
 			Record: s.recordBytes(sv, ref), CachedAt: s.now()}
-		if err := s.putIndex(key, e); err != nil {
+		// Not remembered while deferred: the entry may yet be taken back, and
+		// the next hit looks again.
+		if deferred, err := s.putIndex(key, e); err != nil || deferred {
 			return
 		}
 	}

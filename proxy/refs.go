@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -23,35 +22,66 @@ import (
 //
 // A clean holds refs for its whole look and purge (with an object store, one
 // remote delete a blob); an import holds it shared for its whole commit. Neither
-// may stall the request path: a fill or a hit that finds refs taken writes its
-// entry in the background, once refs is free, and answers at once (the entry is
-// bookkeeping for clean, sync and export, not what a client is served from).
+// may stall the request path: a fill or a hit that finds refs taken leaves its
+// entry in deferred and answers at once (the entry is bookkeeping for clean,
+// sync and export, not what a client is served from). The writer that holds
+// refs writes the deferred entries before it lets go (unlockRefs), so they are
+// ordered like any other write: a later entry for a key replaces an earlier
+// one in deferred, and one written directly comes after every deferred one
+// (see putIndex). No goroutine waits on refs, so Shutdown waits for none.
 //
 // Across replicas a purge reaches the shared store too; a replica indexing the
 // same bytes at that moment is not ordered by this lock.
 
+// deferredIndex are index entries left by writers that found refs taken, by
+// key, the latest only.
+type deferredIndex struct {
+	mu sync.Mutex
+	m  map[string]pkgEntry
+}
+
 // putIndex writes the index entry key for e.SHA256, unless a purge took that
-// blob since the fill that brought it committed. With refs taken by a purge (or
-// a purge waiting behind an import), the write is left to the background and
-// putIndex returns nil at once.
-func (s *Server) putIndex(key string, e pkgEntry) error {
-	if s.refs.TryRLock() {
-		defer s.refs.RUnlock()
-		return s.writeIndex(key, e)
+// blob since the fill that brought it committed. With refs taken (a purge, or
+// a purge waiting behind an import), the entry is left for the holder to write
+// as it lets go, and putIndex reports deferred.
+//
+// The try happens under deferred.mu, which unlockRefs holds from its last look
+// at the entries to the unlock: an entry left after that look finds refs still
+// taken only if another writer holds or waits for it, and that one writes it.
+// A try that succeeds finds deferred empty (the last holder wrote it all), so
+// no older entry for key can land after this one.
+func (s *Server) putIndex(key string, e pkgEntry) (deferred bool, err error) {
+	s.deferred.mu.Lock()
+	if !s.refs.TryRLock() {
+		if s.deferred.m == nil {
+			s.deferred.m = map[string]pkgEntry{}
+		}
+		s.deferred.m[key] = e
+		s.deferred.mu.Unlock()
+		return true, nil
 	}
-	if !s.background(func() {
-		s.refs.RLock()
-		defer s.refs.RUnlock()
+	s.deferred.mu.Unlock()
+	defer s.refs.RUnlock()
+	return false, s.writeIndex(key, e)
+}
+
+// lockRefs takes refs exclusively; unlockRefs writes the entries left while it
+// was held, then lets go.
+func (s *Server) lockRefs() { s.refs.Lock() }
+
+func (s *Server) unlockRefs() {
+	s.deferred.mu.Lock()
+	defer s.deferred.mu.Unlock()
+	for key, e := range s.deferred.m {
 		if err := s.writeIndex(key, e); err != nil {
 			s.log.Warn("cannot index a cached package", "key", key, "err", err)
 		}
-	}) {
-		return errors.New("shutting down: the package was not indexed")
 	}
-	return nil
+	s.deferred.m = nil
+	s.refs.Unlock()
 }
 
-// writeIndex is putIndex's write, with refs held shared.
+// writeIndex is putIndex's write, with refs held (shared, or by unlockRefs).
 func (s *Server) writeIndex(key string, e pkgEntry) error {
 	if err := s.store.Meta.Put(key, e); err != nil {
 		return err

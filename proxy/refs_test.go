@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -32,7 +33,7 @@ func TestIndexEntryAfterPurgeTakenBack(t *testing.T) {
 		t.Fatal("the blob was not purged")
 	}
 	// b's fill, committed before the purge, now writes its entry.
-	if err := h.srv.putIndex(keyB, pkgEntry{SHA256: sha, Size: int64(len(r.body))}); err == nil {
+	if _, err := h.srv.putIndex(keyB, pkgEntry{SHA256: sha, Size: int64(len(r.body))}); err == nil {
 		t.Error("an index entry for a purged blob was accepted")
 	}
 	if ok, _ := h.store.Meta.Get(keyB, new(pkgEntry)); ok {
@@ -47,7 +48,7 @@ func TestIndexEntryAfterPurgeTakenBack(t *testing.T) {
 		t.Fatal("b's refetch is not in the store")
 	}
 	// Once the blob is back, an entry for it is kept, purge remembered or not.
-	if err := h.srv.putIndex(stateKey("p", "a", "osx-64", p2Shared), pkgEntry{SHA256: sha}); err != nil {
+	if _, err := h.srv.putIndex(stateKey("p", "a", "osx-64", p2Shared), pkgEntry{SHA256: sha}); err != nil {
 		t.Errorf("an entry for a blob that is back: %v", err)
 	}
 }
@@ -69,11 +70,11 @@ func TestHitDuringPurgeDoesNotWait(t *testing.T) {
 		t.Fatalf("repodata of b: %d", r.StatusCode)
 	}
 	waitIndexed(t, h, stateKey("p", "a", "osx-64", p2Shared))
-	h.srv.refs.Lock() // a clean in progress
+	h.srv.lockRefs() // a clean in progress
 	locked := true
 	defer func() {
 		if locked {
-			h.srv.refs.Unlock()
+			h.srv.unlockRefs()
 		}
 	}()
 	done := make(chan resp, 1)
@@ -91,9 +92,51 @@ func TestHitDuringPurgeDoesNotWait(t *testing.T) {
 	if ok, _ := h.store.Meta.Get(key, new(pkgEntry)); ok {
 		t.Fatal("the entry was written while refs was held exclusively")
 	}
-	h.srv.refs.Unlock()
+	h.srv.unlockRefs()
 	locked = false
 	waitIndexed(t, h, key)
+}
+
+// Entries left while a clean holds refs are written as it lets go, the latest
+// for a key winning, and no goroutine waits on refs meanwhile: a Shutdown with
+// a clean in progress is not held by them.
+func TestDeferredIndexOrderAndShutdown(t *testing.T) {
+	up := newUpstream(t, formatRepo(t))
+	h := newHarness(t, channelYAML("", up.URL))
+	r := h.get("/fmt/osx-64/" + p2Shared)
+	if r.StatusCode != 200 {
+		t.Fatalf("fill: %d", r.StatusCode)
+	}
+	sha := sha256hex(r.body)
+	key := stateKey("p", "fmt", "osx-64", "copy-"+p2Shared)
+	h.srv.lockRefs()
+	for i, rec := range []string{`{"n":"old"}`, `{"n":"mid"}`, `{"n":"new"}`} {
+		deferred, err := h.srv.putIndex(key, pkgEntry{SHA256: sha, Size: int64(i), Record: []byte(rec)})
+		if err != nil || !deferred {
+			t.Fatalf("put %d with refs held: deferred %v, %v", i, deferred, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() { h.srv.Shutdown(ctx); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		t.Fatal("Shutdown waited for index writes behind a held refs")
+	}
+	h.srv.unlockRefs()
+	var e pkgEntry
+	if ok, err := h.store.Meta.Get(key, &e); !ok || err != nil || string(e.Record) != `{"n":"new"}` {
+		t.Fatalf("after the holder let go: %v %v %s, want the latest entry", ok, err, e.Record)
+	}
+	// With refs free, a write goes straight in, after every deferred one.
+	if deferred, err := h.srv.putIndex(key, pkgEntry{SHA256: sha, Record: []byte(`{"n":"direct"}`)}); err != nil || deferred {
+		t.Fatalf("put with refs free: deferred %v, %v", deferred, err)
+	}
+	if ok, _ := h.store.Meta.Get(key, &e); !ok || string(e.Record) != `{"n":"direct"}` {
+		t.Errorf("direct write: %s", e.Record)
+	}
 }
 
 // waitIndexed waits for the package index entry key: a fill writes it as it

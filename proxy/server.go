@@ -89,8 +89,9 @@ type Server struct {
 	// refs orders the package index against blob purges (refs.go): a writer of
 	// an index entry holds it shared, UncacheFiles exclusively from its look for
 	// other holders of a blob to the purge; purged names the blobs it purged.
-	refs   sync.RWMutex
-	purged purgeLog
+	refs     sync.RWMutex
+	purged   purgeLog
+	deferred deferredIndex
 	// negative holds the upstream 404s of mutable files (files.go).
 	negative negativeCache
 	// direct bounds the repodata forms made per request when they cannot be
