@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,9 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/condaproxy/condaproxy/config"
 )
 
 // Secrets of the guessing test, shaped like subdirs (<os>-<arch>) so that a
@@ -58,22 +54,7 @@ func TestBackendAnswersNoGuess(t *testing.T) {
 		"  - name: fmt\n    platforms: [linux-64]\n" + upstream(up.URL+"/t/"+upTok) +
 		"  - name: open\n" + upstream(up.URL+"/t/"+upTok) + // no platforms: any subdir is asked upstream
 		"  - name: down\n" + upstream(down.URL+"/t/"+upTok)
-	cfg, err := config.Load(writeFile(t, "c.yaml", yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.handler)
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.proxy.Shutdown(ctx)
-		a.Close()
-	})
+	srv := serveApp(t, yaml, slog.DiscardHandler)
 
 	ask := func(method, path, body string) string {
 		t.Helper()

@@ -535,3 +535,26 @@ func TestPackageSearchScales(t *testing.T) {
 		t.Errorf("a search of %d records took %v", n, worst)
 	}
 }
+
+// serveApp runs the app of the configuration yaml in this process, its log to
+// h, behind an httptest server; both stop with the test.
+func serveApp(t *testing.T, yaml string, h slog.Handler) *httptest.Server {
+	t.Helper()
+	cfg, err := config.Load(writeFile(t, "c.yaml", yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(cfg, slog.New(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.handler)
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a.proxy.Shutdown(ctx)
+		a.Close()
+	})
+	return srv
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/condaproxy/condaproxy/config"
 	"github.com/condaproxy/condaproxy/internal/testdata"
@@ -190,22 +188,7 @@ func TestChannelPagesEscape(t *testing.T) {
 	t.Cleanup(up.Close)
 	yaml := "data: " + filepath.Join(t.TempDir(), "data") + "\n" +
 		"channels:\n  - name: evil\n    platforms: [linux-64]\n    upstreams:\n      - url: " + up.URL + "\n"
-	cfg, err := config.Load(writeFile(t, "c.yaml", yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, slog.New(slog.NewTextHandler(&testdata.Buffer{}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.handler)
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.proxy.Shutdown(ctx)
-		a.Close()
-	})
+	srv := serveApp(t, yaml, slog.NewTextHandler(&testdata.Buffer{}, nil))
 	r := page(t, srv.URL, "GET", "/evil/linux-64/", browserAccept)
 	if r.status != 200 || !strings.Contains(r.body, "1–1 of 1 records") {
 		t.Fatalf("%d\n%s", r.status, r.body)
@@ -233,22 +216,7 @@ func startPagesApp(t *testing.T) string {
 	yaml := "data: " + filepath.Join(t.TempDir(), "data") + "\n" +
 		"auth:\n  tokens: [" + cliTok + ", {token: " + scopedTok + ", channels: [fmt, all]}]\n  admin_token: " + admTok + "\n" +
 		"channels:\n" + strings.ReplaceAll(channels, "UPSTREAM", up.URL+"/t/"+upTok)
-	cfg, err := config.Load(writeFile(t, "c.yaml", yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApp(cfg, slog.New(slog.NewTextHandler(&testdata.Buffer{}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a.handler)
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.proxy.Shutdown(ctx)
-		a.Close()
-	})
+	srv := serveApp(t, yaml, slog.NewTextHandler(&testdata.Buffer{}, nil))
 	return srv.URL
 }
 
