@@ -69,19 +69,14 @@ type dirPage struct {
 
 type subdirPage struct {
 	base
-	Channel  ChannelInfo
-	Subdir   string
-	URL      string // the channel's URL as the browser reached it
-	Q        string
-	Results  *PackagePage
-	Admin    bool // the admin view: hidden records, their rule, the cached state
-	Explain  bool // the "why?" links reach /ui/explain (no client tokens)
-	Page     int
-	Pages    []pageLink
-	Prev     string
-	Next     string
-	First    int
-	Last     int
+	Channel ChannelInfo
+	Subdir  string
+	URL     string // the channel's URL as the browser reached it
+	Q       string
+	Results *PackagePage
+	Admin   bool // the admin view: hidden records, their rule, the cached state
+	Explain bool // the "why?" links reach /ui/explain (no client tokens)
+	pageNav
 	Repodata []string
 }
 
@@ -126,11 +121,8 @@ func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, 
 			"The filename filter is too long (at most "+strconv.Itoa(maxDirQuery)+" characters).")
 		return
 	}
-	p.Page = 1
-	if n, err := strconv.Atoi(r.URL.Query().Get("page")); err == nil && n > 1 {
-		p.Page = min(n, 1_000_000)
-	}
-	res, err := w.o.Backend.Packages(ctx, info.Name, subdir, p.Q, !readAll, (p.Page-1)*pageSize, pageSize)
+	p.setPage(r.URL.Query().Get("page"))
+	res, err := w.o.Backend.Packages(ctx, info.Name, subdir, p.Q, !readAll, p.offset(), pageSize)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
 			// The answer a conda client gets here, as a page.
@@ -147,12 +139,7 @@ func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, 
 		return
 	}
 	p.Results = &res
-	if len(res.Packages) > 0 {
-		p.First = (p.Page-1)*pageSize + 1
-		p.Last = p.First + len(res.Packages) - 1
-	}
-	pages := (res.Total + pageSize - 1) / pageSize
-	link := func(n int) string {
+	p.paginate(res, func(n int) string {
 		v := url.Values{}
 		if p.Q != "" {
 			v.Set("q", p.Q)
@@ -164,8 +151,7 @@ func (w *web) dirPage(rw http.ResponseWriter, r *http.Request, channel, subdir, 
 			return "./" // this subdir's own URL, no query
 		}
 		return "?" + v.Encode()
-	}
-	p.Prev, p.Next, p.Pages = pager(p.Page, pages, link)
+	})
 	w.renderHTTP(rw, r, http.StatusOK, "subdir", p)
 }
 
@@ -238,8 +224,39 @@ func escapeSegments(name string) string {
 	return strings.Join(segs, "/")
 }
 
-// pager makes the previous, next and numbered links of page of pages:
-// 1 … p-2 p-1 p p+1 p+2 … last.
+// pageNav is where a page of search results stands, as the "pager" template
+// shows it: the page, the rows on it and the links to the others. The channel
+// page of /ui and a subdir's directory page both embed it.
+type pageNav struct {
+	Page       int
+	Pages      []pageLink
+	Prev, Next string
+	First      int // 1-based index of the first row shown; 0 when none
+	Last       int
+}
+
+// setPage takes the page asked for (the "page" query parameter), bounded.
+func (n *pageNav) setPage(q string) {
+	n.Page = 1
+	if v, err := strconv.Atoi(q); err == nil && v > 1 {
+		n.Page = min(v, 1_000_000)
+	}
+}
+
+// offset is the index of the page's first record, for Backend.Packages.
+func (n *pageNav) offset() int { return (n.Page - 1) * pageSize }
+
+// paginate sets the rows res shows and the previous, next and numbered links
+// (1 … p-2 p-1 p p+1 p+2 … last), each made by link.
+func (n *pageNav) paginate(res PackagePage, link func(int) string) {
+	if len(res.Packages) > 0 {
+		n.First = n.offset() + 1
+		n.Last = n.First + len(res.Packages) - 1
+	}
+	n.Prev, n.Next, n.Pages = pager(n.Page, (res.Total+pageSize-1)/pageSize, link)
+}
+
+// pager makes the previous, next and numbered links of page of pages.
 func pager(page, pages int, link func(int) string) (prev, next string, list []pageLink) {
 	if page > 1 {
 		prev = link(min(page-1, max(pages, 1)))

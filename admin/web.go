@@ -362,19 +362,14 @@ func (w *web) overview(c *gin.Context) {
 
 type channelPage struct {
 	base
-	Channel  ChannelInfo
-	Subdirs  []string
-	Guessed  string // why Subdirs is a guess; "" when it is the channel's list
-	Subdir   string // the one searched; "" before one is chosen
-	Q        string
-	Results  *PackagePage
-	Error    string
-	Page     int
-	Pages    []pageLink
-	Prev     string
-	Next     string
-	First    int // 1-based index of the first row shown
-	Last     int
+	Channel ChannelInfo
+	Subdirs []string
+	Guessed string // why Subdirs is a guess; "" when it is the channel's list
+	Subdir  string // the one searched; "" before one is chosen
+	Q       string
+	Results *PackagePage
+	Error   string
+	pageNav
 	Condarc  string
 	TokenRC  string // "" when the proxy has no client tokens
 	SyncForm bool
@@ -419,11 +414,8 @@ func (w *web) channel(c *gin.Context) {
 		w.render(c, http.StatusOK, "channel", p)
 		return
 	}
-	p.Page = 1
-	if n, err := strconv.Atoi(c.Query("page")); err == nil && n > 1 {
-		p.Page = min(n, 1_000_000)
-	}
-	res, err := w.o.Backend.Packages(ctx, info.Name, p.Subdir, p.Q, false, (p.Page-1)*pageSize, pageSize)
+	p.setPage(c.Query("page"))
+	res, err := w.o.Backend.Packages(ctx, info.Name, p.Subdir, p.Q, false, p.offset(), pageSize)
 	status := http.StatusOK
 	if err != nil {
 		status = http.StatusBadGateway
@@ -435,12 +427,7 @@ func (w *web) channel(c *gin.Context) {
 		return
 	}
 	p.Results = &res
-	if len(res.Packages) > 0 {
-		p.First = (p.Page-1)*pageSize + 1
-		p.Last = p.First + len(res.Packages) - 1
-	}
-	pages := (res.Total + pageSize - 1) / pageSize
-	link := func(n int) string {
+	p.paginate(res, func(n int) string {
 		v := url.Values{"subdir": {p.Subdir}}
 		if p.Q != "" {
 			v.Set("q", p.Q)
@@ -449,8 +436,7 @@ func (w *web) channel(c *gin.Context) {
 			v.Set("page", strconv.Itoa(n))
 		}
 		return channelURL(info.Name) + "?" + v.Encode()
-	}
-	p.Prev, p.Next, p.Pages = pager(p.Page, pages, link)
+	})
 	w.render(c, status, "channel", p)
 }
 
