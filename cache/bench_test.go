@@ -51,10 +51,7 @@ func BenchmarkCommitFull(b *testing.B) {
 			settle(b, s)
 			s.mu.Lock()
 			for i := range n {
-				e := &blobEntry{sha: benchSHA(i), Size: size, ATime: int64(i)}
-				s.blobs[e.sha] = e
-				s.lru.pushBack(e)
-				s.total += size
+				s.insertLocked(&blobEntry{sha: benchSHA(i), Size: size, ATime: int64(i)})
 			}
 			s.mu.Unlock()
 			blobs := make([][]byte, 0, 1024)

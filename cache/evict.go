@@ -90,6 +90,34 @@ func (s *Store) dropLocked(e *blobEntry) {
 	s.total -= e.Size
 }
 
+// insertLocked puts e in the table, at the most recently used end: the
+// reverse of dropLocked.
+func (s *Store) insertLocked(e *blobEntry) {
+	s.blobs[e.sha] = e
+	s.lru.pushBack(e)
+	s.total += e.Size
+}
+
+// enforceCap evicts what is over the cap and wakes the deleter for it.
+func (s *Store) enforceCap() {
+	s.mu.Lock()
+	victims := s.pickVictimsLocked("")
+	s.mu.Unlock()
+	if victims > 0 {
+		s.kickDeleter()
+	}
+}
+
+// deleteRecords deletes the table records of shas (unsynced: a record left by
+// a crash names a file the start-up check finds gone).
+func (s *Store) deleteRecords(shas []string) error {
+	keys := make([]string, len(shas))
+	for i, sha := range shas {
+		keys[i] = "b/" + sha
+	}
+	return s.Meta.writeNoSync(nil, keys)
+}
+
 // kickDeleter wakes the deleter; it never blocks (a kick pending is enough).
 func (s *Store) kickDeleter() {
 	select {
@@ -143,13 +171,9 @@ func (s *Store) deleteQueued() {
 		if s.opts.deleteGate != nil {
 			<-s.opts.deleteGate
 		}
-		keys := make([]string, len(shas))
-		for i, sha := range shas {
-			keys[i] = "b/" + sha
-		}
-		if err := s.Meta.writeNoSync(nil, keys); err != nil {
+		if err := s.deleteRecords(shas); err != nil {
 			// The next Open drops the keys whose files are gone.
-			s.log.Error("evict blobs: delete records", "count", len(keys), "err", err)
+			s.log.Error("evict blobs: delete records", "count", len(shas), "err", err)
 		}
 		for _, sha := range shas {
 			if s.hot != nil {

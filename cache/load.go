@@ -254,16 +254,9 @@ func (s *Store) reconcile(loaded *loadedEntries) {
 	if dropped > 0 {
 		s.log.Info("dropped blob records whose file is gone", "count", dropped)
 	}
-	{
-		// The cap, on the entries now known to have a file (and the files
-		// adopted): a cap lowered since the last run holds from here.
-		s.mu.Lock()
-		victims := s.pickVictimsLocked("")
-		s.mu.Unlock()
-		if victims > 0 {
-			s.kickDeleter()
-		}
-	}
+	// The cap, on the entries now known to have a file (and the files
+	// adopted): a cap lowered since the last run holds from here.
+	s.enforceCap()
 	s.log.Debug("blob table reconciled with the files", "took", time.Since(start), "adopted", adopted, "dropped", dropped)
 }
 
@@ -311,11 +304,7 @@ func (s *Store) reconcileDir(prefix string, loaded []*blobEntry) (adopted, dropp
 	s.mu.Unlock()
 
 	if len(gone) > 0 {
-		keys := make([]string, len(gone))
-		for i, sha := range gone {
-			keys[i] = "b/" + sha
-		}
-		if err := s.Meta.writeNoSync(nil, keys); err != nil {
+		if err := s.deleteRecords(gone); err != nil {
 			s.log.Error("reconcile blobs: delete records", "err", err)
 		}
 		s.unclaim(gone...)
@@ -347,15 +336,10 @@ func (s *Store) reconcileDir(prefix string, loaded []*blobEntry) (adopted, dropp
 		if _, ok := s.blobs[e.sha]; ok {
 			continue
 		}
-		s.blobs[e.sha] = e
-		s.lru.pushBack(e)
-		s.total += e.Size
+		s.insertLocked(e)
 		adopted++
 	}
-	for _, sha := range orphans {
-		delete(s.busy, sha)
-	}
-	s.settled.Broadcast()
+	s.unclaimLocked(orphans...)
 	s.mu.Unlock()
 	return adopted, len(gone)
 }

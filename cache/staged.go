@@ -179,10 +179,7 @@ func (s *Store) Place(b *Batch, staged []*Staged) error {
 				s.touchLocked(e, now)
 				continue
 			}
-			e := &blobEntry{sha: sha, Size: fresh[sha], ATime: now}
-			s.blobs[sha] = e
-			s.lru.pushBack(e)
-			s.total += e.Size
+			s.insertLocked(&blobEntry{sha: sha, Size: fresh[sha], ATime: now})
 		}
 		victims := s.pickVictimsLocked("")
 		s.mu.Unlock()

@@ -243,7 +243,6 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 		return nil, err
 	}
 	go s.deleter()
-	s.kickDeleter() // for what the cap evicted at load
 	go s.flusher()
 	go s.reconcile(loaded)
 	return s, nil
@@ -624,9 +623,7 @@ func (s *Store) added(sha string, size int64) {
 		return
 	}
 	e := &blobEntry{sha: sha, Size: size, ATime: now}
-	s.blobs[sha] = e
-	s.lru.pushBack(e)
-	s.total += size
+	s.insertLocked(e)
 	victims := s.pickVictimsLocked(sha)
 	record := e.record() // readers change e.ATime under s.mu
 	s.mu.Unlock()
@@ -658,12 +655,7 @@ func (s *Store) flusher() {
 			s.flush()
 			// Blobs let go since the last commit (open, pinned) are over the
 			// cap no longer than this.
-			s.mu.Lock()
-			victims := s.pickVictimsLocked("")
-			s.mu.Unlock()
-			if victims > 0 {
-				s.kickDeleter()
-			}
+			s.enforceCap()
 		case <-s.stop:
 			s.flush()
 			return
