@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"time"
 
 	"github.com/condaproxy/condaproxy/cache"
 )
@@ -132,19 +131,8 @@ func TouchAll(st *cache.Store, b *Blobs, rng *rand.Rand) ([]int, error) {
 	return order, nil
 }
 
-// WaitReady waits until st has squared its blob table with the files, and says
-// how long that took. A store that does it after Open returns, in the
-// background, says when it is done with a Ready() channel: until then a file
-// without a table entry is not adopted yet, and a Close stops it half-way, so a
-// data directory prepared for a benchmark must wait for it. A store that does it
-// inside Open (no Ready method) has nothing to wait for. Asked through an
-// interface, so these programs build against both.
-func WaitReady(st *cache.Store) time.Duration {
-	r, ok := any(st).(interface{ Ready() <-chan struct{} })
-	if !ok {
-		return 0
-	}
-	t := time.Now()
-	<-r.Ready()
-	return time.Since(t)
-}
+// WaitReady waits until st has squared its blob table with the files (it does
+// so in the background after Open): until then a file without a table entry is
+// not adopted yet, and a Close stops it half-way, so a data directory prepared
+// for a benchmark must wait for it.
+func WaitReady(st *cache.Store) { <-st.Ready() }

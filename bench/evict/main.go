@@ -134,10 +134,7 @@ type result struct {
 
 func run(o options) error {
 	// The machine may be shared: the load says how far to trust the figures.
-	load, _ := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(load)); len(f) >= 3 {
-		load = []byte(strings.Join(f[:3], " "))
-	}
+	load := bench.LoadAvg()
 	fmt.Printf("evict: commit into a full cache; GOMAXPROCS %d, load average %s\n", runtime.GOMAXPROCS(0), load)
 	fmt.Printf("%d commits of %d-byte blobs per size, %d opener(s) pausing %v between opens\n\n",
 		o.commits, o.blobSize, o.openers, o.openGap)

@@ -175,7 +175,7 @@ func serve(ctx context.Context, bin, cfg, logPath string) (stop func(), err erro
 	if err != nil {
 		return nil, err
 	}
-	p, err := bench.StartProc(bin, "serve", logPath, exec.Command(bin, "serve", "-c", cfg, "--listen", addr))
+	p, err := bench.StartProc("maintload", "serve", logPath, exec.Command(bin, "serve", "-c", cfg, "--listen", addr))
 	if err != nil {
 		return nil, err
 	}

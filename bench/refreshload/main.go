@@ -784,9 +784,7 @@ func (r *runner) sample(stop *atomic.Bool) {
 			m, sched := r.metrics("go_gc_duration_seconds_count", "go_gc_duration_seconds_sum", "go_gc_gogc_percent",
 				"go_memstats_heap_inuse_bytes", "go_cpu_classes_gc_total_cpu_seconds_total")
 			t.gcCount, t.gcSum, t.gogc, t.heapInuse, t.gcCPU, t.sched = m[0], m[1], m[2], m[3], m[4], sched
-			if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-				t.load1 = strings.Fields(string(b))[0]
-			}
+			t.load1 = strings.Fields(bench.LoadAvg())[0]
 			r.mu.Lock()
 			r.ticks = append(r.ticks, t)
 			r.mu.Unlock()

@@ -96,10 +96,7 @@ type sizeResult struct {
 
 func run(sizes []int, rounds, blobSize int, target time.Duration, keep bool) error {
 	// The machine may be shared: the load says how far to trust the figures.
-	load, _ := os.ReadFile("/proc/loadavg")
-	if f := strings.Fields(string(load)); len(f) >= 3 {
-		load = []byte(strings.Join(f[:3], " "))
-	}
+	load := bench.LoadAvg()
 	fmt.Printf("start: condaproxy serve until /healthz answers; GOMAXPROCS %d, load average %s\n", runtime.GOMAXPROCS(0), load)
 	tmp, cleanup, err := bench.TempDir("start-", keep)
 	if err != nil {
