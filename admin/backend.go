@@ -97,8 +97,8 @@ type Stats struct {
 }
 
 // Maintainer is the maintenance side of a Backend: `condaproxy clean`, `export`
-// and `import` through a running server. A Backend that is one has the API
-// offer POST /api/v1/clean, /export, /export/commit and /import.
+// and `import` through a running server (POST /api/v1/clean, /export,
+// /export/commit and /import). A Backend that is not one answers those 404.
 type Maintainer interface {
 	// StartClean starts a clean job of the channels (all conda channels when
 	// empty): cached packages the filter hides now are removed (listed only,

@@ -40,11 +40,11 @@ const (
 	TarType = "application/x-tar"
 )
 
+// mountMaintenance adds the maintenance calls. o.Backend is the redacting
+// wrapper (New), a Maintainer always: it answers 404 (errNoMaintainer) for a
+// Backend that offers none.
 func mountMaintenance(api *gin.RouterGroup, o Options) {
-	m, ok := o.Backend.(Maintainer)
-	if !ok {
-		return
-	}
+	m := o.Backend.(Maintainer)
 	api.POST("/clean", func(c *gin.Context) {
 		var req struct {
 			Channels []string `json:"channels"`

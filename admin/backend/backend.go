@@ -221,20 +221,12 @@ func (b *Backend) Subdirs(ctx context.Context, channel string) ([]string, error)
 		return nil, err
 	}
 	subs, err := b.proxy.SyncSubdirs(ctx, channel)
-	if err == nil {
-		return subs, nil
+	if err != nil {
+		// Only a channel with no platforms asks upstream (and can fail): with
+		// them, the list is its own.
+		return proxy.CommonSubdirs(), notFound(err)
 	}
-	if ch := b.cfg.Channel(channel); ch != nil && len(ch.Platforms) > 0 {
-		subs = []string{"noarch"}
-		for _, p := range ch.Platforms {
-			if p != "noarch" {
-				subs = append(subs, p)
-			}
-		}
-	} else {
-		subs = proxy.CommonSubdirs()
-	}
-	return subs, notFound(err)
+	return subs, nil
 }
 
 // Explain answers a subdir outside the channel's platforms 404, as Packages
@@ -335,15 +327,8 @@ func (b *Backend) StartSync(channels []string) (admin.Job, error) {
 		return admin.Job{}, err
 	}
 	j, err := b.jobs.Start(names)
-	if busy := (*jobs.BusyError)(nil); errors.As(err, &busy) {
-		// busy.Channel is configured: condaChannel passed it.
-		if busy.Kind != jobs.KindSync {
-			return admin.Job{}, fmt.Errorf("%w: %s", admin.ErrBusy, busy.Error())
-		}
-		return admin.Job{}, fmt.Errorf("%w for channel %q (job %s)", admin.ErrBusy, busy.Channel, busy.Job)
-	}
 	if err != nil {
-		return admin.Job{}, err
+		return admin.Job{}, busyErr(err)
 	}
 	return toAdmin(j), nil
 }

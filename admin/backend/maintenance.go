@@ -197,11 +197,15 @@ func (b *Backend) condaNames(channels []string, what string) ([]string, error) {
 
 // busyErr turns the job manager's refusal into the admin API's 409.
 func busyErr(err error) error {
-	if busy := (*jobs.BusyError)(nil); errors.As(err, &busy) {
-		// busy.Channel is configured: the caller checked it.
-		return fmt.Errorf("%w: %s", admin.ErrBusy, busy.Error())
+	busy := (*jobs.BusyError)(nil)
+	if !errors.As(err, &busy) {
+		return err
 	}
-	return err
+	// busy.Channel is configured: the caller checked it.
+	if busy.Kind == "" || busy.Kind == jobs.KindSync {
+		return fmt.Errorf("%w for channel %q (job %s)", admin.ErrBusy, busy.Channel, busy.Job)
+	}
+	return fmt.Errorf("%w: %s", admin.ErrBusy, busy.Error())
 }
 
 // StartClean starts a clean job: what `condaproxy clean` does on a stopped

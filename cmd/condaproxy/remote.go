@@ -40,10 +40,10 @@ func serverFor(cfg *config.Config, flag string) string {
 	return ""
 }
 
-// followJob polls GET /api/v1/jobs/<id> until the job ends, calling tick every
-// 5 s while it runs.
+// followJob polls GET /api/v1/jobs/<id> until the job ends, calling tick (if
+// set) at the first poll and then every 5 s while it runs.
 func followJob(ctx context.Context, base, token, cmd string, job admin.Job, tick func(admin.Job)) (admin.Job, error) {
-	last := time.Now()
+	var last time.Time
 	for job.State == "running" {
 		select {
 		case <-ctx.Done():

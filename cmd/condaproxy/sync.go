@@ -83,10 +83,8 @@ func cmdSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := condaChannels(cfg, channels); err != nil {
 		return err // an unknown --channel is a usage error (exit 2)
 	}
-	if url := findServer(cfg.Data); url != "" {
-		if _, err := newStoreProbe(cfg); errors.Is(err, cache.ErrLocked) {
-			return remote(url) // a server holds the data directory: sync through it
-		}
+	if url := serverFor(cfg, ""); url != "" {
+		return remote(url) // a server holds the data directory: sync through it
 	}
 	a, err := openLocal(cfg, "sync", stderr)
 	if err != nil {
@@ -346,20 +344,11 @@ func remoteSync(ctx context.Context, base, adminToken string, channels []string,
 		return &exitError{1, fmt.Errorf("sync through %s: %w", base, err)}
 	}
 	fmt.Fprintf(stdout, "sync: through the server at %s, job %s\n", base, job.ID)
-	last := time.Time{}
-	for job.State == "running" {
-		select {
-		case <-ctx.Done():
-			return &exitError{1, fmt.Errorf("sync: stopped following job %s (it goes on in the server)", job.ID)}
-		case <-time.After(500 * time.Millisecond):
-		}
-		if err := apiGet(base, "/api/v1/jobs/"+job.ID, nil, adminToken, &job); err != nil {
-			return &exitError{1, err}
-		}
-		if time.Since(last) >= 5*time.Second {
-			last = time.Now()
-			fmt.Fprintf(stdout, "sync: %d/%d files, %s/%s\n", job.Done, job.Files, human(job.BytesDone), human(job.Bytes))
-		}
+	job, err := followJob(ctx, base, adminToken, "sync", job, func(job admin.Job) {
+		fmt.Fprintf(stdout, "sync: %d/%d files, %s/%s\n", job.Done, job.Files, human(job.BytesDone), human(job.Bytes))
+	})
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "sync: fetched %d files, %d already there, %d failed (job %s, %s)\n",
 		job.Fetched, job.Present, len(job.Failed), job.ID, job.State)
