@@ -286,11 +286,11 @@ func (l *loader) validateUpstream(key string, up Upstream) error {
 	return nil
 }
 
-// holdsSecret reports whether s holds one of secrets (of 3 characters or more,
-// as NewRedactor counts them), as it is or escaped for a URL path.
+// holdsSecret reports whether s holds one of secrets (Config.Secrets: 3
+// characters or more), as it is or escaped for a URL path.
 func holdsSecret(s string, secrets []string) bool {
 	for _, sec := range secrets {
-		if len(sec) >= 3 && (strings.Contains(s, sec) || strings.Contains(s, url.PathEscape(sec))) {
+		if strings.Contains(s, sec) || strings.Contains(s, url.PathEscape(sec)) {
 			return true
 		}
 	}

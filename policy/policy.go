@@ -48,6 +48,7 @@ type PassAll struct{}
 func (PassAll) Fingerprint() string                     { return "pass-all" }
 func (PassAll) ServesSubdir(string) bool                { return true }
 func (PassAll) Inputs(string, func() []string) []string { return nil }
+func (PassAll) HidesNothing() bool                      { return true }
 func (PassAll) Prepare(string, func(func(string, *repodata.Record)) error) (Decider, error) {
 	return passAll{}, nil
 }

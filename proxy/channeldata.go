@@ -44,13 +44,8 @@ type channelDataAnswer struct {
 // hidesNothing reports whether p serves every record of every subdir: only then
 // is upstream's channeldata.json right as it is.
 func hidesNothing(p policy.Policy) bool {
-	switch p := p.(type) {
-	case policy.PassAll:
-		return true
-	case interface{ HidesNothing() bool }:
-		return p.HidesNothing()
-	}
-	return false
+	h, ok := p.(interface{ HidesNothing() bool })
+	return ok && h.HidesNothing()
 }
 
 // errChannelData answers a malformed upstream channeldata.json with no good
@@ -245,26 +240,17 @@ func cutChannelDataJSON(raw []byte, views map[string]*served) ([]byte, error) {
 	for sub := range views {
 		subdirs[sub] = true
 	}
-	return cutChannelDataDoc(raw, names, subdirs, served)
+	return cutChannelDataDoc(raw, names, subdirs, served, false)
 }
 
-// splitFilename splits a package filename name-version-build.ext.
+// splitFilename is SplitFilename of a package filename (.conda or .tar.bz2)
+// with a name and two '-' after it: ok is false for anything else.
 func splitFilename(fn string) (name, version string, ok bool) {
-	base, found := strings.CutSuffix(fn, ".conda")
-	if !found {
-		if base, found = strings.CutSuffix(fn, ".tar.bz2"); !found {
-			return "", "", false
-		}
-	}
-	i := strings.LastIndexByte(base, '-')
-	if i <= 0 {
+	if !strings.HasSuffix(fn, ".conda") && !strings.HasSuffix(fn, ".tar.bz2") || strings.Count(fn, "-") < 2 {
 		return "", "", false
 	}
-	j := strings.LastIndexByte(base[:i], '-')
-	if j <= 0 {
-		return "", "", false
-	}
-	return base[:j], base[j+1 : i], true
+	name, version, _ = SplitFilename(fn)
+	return name, version, name != ""
 }
 
 // cutChannelDataDoc cuts a channeldata.json to what is served: names maps each
@@ -274,7 +260,7 @@ func splitFilename(fn string) (name, version string, ok bool) {
 // or whose packages is not an object, is an error; an entry of packages that is
 // not an object, or a subdirs entry that is not a valid subdir name, is dropped.
 // The output is deterministic: keys sorted.
-func cutChannelDataDoc(raw []byte, names servedNames, subdirs map[string]bool, servedFile func(string) bool) ([]byte, error) {
+func cutChannelDataDoc(raw []byte, names servedNames, subdirs map[string]bool, servedFile func(string) bool, addMissing bool) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadChannelData, err)
@@ -352,6 +338,20 @@ func cutChannelDataDoc(raw []byte, names servedNames, subdirs map[string]bool, s
 			return nil, fmt.Errorf("%w: %s: %v", errBadChannelData, name, err)
 		}
 		cut[name] = b
+	}
+	if addMissing {
+		// An export's names upstream's copy does not list: their subdirs and
+		// newest version.
+		for name, n := range names {
+			if _, ok := cut[name]; ok {
+				continue
+			}
+			entry := map[string]any{"subdirs": cutSubdirs(nil, n.subdirs)}
+			if v := newestVersion(n.versions); v != "" {
+				entry["version"] = v
+			}
+			cut[name] = mustJSON(entry)
+		}
 	}
 	out["packages"] = mustJSON(cut)
 	out["subdirs"] = mustJSON(cutSubdirs(top["subdirs"], subdirs))
@@ -543,39 +543,11 @@ func (s *Server) ExportChannelData(ctx context.Context, channel string, files ma
 			raw = b
 		}
 	}
-	out, err := cutChannelDataDoc(raw, names, subdirs, func(ref string) bool { return exported[ref] })
+	// Names upstream's copy does not list still have a record in the export.
+	out, err := cutChannelDataDoc(raw, names, subdirs, func(ref string) bool { return exported[ref] }, true)
 	if errors.Is(err, errBadChannelData) {
 		// Upstream's copy is unusable: the names and subdirs alone.
-		out, err = cutChannelDataDoc([]byte(`{"channeldata_version": 1}`), names, subdirs, nil)
+		out, err = cutChannelDataDoc([]byte(`{"channeldata_version": 1}`), names, subdirs, nil, true)
 	}
-	if err != nil {
-		return nil, err
-	}
-	// Names upstream's copy did not list still have a record in the export.
-	return addMissingNames(out, names)
-}
-
-// addMissingNames adds to a cut channeldata.json an entry for each name it
-// lacks: {subdirs, version}.
-func addMissingNames(doc []byte, names servedNames) ([]byte, error) {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(doc, &top); err != nil {
-		return nil, err
-	}
-	var pkgs map[string]json.RawMessage
-	if err := json.Unmarshal(top["packages"], &pkgs); err != nil || pkgs == nil {
-		pkgs = map[string]json.RawMessage{}
-	}
-	for name, n := range names {
-		if _, ok := pkgs[name]; ok {
-			continue
-		}
-		entry := map[string]any{"subdirs": cutSubdirs(nil, n.subdirs)}
-		if v := newestVersion(n.versions); v != "" {
-			entry["version"] = v
-		}
-		pkgs[name] = mustJSON(entry)
-	}
-	top["packages"] = mustJSON(pkgs)
-	return marshal(top, true)
+	return out, err
 }

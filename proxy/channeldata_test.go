@@ -241,7 +241,7 @@ func TestChannelDataCutAllowlist(t *testing.T) {
 		"foo": {subdirs: map[string]bool{"linux-64": true}, versions: map[string]bool{"1.0": true}},
 		"bar": {subdirs: map[string]bool{"linux-64": true}, versions: map[string]bool{"3.0": true}},
 	}
-	out, err := cutChannelDataDoc(raw, names, map[string]bool{"linux-64": true}, func(string) bool { return false })
+	out, err := cutChannelDataDoc(raw, names, map[string]bool{"linux-64": true}, func(string) bool { return false }, false)
 	if err != nil {
 		t.Fatal(err)
 	}

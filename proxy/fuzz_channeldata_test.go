@@ -23,7 +23,7 @@ func FuzzChannelDataCut(f *testing.F) {
 		names.hide("foo-2.0-0.tar.bz2")
 		subdirs := map[string]bool{"noarch": true, "linux-64": true}
 		served := func(ref string) bool { return ref == "linux-64/foo-1.0-0.tar.bz2" }
-		out, err := cutChannelDataDoc(raw, names, subdirs, served)
+		out, err := cutChannelDataDoc(raw, names, subdirs, served, false)
 		if err != nil {
 			return // every failure is a 502 or the last good cut
 		}

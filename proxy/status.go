@@ -228,18 +228,7 @@ func (s *Server) SearchPackages(ctx context.Context, channel, subdir, q string, 
 	offset, limit = max(offset, 0), max(limit, 0)
 	var page []string
 	total := 0
-	if servedOnly {
-		lq := strings.ToLower(q)
-		for _, fn := range names {
-			if !sv.packages.has(fn) || (q != "" && !strings.Contains(fn, q) && (lq == q || !strings.Contains(fn, lq))) {
-				continue
-			}
-			if total >= offset && total < offset+limit {
-				page = append(page, fn)
-			}
-			total++
-		}
-	} else if q == "" {
+	if !servedOnly && q == "" {
 		total = len(names)
 		if offset < total {
 			page = names[offset:min(offset+limit, total)]
@@ -248,12 +237,13 @@ func (s *Server) SearchPackages(ctx context.Context, channel, subdir, q string, 
 		// Conda filenames are lower case; a query typed in capitals still finds them.
 		lq := strings.ToLower(q)
 		for _, fn := range names {
-			if strings.Contains(fn, q) || (lq != q && strings.Contains(fn, lq)) {
-				if total >= offset && total < offset+limit {
-					page = append(page, fn)
-				}
-				total++
+			if (servedOnly && !sv.packages.has(fn)) || (q != "" && !strings.Contains(fn, q) && (lq == q || !strings.Contains(fn, lq))) {
+				continue
 			}
+			if total >= offset && total < offset+limit {
+				page = append(page, fn)
+			}
+			total++
 		}
 	}
 	out := PackageSearch{Total: total, Records: make([]PackageRecord, 0, len(page))}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -76,7 +77,7 @@ func (s *Server) channelSubdirs(ctx context.Context, ch *channel, wait bool) ([]
 		return nil, err
 	}
 	for sd := range set {
-		if !config.ValidSubdir(sd) || !ch.serves(sd) {
+		if !ch.serves(sd) { // with no platforms, only noarch and KnownSubdirs
 			delete(set, sd)
 		}
 	}
@@ -95,7 +96,7 @@ func sortSubdirs(set map[string]bool) []string {
 }
 
 // upstreamSubdirs is what upstream i of ch says it has (see channelSubdirs),
-// at most maxUpstreamSubdirs names: each a subdir conda knows, once. An
+// at most len(config.KnownSubdirs) names: each a subdir conda knows, once. An
 // upstream error with no copy of its channeldata.json is an error: the closure
 // cannot be cut honestly without the list (channelSubdirs skips it when another
 // upstream answered). A channeldata.json with no or an empty subdirs (or none
@@ -156,15 +157,15 @@ func (s *Server) channelDataSubdirs(sha string) ([]string, error) {
 		}
 	}
 	s.cdSubdirsMu.Unlock()
-	b, err := s.store.OpenBlob(sha)
+	b, err := s.readMetadataBlob(sha) // bounded by limits.max_metadata
 	if err != nil {
 		return nil, err
 	}
-	defer b.Close()
 	var cd struct {
 		Subdirs json.RawMessage `json:"subdirs"`
 	}
-	if err := json.NewDecoder(b).Decode(&cd); err != nil {
+	// A Decoder, not Unmarshal: what follows the document is ignored, as before.
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&cd); err != nil {
 		return nil, err
 	}
 	var raw []string
@@ -183,19 +184,15 @@ func (s *Server) channelDataSubdirs(sha string) ([]string, error) {
 	return out, nil
 }
 
-// maxUpstreamSubdirs bounds the subdirs taken from one upstream: only names
-// conda knows (config.KnownSubdirs; a channel with no platforms serves no
-// other), each once. A channeldata.json listing thousands of names costs
-// neither memory in the memo nor requests.
-var maxUpstreamSubdirs = len(config.KnownSubdirs)
-
-// knownSubdirs is list kept to the subdirs conda knows, each once, in
-// upstream's order: at most maxUpstreamSubdirs.
+// knownSubdirs is list kept to the subdirs conda knows (config.KnownSubdirs; a
+// channel with no platforms serves no other), each once, in upstream's order:
+// at most len(config.KnownSubdirs) names, so a channeldata.json listing
+// thousands costs neither memory in the memo nor requests.
 func knownSubdirs(list []string) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, sd := range list {
-		if config.KnownSubdirs[sd] && config.ValidSubdir(sd) && !seen[sd] && len(out) < maxUpstreamSubdirs {
+		if config.KnownSubdirs[sd] && !seen[sd] {
 			seen[sd] = true
 			out = append(out, sd)
 		}
