@@ -256,15 +256,21 @@ func TestRecommitWhileDeletePending(t *testing.T) {
 	const size = 100
 	x, a, b := content(500, size), content(501, size), content(502, size)
 	shaX, shaA, shaB := shaOf(x), shaOf(a), shaOf(b)
-
-	t.Run("queued", func(t *testing.T) {
-		dir := t.TempDir()
+	// xHeld opens a store of room for one blob, commits X then A: X is evicted,
+	// and the deleter claims it and waits at its gate.
+	xHeld := func(t *testing.T) (s *Store, dir string, openGate func()) {
+		dir = t.TempDir()
 		g, openGate := gate()
-		s := openT(t, dir, Options{MaxSize: size, deleteGate: g})
+		s = openT(t, dir, Options{MaxSize: size, deleteGate: g})
 		t.Cleanup(openGate)
 		commit(t, s, x)
-		commit(t, s, a) // X evicted; the deleter claims it and waits at the gate
+		commit(t, s, a)
 		waitBusy(t, s, shaX, fileClaimed)
+		return s, dir, openGate
+	}
+
+	t.Run("queued", func(t *testing.T) {
+		s, dir, openGate := xHeld(t)
 		commit(t, s, b) // A evicted: queued behind X's batch
 		if got := busyState(s, shaA); got != deleteQueued {
 			t.Fatalf("A's delete state = %d, want queued (%d)", got, deleteQueued)
@@ -288,13 +294,7 @@ func TestRecommitWhileDeletePending(t *testing.T) {
 	})
 
 	t.Run("in progress", func(t *testing.T) {
-		dir := t.TempDir()
-		g, openGate := gate()
-		s := openT(t, dir, Options{MaxSize: size, deleteGate: g})
-		t.Cleanup(openGate)
-		commit(t, s, x)
-		commit(t, s, a) // X evicted; the deleter claims it and waits at the gate
-		waitBusy(t, s, shaX, fileClaimed)
+		s, dir, openGate := xHeld(t)
 		done := make(chan error, 1)
 		go func() {
 			tmp, err := s.NewTemp()
